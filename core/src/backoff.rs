@@ -1,0 +1,174 @@
+//! Reconnect delays: exponential with seeded jitter, widening to a slow band.
+
+use core::time::Duration;
+
+use rand_core::{RngCore as _, SeedableRng as _};
+use rand_pcg::Pcg64Mcg;
+
+/// The seeded generator the core draws jitter from. Same seed, same draws.
+#[derive(Clone, Debug)]
+pub struct Rng(Pcg64Mcg);
+
+impl Rng {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng(Pcg64Mcg::seed_from_u64(seed))
+    }
+
+    /// A uniform draw from `lo..=hi` milliseconds.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            return lo;
+        }
+        let span = hi - lo + 1;
+        lo + self.0.next_u64() % span
+    }
+}
+
+/// Backoff parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackoffConfig {
+    /// The delay after the first failure, before jitter.
+    pub initial: Duration,
+    /// The largest delay in the fast band.
+    pub cap: Duration,
+    /// After this many consecutive failures, delays come from the slow band.
+    pub slow_after: u32,
+    /// The slow band's lower bound.
+    pub slow_min: Duration,
+    /// The slow band's upper bound.
+    pub slow_max: Duration,
+    /// The longest `retryAfterMs` honoured; a larger one is clamped.
+    pub max_retry_after: Duration,
+}
+
+impl Default for BackoffConfig {
+    /// 1 s doubling to 30 s, each delay jittered down by up to half; after 8
+    /// consecutive failures (about two minutes) uniform 30–60 s.
+    fn default() -> Self {
+        BackoffConfig {
+            initial: Duration::from_secs(1),
+            cap: Duration::from_secs(30),
+            slow_after: 8,
+            slow_min: Duration::from_secs(30),
+            slow_max: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A pure backoff: the delay is a function of the failure count and the
+/// generator's next draw.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    config: BackoffConfig,
+    failures: u32,
+}
+
+impl Backoff {
+    /// A backoff with no failures yet.
+    pub fn new(config: BackoffConfig) -> Self {
+        Backoff {
+            config,
+            failures: 0,
+        }
+    }
+
+    /// The parameters.
+    pub fn config(&self) -> &BackoffConfig {
+        &self.config
+    }
+
+    /// Consecutive failures since the last reset.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Forgets the failures (after a hello-ok).
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// The bounds `(lo, hi)` the delay after `failures` consecutive failures
+    /// (counting the one just recorded, so at least 1) is drawn from.
+    pub fn bounds(config: &BackoffConfig, failures: u32) -> (Duration, Duration) {
+        let n = failures.max(1);
+        if n > config.slow_after {
+            return (config.slow_min, config.slow_max.max(config.slow_min));
+        }
+        let shift = (n - 1).min(31);
+        let full = config
+            .initial
+            .checked_mul(1u32 << shift)
+            .unwrap_or(config.cap)
+            .min(config.cap);
+        (full / 2, full)
+    }
+
+    /// Records one more failure and draws the delay before the next attempt.
+    /// `retry_after` from the gateway raises the delay (clamped to
+    /// `max_retry_after`), never lowers it.
+    pub fn next_delay(&mut self, rng: &mut Rng, retry_after: Option<Duration>) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let (lo, hi) = Backoff::bounds(&self.config, self.failures);
+        let drawn = Duration::from_millis(rng.between(millis(lo), millis(hi)));
+        match retry_after {
+            Some(r) => drawn.max(r.min(self.config.max_retry_after)),
+            None => drawn,
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_double_to_the_cap_then_widen() {
+        let c = BackoffConfig::default();
+        assert_eq!(
+            Backoff::bounds(&c, 1),
+            (Duration::from_millis(500), Duration::from_secs(1))
+        );
+        assert_eq!(Backoff::bounds(&c, 6).1, Duration::from_secs(30));
+        assert_eq!(Backoff::bounds(&c, 8).1, Duration::from_secs(30));
+        assert_eq!(
+            Backoff::bounds(&c, 9),
+            (Duration::from_secs(30), Duration::from_secs(60))
+        );
+        assert_eq!(Backoff::bounds(&c, u32::MAX).1, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn draws_stay_in_bounds_and_are_seeded() {
+        let c = BackoffConfig::default();
+        let mut a = (Backoff::new(c), Rng::new(7));
+        let mut b = (Backoff::new(c), Rng::new(7));
+        for _ in 0..40 {
+            let da = a.0.next_delay(&mut a.1, None);
+            let db = b.0.next_delay(&mut b.1, None);
+            assert_eq!(da, db);
+            let (lo, hi) = Backoff::bounds(&c, a.0.failures());
+            assert!(lo <= da && da <= hi);
+        }
+    }
+
+    #[test]
+    fn retry_after_raises_but_is_clamped() {
+        let c = BackoffConfig::default();
+        let mut b = Backoff::new(c);
+        let mut r = Rng::new(1);
+        assert_eq!(
+            b.next_delay(&mut r, Some(Duration::from_secs(5))),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            b.next_delay(&mut r, Some(Duration::from_secs(100_000))),
+            c.max_retry_after
+        );
+    }
+}

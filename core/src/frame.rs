@@ -1,0 +1,260 @@
+//! Frames on the wire (PROTOCOL §2): parsing what the gateway sends and
+//! building what the node sends.
+
+use alloc::borrow::ToOwned;
+use alloc::string::{String, ToString};
+use core::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::io::GatewayError;
+
+/// A frame from the gateway, checked for shape but not for meaning.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Inbound {
+    /// `{"type":"event", ...}`
+    Event {
+        /// The event name.
+        event: String,
+        /// Its payload, when present.
+        payload: Option<Value>,
+        /// Its per-connection sequence number, when present.
+        seq: Option<u64>,
+    },
+    /// `{"type":"res", ...}`
+    Response {
+        /// The id of the request it answers.
+        id: String,
+        /// Whether the request succeeded.
+        ok: bool,
+        /// The payload, when present.
+        payload: Option<Value>,
+        /// The error object, when present.
+        error: Option<Value>,
+    },
+    /// `{"type":"req", ...}`: nodes are not sent requests, but it is a
+    /// well-formed frame.
+    Request {
+        /// The request id.
+        id: String,
+        /// The method.
+        method: String,
+        /// The params, when present.
+        params: Option<Value>,
+    },
+}
+
+/// Why a frame was not accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// Not JSON.
+    NotJson(String),
+    /// JSON, but not an object.
+    NotAnObject,
+    /// No `type`, or one that is not `event`, `res` or `req`.
+    UnknownType(Option<String>),
+    /// A required field is missing or has the wrong type.
+    BadField(&'static str),
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::NotJson(e) => write!(f, "frame is not JSON: {e}"),
+            ParseError::NotAnObject => f.write_str("frame is not a JSON object"),
+            ParseError::UnknownType(Some(t)) => write!(f, "frame has unknown type {t:?}"),
+            ParseError::UnknownType(None) => f.write_str("frame has no string \"type\""),
+            ParseError::BadField(name) => {
+                write!(f, "frame field {name:?} is missing or has the wrong type")
+            }
+        }
+    }
+}
+
+impl core::error::Error for ParseError {}
+
+/// Parses an inbound text frame.
+pub fn parse_inbound(text: &str) -> Result<Inbound, ParseError> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let Value::Object(mut obj) = value else {
+        return Err(ParseError::NotAnObject);
+    };
+    let kind = match obj.get("type") {
+        Some(Value::String(t)) => t.clone(),
+        _ => return Err(ParseError::UnknownType(None)),
+    };
+    match kind.as_str() {
+        "event" => {
+            let event = take_string(&mut obj, "event")?;
+            let seq = match obj.remove("seq") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(v.as_u64().ok_or(ParseError::BadField("seq"))?),
+            };
+            Ok(Inbound::Event {
+                event,
+                payload: take_opt(&mut obj, "payload"),
+                seq,
+            })
+        }
+        "res" => {
+            let id = take_string(&mut obj, "id")?;
+            let ok = obj
+                .get("ok")
+                .and_then(Value::as_bool)
+                .ok_or(ParseError::BadField("ok"))?;
+            Ok(Inbound::Response {
+                id,
+                ok,
+                payload: take_opt(&mut obj, "payload"),
+                error: take_opt(&mut obj, "error"),
+            })
+        }
+        "req" => Ok(Inbound::Request {
+            id: take_string(&mut obj, "id")?,
+            method: take_string(&mut obj, "method")?,
+            params: take_opt(&mut obj, "params"),
+        }),
+        _ => Err(ParseError::UnknownType(Some(kind))),
+    }
+}
+
+impl Inbound {
+    /// The frame as a JSON value; parsing its text gives `self` back.
+    pub fn to_value(&self) -> Value {
+        let mut obj = Map::new();
+        let put_opt = |obj: &mut Map<String, Value>, k: &str, v: &Option<Value>| {
+            if let Some(v) = v {
+                obj.insert(k.to_owned(), v.clone());
+            }
+        };
+        match self {
+            Inbound::Event {
+                event,
+                payload,
+                seq,
+            } => {
+                obj.insert("type".into(), "event".into());
+                obj.insert("event".into(), event.as_str().into());
+                put_opt(&mut obj, "payload", payload);
+                if let Some(s) = seq {
+                    obj.insert("seq".into(), (*s).into());
+                }
+            }
+            Inbound::Response {
+                id,
+                ok,
+                payload,
+                error,
+            } => {
+                obj.insert("type".into(), "res".into());
+                obj.insert("id".into(), id.as_str().into());
+                obj.insert("ok".into(), (*ok).into());
+                put_opt(&mut obj, "payload", payload);
+                put_opt(&mut obj, "error", error);
+            }
+            Inbound::Request { id, method, params } => {
+                obj.insert("type".into(), "req".into());
+                obj.insert("id".into(), id.as_str().into());
+                obj.insert("method".into(), method.as_str().into());
+                put_opt(&mut obj, "params", params);
+            }
+        }
+        Value::Object(obj)
+    }
+}
+
+fn take_string(obj: &mut Map<String, Value>, key: &'static str) -> Result<String, ParseError> {
+    match obj.remove(key) {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(ParseError::BadField(key)),
+    }
+}
+
+/// A missing field and an explicit `null` both mean "absent".
+fn take_opt(obj: &mut Map<String, Value>, key: &str) -> Option<Value> {
+    obj.remove(key).filter(|v| !v.is_null())
+}
+
+/// Reads a gateway error object (`{code, message, details?, retryable?, retryAfterMs?}`).
+pub(crate) fn gateway_error(error: Option<&Value>) -> GatewayError {
+    let Some(e) = error else {
+        return GatewayError {
+            code: "UNKNOWN".into(),
+            message: "error response without an error object".into(),
+            ..GatewayError::default()
+        };
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    let details = e.get("details").filter(|d| !d.is_null()).cloned();
+    GatewayError {
+        code: text(e.get("code")).unwrap_or_else(|| "UNKNOWN".into()),
+        message: text(e.get("message")).unwrap_or_default(),
+        detail_code: text(details.as_ref().and_then(|d| d.get("code"))),
+        recommended_next_step: text(details.as_ref().and_then(|d| d.get("recommendedNextStep"))),
+        retry_after_ms: e
+            .get("retryAfterMs")
+            .or_else(|| details.as_ref().and_then(|d| d.get("retryAfterMs")))
+            .and_then(Value::as_u64),
+        retryable: e.get("retryable").and_then(Value::as_bool),
+        details,
+    }
+}
+
+/// Serialises a request frame.
+pub(crate) fn request(id: &str, method: &str, params: &Value) -> String {
+    // Built by hand around the params so a large payload is serialised once.
+    let mut out = String::with_capacity(64 + method.len());
+    out.push_str("{\"type\":\"req\",\"id\":");
+    push_json_str(&mut out, id);
+    out.push_str(",\"method\":");
+    push_json_str(&mut out, method);
+    out.push_str(",\"params\":");
+    out.push_str(&serde_json::to_string(params).unwrap_or_else(|_| "null".into()));
+    out.push('}');
+    out
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_kinds_and_round_trips() {
+        for text in [
+            r#"{"type":"event","event":"tick","payload":{"ts":5},"seq":3}"#,
+            r#"{"type":"res","id":"a","ok":false,"error":{"code":"X","message":"m"}}"#,
+            r#"{"type":"req","id":"b","method":"m"}"#,
+        ] {
+            let f = parse_inbound(text).unwrap();
+            let again = parse_inbound(&f.to_value().to_string()).unwrap();
+            assert_eq!(f, again);
+        }
+    }
+
+    #[test]
+    fn rejects_with_a_reason() {
+        assert!(matches!(parse_inbound("{"), Err(ParseError::NotJson(_))));
+        assert_eq!(parse_inbound("[1]"), Err(ParseError::NotAnObject));
+        assert_eq!(
+            parse_inbound(r#"{"type":"event","event":"x","seq":-1}"#),
+            Err(ParseError::BadField("seq"))
+        );
+        assert_eq!(
+            parse_inbound(r#"{"type":"nope"}"#),
+            Err(ParseError::UnknownType(Some("nope".into())))
+        );
+    }
+
+    #[test]
+    fn request_frames_are_valid_json() {
+        let text = request("r\"1", "node.event", &serde_json::json!({"a":[1,2]}));
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["id"], "r\"1");
+        assert_eq!(v["params"]["a"][1], 2);
+    }
+}

@@ -1,0 +1,56 @@
+//! `clawnode-core`: the sans-IO session machine of an OpenClaw node.
+//!
+//! [`NodeState`] owns the whole node-session policy — handshake, device
+//! identity proof, liveness, reconnect with backoff, invoke plumbing — and
+//! performs no I/O. A driver feeds it [`Input`]s with the current [`Time`],
+//! drains [`Effect`]s with [`NodeState::poll_effect`] until `None`, performs
+//! them, and calls [`NodeState::handle_timeout`] when
+//! [`NodeState::poll_timeout`] is reached.
+//!
+//! The core never reads a clock and never draws randomness of its own: time
+//! comes in with every call and the jitter generator is seeded by the caller,
+//! so the same seed and the same inputs give the same effects, byte for byte.
+//! It builds without `std`.
+//!
+//! Session inputs are compared by value: applying a [`SessionConfig`] equal to
+//! the current one does nothing at all.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod backoff;
+mod config;
+mod frame;
+mod identity;
+mod io;
+mod pin;
+mod state;
+mod time;
+
+pub use backoff::{Backoff, BackoffConfig, Rng};
+pub use config::{
+    ClientOptions, ConfigError, Credentials, GatewayUrl, Secret, SessionConfig, TlsPolicy,
+};
+pub use frame::{Inbound, ParseError, parse_inbound};
+pub use identity::{DeviceIdentity, SignatureFields};
+pub use io::{
+    AttemptId, CancelReason, DisconnectReason, DropReason, Effect, GatewayError, Input,
+    InvokeOutcome, InvokeRefusal, InvokeRequest, Notification, PauseKind, PauseReason,
+    RequestError, RequestId, SendRefusal, SendRefused, SocketError,
+};
+pub use pin::{Pin, PinError, PinSet};
+pub use state::{Counters, NodeOptions, NodeState, Phase, Status, Timeouts};
+pub use time::Time;
+
+/// `client.id` of a headless node host (one of the schema's enum values).
+pub const CLIENT_ID: &str = "node-host";
+/// `client.mode` and `role` of a node.
+pub const NODE_ROLE: &str = "node";
+/// Lowest protocol version spoken.
+pub const MIN_PROTOCOL: u32 = 3;
+/// Highest protocol version spoken.
+pub const MAX_PROTOCOL: u32 = 4;

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test of the project: the README's test command, and what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format"
+cargo fmt --all --check
+
+step "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "core builds without std"
+cargo build -p clawnode-core --no-default-features
+
+step "core purity: no clock, no randomness source, no I/O"
+if grep -rnE 'Instant|SystemTime|thread_rng|OsRng|getrandom|from_entropy|rand::|std::(net|fs|time|thread|io|process|env)|HashMap|HashSet' core/src; then
+    echo "clawnode-core must not read a clock, draw randomness, do I/O or iterate a hash map (see above)" >&2
+    exit 1
+fi
+
+step "tests"
+cargo test --workspace --all-targets
