@@ -29,6 +29,9 @@ impl fmt::Display for AttemptId {
 pub struct RequestId(pub u64);
 
 /// An input to [`crate::NodeState::handle_input`].
+// Inputs are consumed at once, never stored in bulk, so the size of the
+// config variant costs nothing worth a box at every call site.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Input {
     /// Apply a session config. Equal to the current one: nothing happens.

@@ -58,7 +58,7 @@ impl Pin {
         for c in body.chars() {
             let Some(v) = c.to_digit(16) else { continue };
             if digits < 64 {
-                out[digits / 2] |= (v as u8) << if digits % 2 == 0 { 4 } else { 0 };
+                out[digits / 2] |= (v as u8) << if digits.is_multiple_of(2) { 4 } else { 0 };
             }
             digits += 1;
         }

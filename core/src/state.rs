@@ -241,7 +241,7 @@ enum Next {
     /// Wait exactly this long, not counted as a failure.
     After(Duration),
     /// Pause.
-    Pause(PauseReason, PauseCause),
+    Pause(Box<PauseReason>, PauseCause),
     /// Stop.
     Stop,
 }
@@ -418,7 +418,7 @@ impl NodeState {
                 if self.conn.attempt() == Some(attempt) {
                     let next = match &error {
                         SocketError::PinMismatch { expected, observed } => Next::Pause(
-                            PauseReason {
+                            Box::new(PauseReason {
                                 kind: PauseKind::PinMismatch,
                                 error: None,
                                 expected: expected.clone(),
@@ -427,11 +427,11 @@ impl NodeState {
                                     "the gateway presented certificate sha256 {observed}, which is not pinned; \
                                      if it was rotated on purpose, pin the new fingerprint"
                                 ),
-                            },
+                            }),
                             PauseCause::Trust,
                         ),
                         SocketError::Tls(msg) => Next::Pause(
-                            PauseReason {
+                            Box::new(PauseReason {
                                 kind: PauseKind::Tls,
                                 error: None,
                                 expected: Vec::new(),
@@ -439,7 +439,7 @@ impl NodeState {
                                 hint: format!(
                                     "the gateway's certificate was not accepted ({msg}); pin its fingerprint or fix its chain"
                                 ),
-                            },
+                            }),
                             PauseCause::Trust,
                         ),
                         SocketError::Io(_) => Next::Backoff { retry_after: None },
@@ -708,7 +708,7 @@ impl NodeState {
                 (Some(d), None)
             }
             Next::After(d) => (Some(d), None),
-            Next::Pause(reason, cause) => (None, Some((reason, cause))),
+            Next::Pause(reason, cause) => (None, Some((*reason, cause))),
             Next::Stop => (None, None),
         };
         self.effects
@@ -981,13 +981,13 @@ impl NodeState {
         };
         let pause = |kind, cause, hint: String| {
             Next::Pause(
-                PauseReason {
+                Box::new(PauseReason {
                     kind,
                     error: Some(err.clone()),
                     expected: Vec::new(),
                     observed: None,
                     hint,
-                },
+                }),
                 cause,
             )
         };
