@@ -25,16 +25,19 @@
 #       Stop the gateway of DIR (default: the last one started, recorded in
 #       .gateway/last). Waits for it to exit; SIGKILL after 10 s.
 #   scripts/gateway.sh openclaw [--dir DIR] ARGS...
-#       Run the openclaw CLI with Node 24. With --dir (or when .gateway/last
-#       exists and OPENCLAW_STATE_DIR is unset) the CLI is pointed at that
-#       gateway: OPENCLAW_STATE_DIR, OPENCLAW_CONFIG_PATH, OPENCLAW_GATEWAY_URL
-#       and OPENCLAW_GATEWAY_TOKEN are exported from DIR/gateway.env. The CLI
-#       reads the gateway port from the config file (gateway.port) and the
-#       token from OPENCLAW_GATEWAY_TOKEN; --url/--token flags on the
-#       subcommands work too. Examples:
+#       Run the openclaw CLI with Node 24. With --dir (or, when
+#       OPENCLAW_STATE_DIR is unset, the last gateway started) the CLI is
+#       pointed at that gateway by exporting OPENCLAW_STATE_DIR,
+#       OPENCLAW_CONFIG_PATH and OPENCLAW_GATEWAY_TOKEN: the CLI then runs in
+#       local mode, takes the port (and TLS, pinning the local certificate)
+#       from the config file and the token from OPENCLAW_GATEWAY_TOKEN.
+#       Also works, from anywhere: OPENCLAW_GATEWAY_URL=ws://127.0.0.1:P plus
+#       OPENCLAW_GATEWAY_TOKEN=T, or the subcommands' --url/--token flags
+#       (plain ws:// only: a wss:// URL fails on the self-signed certificate).
+#       Examples:
 #         scripts/gateway.sh openclaw nodes status --json
 #         scripts/gateway.sh openclaw nodes pending --json
-#         scripts/gateway.sh openclaw nodes approve <requestId>
+#         scripts/gateway.sh openclaw nodes approve <requestId> --json
 #         scripts/gateway.sh openclaw nodes invoke --node <deviceId> \
 #             --command system.which --params '{"bins":["sh"]}' --json
 #         scripts/gateway.sh openclaw devices list --json
@@ -180,6 +183,25 @@ cmd_start() {
     [[ $tls -eq 1 ]] && tlscfg=',"tls":{"enabled":true,"autoGenerate":true}'
     printf '{"gateway":{"port":%s%s},"logging":{"file":"%s"}}\n' \
       "$port" "$tlscfg" "$dir/openclaw.jsonl" >"$config"
+  else
+    # Reused dir: keep the config (and the paired devices in the state) but
+    # point gateway.port at this run's port; --tls turns TLS on, and a
+    # config that already has TLS on keeps it (and its certificate).
+    tls="$(python3 - "$config" "$port" "$tls" <<'PY'
+import json, sys
+path, port, tls = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+with open(path) as f:
+    cfg = json.load(f)
+gw = cfg.setdefault("gateway", {})
+gw["port"] = port
+if tls:
+    gw.setdefault("tls", {}).update({"enabled": True, "autoGenerate": True})
+with open(path, "w") as f:
+    json.dump(cfg, f)
+    f.write("\n")
+print(1 if gw.get("tls", {}).get("enabled") else 0)
+PY
+)"
   fi
   : >"$log"
   local t0; t0=$(now_ms)
@@ -242,7 +264,7 @@ cmd_stop() {
   done
   dir="$(resolve_dir "$dir")"
   local pidfile="$dir/gateway.pid"
-  [[ -f "$pidfile" ]] || die "no pid file at $pidfile"
+  if [[ ! -f "$pidfile" ]]; then echo "not running dir=$dir (no gateway.pid)"; return 0; fi
   local pid; pid="$(cat "$pidfile")"
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
@@ -270,13 +292,13 @@ cmd_openclaw() {
     dir="$(cat "$CACHE/last")"
   fi
   if [[ -n "$dir" && -f "$dir/gateway.env" ]]; then
-    local url token state config
-    url="$(sed -n 's/^url=//p' "$dir/gateway.env")"
+    local token state config
     token="$(sed -n 's/^token=//p' "$dir/gateway.env")"
     state="$(sed -n 's/^state=//p' "$dir/gateway.env")"
     config="$(sed -n 's/^config=//p' "$dir/gateway.env")"
     export OPENCLAW_STATE_DIR="$state" OPENCLAW_CONFIG_PATH="$config"
-    export OPENCLAW_GATEWAY_URL="$url" OPENCLAW_GATEWAY_TOKEN="$token"
+    export OPENCLAW_GATEWAY_TOKEN="$token"
+    unset OPENCLAW_GATEWAY_URL
   fi
   exec "$NODE_BIN" "$OPENCLAW_MJS" "$@"
 }
