@@ -1,0 +1,508 @@
+//! The state directory: device identity, device tokens and TOFU pins.
+//!
+//! Layout (all files mode 0600, directories 0700):
+//!
+//! ```text
+//! STATE_DIR/identity.json          the Ed25519 device key, created once
+//! STATE_DIR/tokens/<hash>.json     one device token per (gateway URL, device id, role)
+//! STATE_DIR/pins/<hash>.json       one TOFU pin per host:port
+//! ```
+//!
+//! Every write goes to a temporary file in the same directory, is fsynced,
+//! then renamed (or hard-linked, where an existing file must never be
+//! replaced) into place, and the directory is fsynced: a crash leaves either
+//! the old file or the new one, never half of one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use clawnode_core::{DeviceIdentity, Pin, Secret};
+use ed25519_dalek::SigningKey;
+use rand_core::{OsRng, RngCore as _};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// A failure to read or write the state directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file or directory could not be read, created or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// A file exists but its content is not what clawnode wrote.
+    #[error(
+        "{path} is corrupt ({reason}); refusing to continue. A new identity would be a new \
+         device that needs pairing again: restore the file from a backup, or move it away \
+         deliberately to create a new identity"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No state directory was given and neither `XDG_STATE_HOME` nor `HOME`
+    /// is set.
+    #[error("no state directory: set --state-dir, XDG_STATE_HOME or HOME")]
+    NoStateDir,
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// The state directory of one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct IdentityFile {
+    version: u32,
+    /// base64url (no padding) of the 32-byte Ed25519 seed.
+    private_key: String,
+    /// Written for people and checked on load, so that a damaged key is
+    /// caught instead of silently becoming another device.
+    device_id: String,
+    public_key: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TokenFile {
+    url: String,
+    device_id: String,
+    role: String,
+    token: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PinFile {
+    key: String,
+    pin: String,
+}
+
+impl StateDir {
+    /// A state directory at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StateDir { root: root.into() }
+    }
+
+    /// `$XDG_STATE_HOME/clawnode`, else `~/.local/state/clawnode`.
+    pub fn default_location() -> Result<Self, StoreError> {
+        let non_empty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        if let Some(x) = non_empty("XDG_STATE_HOME") {
+            return Ok(StateDir::new(PathBuf::from(x).join("clawnode")));
+        }
+        match non_empty("HOME") {
+            Some(h) => Ok(StateDir::new(
+                PathBuf::from(h).join(".local/state/clawnode"),
+            )),
+            None => Err(StoreError::NoStateDir),
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The identity file's path.
+    pub fn identity_path(&self) -> PathBuf {
+        self.root.join("identity.json")
+    }
+
+    /// Loads the device key, creating it if (and only if) no identity file
+    /// exists. An unreadable or corrupt file is an error, never a new key.
+    pub fn load_or_create_identity(&self) -> Result<SigningKey, StoreError> {
+        let path = self.identity_path();
+        match self.load_identity()? {
+            Some(k) => Ok(k),
+            None => {
+                let mut seed = [0u8; 32];
+                OsRng.fill_bytes(&mut seed);
+                let key = SigningKey::from_bytes(&seed);
+                seed.fill(0);
+                let id = DeviceIdentity::new(key.clone());
+                let file = IdentityFile {
+                    version: 1,
+                    private_key: URL_SAFE_NO_PAD.encode(key.to_bytes()),
+                    device_id: id.device_id().to_owned(),
+                    public_key: id.public_key().to_owned(),
+                };
+                let text = serde_json::to_string_pretty(&file).expect("serialisable") + "\n";
+                self.ensure_dir(&self.root)?;
+                if write_new(&path, text.as_bytes())? {
+                    tracing::info!(device_id = id.device_id(), path = %path.display(), "created device identity");
+                    Ok(key)
+                } else {
+                    // Another process created it first: use theirs.
+                    self.load_identity()?.ok_or_else(|| StoreError::Corrupt {
+                        path,
+                        reason: "vanished while being created".into(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Loads the device key; `None` when there is no identity file.
+    pub fn load_identity(&self) -> Result<Option<SigningKey>, StoreError> {
+        let path = self.identity_path();
+        let Some(text) = read_optional(&path)? else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let file: IdentityFile = serde_json::from_str(&text)
+            .map_err(|e| corrupt(format!("not a clawnode identity file: {e}")))?;
+        if file.version != 1 {
+            return Err(corrupt(format!("unknown version {}", file.version)));
+        }
+        let raw = URL_SAFE_NO_PAD
+            .decode(file.private_key.trim())
+            .map_err(|e| corrupt(format!("privateKey is not base64url: {e}")))?;
+        let seed: [u8; 32] = raw
+            .try_into()
+            .map_err(|v: Vec<u8>| corrupt(format!("privateKey is {} bytes, not 32", v.len())))?;
+        let key = SigningKey::from_bytes(&seed);
+        let id = DeviceIdentity::new(key.clone());
+        if id.device_id() != file.device_id || id.public_key() != file.public_key {
+            return Err(corrupt(
+                "the private key does not match the recorded deviceId/publicKey".into(),
+            ));
+        }
+        if let Ok(meta) = fs::metadata(&path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %path.display(), mode = format_args!("{:o}", meta.permissions().mode() & 0o777),
+                "the identity file is readable by others; chmod 600 it");
+        }
+        Ok(Some(key))
+    }
+
+    fn token_path(&self, url: &str, device_id: &str, role: &str) -> PathBuf {
+        let key = format!("{url}\n{device_id}\n{role}");
+        self.root
+            .join("tokens")
+            .join(format!("{}.json", short_hash(&key)))
+    }
+
+    /// The device token stored for (gateway URL, device id, role), if any.
+    /// A corrupt token file is logged and treated as absent: the gateway can
+    /// always issue a new token, unlike a device identity.
+    pub fn load_token(
+        &self,
+        url: &str,
+        device_id: &str,
+        role: &str,
+    ) -> Result<Option<Secret>, StoreError> {
+        let path = self.token_path(url, device_id, role);
+        let Some(text) = read_optional(&path)? else {
+            return Ok(None);
+        };
+        match serde_json::from_str::<TokenFile>(&text) {
+            Ok(f) if f.url == url && f.device_id == device_id && f.role == role => {
+                Ok(Some(Secret::new(f.token)))
+            }
+            Ok(_) => Ok(None),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring a corrupt device-token file");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stores the device token for (gateway URL, device id, role),
+    /// replacing the previous one atomically.
+    pub fn store_token(
+        &self,
+        url: &str,
+        device_id: &str,
+        role: &str,
+        token: &Secret,
+    ) -> Result<(), StoreError> {
+        let path = self.token_path(url, device_id, role);
+        let file = TokenFile {
+            url: url.to_owned(),
+            device_id: device_id.to_owned(),
+            role: role.to_owned(),
+            token: token.expose().to_owned(),
+        };
+        let text = serde_json::to_string_pretty(&file).expect("serialisable") + "\n";
+        self.ensure_dir(path.parent().expect("has a parent"))?;
+        write_replace(&path, text.as_bytes())
+    }
+
+    fn pin_path(&self, key: &str) -> PathBuf {
+        self.root
+            .join("pins")
+            .join(format!("{}.json", short_hash(key)))
+    }
+
+    /// The pin learned on first use for `key` (usually `host:port`).
+    /// A corrupt pin file is an error: treating it as absent would let any
+    /// certificate be trusted anew.
+    pub fn load_pin(&self, key: &str) -> Result<Option<Pin>, StoreError> {
+        let path = self.pin_path(key);
+        let Some(text) = read_optional(&path)? else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let f: PinFile = serde_json::from_str(&text)
+            .map_err(|e| corrupt(format!("not a clawnode pin file: {e}")))?;
+        if f.key != key {
+            return Err(corrupt(format!("it is for {:?}, not {key:?}", f.key)));
+        }
+        Pin::parse(&f.pin)
+            .map(Some)
+            .map_err(|e| corrupt(e.to_string()))
+    }
+
+    /// Stores the pin for `key` unless one is stored already; returns the
+    /// pin in force afterwards (the stored one wins: never replaced).
+    pub fn store_pin_once(&self, key: &str, pin: &Pin) -> Result<Pin, StoreError> {
+        let path = self.pin_path(key);
+        let text = serde_json::to_string_pretty(&PinFile {
+            key: key.to_owned(),
+            pin: pin.to_string(),
+        })
+        .expect("serialisable")
+            + "\n";
+        self.ensure_dir(path.parent().expect("has a parent"))?;
+        if write_new(&path, text.as_bytes())? {
+            Ok(*pin)
+        } else {
+            self.load_pin(key)?.ok_or_else(|| StoreError::Corrupt {
+                path,
+                reason: "vanished while being created".into(),
+            })
+        }
+    }
+
+    fn ensure_dir(&self, dir: &Path) -> Result<(), StoreError> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err("creating directory", dir))
+    }
+}
+
+fn short_hash(s: &str) -> String {
+    Sha256::digest(s.as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>, StoreError> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("reading", path)(e)),
+    };
+    let mut text = String::new();
+    match file.read_to_string(&mut text) {
+        Ok(_) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "not UTF-8 text".into(),
+        }),
+        Err(e) => Err(io_err("reading", path)(e)),
+    }
+}
+
+/// Writes `bytes` to a fresh temporary file beside `path`, fsynced, mode 0600.
+fn write_temp(path: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(io_err("writing", &tmp)(e))
+        }
+    }
+}
+
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent()
+        && let Ok(d) = File::open(dir)
+    {
+        // Best effort: some filesystems refuse to fsync a directory.
+        let _ = d.sync_all();
+    }
+}
+
+/// Atomically replaces `path` with `bytes`.
+fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = write_temp(path, bytes)?;
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err("replacing", path)(e));
+    }
+    sync_dir(path);
+    Ok(())
+}
+
+/// Atomically creates `path` with `bytes` unless it exists; `false` when it
+/// did (the existing file is left alone).
+fn write_new(path: &Path, bytes: &[u8]) -> Result<bool, StoreError> {
+    let tmp = write_temp(path, bytes)?;
+    // A hard link fails if the target exists, where a rename would replace it.
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            sync_dir(path);
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io_err("creating", path)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_is_created_once_and_reused_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::new(dir.path().join("state"));
+        assert!(store.load_identity().unwrap().is_none());
+        let a = store.load_or_create_identity().unwrap();
+        let b = store.load_or_create_identity().unwrap();
+        assert_eq!(a.to_bytes(), b.to_bytes());
+        let mode = fs::metadata(store.identity_path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let dir_mode = fs::metadata(store.path()).unwrap().permissions().mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+        // No temporary files are left behind.
+        let names: Vec<_> = fs::read_dir(store.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("identity.json")]);
+    }
+
+    #[test]
+    fn corrupt_identity_is_an_error_not_a_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::new(dir.path());
+        for bad in [
+            "garbage".to_string(),
+            "{}".to_string(),
+            r#"{"version":1,"privateKey":"AAAA","deviceId":"x","publicKey":"y"}"#.to_string(),
+        ] {
+            fs::write(store.identity_path(), &bad).unwrap();
+            let err = store.load_or_create_identity().unwrap_err();
+            assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+            assert!(err.to_string().contains("identity.json"), "{err}");
+            assert_eq!(fs::read_to_string(store.identity_path()).unwrap(), bad);
+        }
+        // A valid key whose recorded id was damaged is caught too.
+        fs::remove_file(store.identity_path()).unwrap();
+        store.load_or_create_identity().unwrap();
+        let text = fs::read_to_string(store.identity_path()).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["deviceId"] = "00".repeat(32).into();
+        fs::write(store.identity_path(), v.to_string()).unwrap();
+        assert!(matches!(
+            store.load_identity(),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn unreadable_identity_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::new(dir.path());
+        fs::create_dir(store.identity_path()).unwrap();
+        assert!(store.load_or_create_identity().is_err());
+    }
+
+    #[test]
+    fn tokens_are_kept_per_url_device_and_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::new(dir.path());
+        let t = Secret::new("tok-1");
+        store.store_token("wss://a/", "dev", "node", &t).unwrap();
+        assert_eq!(
+            store.load_token("wss://a/", "dev", "node").unwrap(),
+            Some(t)
+        );
+        assert_eq!(store.load_token("wss://b/", "dev", "node").unwrap(), None);
+        assert_eq!(store.load_token("wss://a/", "dev2", "node").unwrap(), None);
+        assert_eq!(
+            store.load_token("wss://a/", "dev", "operator").unwrap(),
+            None
+        );
+        let t2 = Secret::new("tok-2");
+        store.store_token("wss://a/", "dev", "node", &t2).unwrap();
+        assert_eq!(
+            store.load_token("wss://a/", "dev", "node").unwrap(),
+            Some(t2)
+        );
+        let entries = fs::read_dir(store.path().join("tokens")).unwrap().count();
+        assert_eq!(entries, 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn pins_are_stored_once_and_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::new(dir.path());
+        let a = Pin::from_sha256([1; 32]);
+        let b = Pin::from_sha256([2; 32]);
+        assert_eq!(store.load_pin("h:1").unwrap(), None);
+        assert_eq!(store.store_pin_once("h:1", &a).unwrap(), a);
+        assert_eq!(store.store_pin_once("h:1", &b).unwrap(), a);
+        assert_eq!(store.load_pin("h:1").unwrap(), Some(a));
+        assert_eq!(store.load_pin("h:2").unwrap(), None);
+    }
+}

@@ -1,0 +1,525 @@
+//! TLS and driver tests against local servers (no real gateway needed).
+
+use std::time::Duration;
+
+use clawnode_core::{
+    ClientOptions, Credentials, GatewayUrl, PinSet, Secret, SessionConfig, SocketError, TlsPolicy,
+};
+use serde_json::json;
+use smol::io::AsyncReadExt as _;
+
+use crate::store::StateDir;
+use crate::testutil::*;
+use crate::tls::Trust;
+use crate::transport::{open_io, tls_handshake};
+use crate::{Event, NodeBuilder};
+
+fn url(s: &str) -> GatewayUrl {
+    GatewayUrl::parse(s).unwrap()
+}
+
+fn pinned(pins: &[&str]) -> TlsPolicy {
+    TlsPolicy::pinned(pins).unwrap()
+}
+
+async fn read_hi(io: &mut (impl smol::io::AsyncRead + Unpin)) {
+    let mut buf = Vec::new();
+    io.read_to_end(&mut buf).await.unwrap_or_default();
+    assert_eq!(buf, b"hi");
+}
+
+#[test]
+fn pin_match_connects() {
+    let c = cert();
+    let server = tls_server(server_config(&c.der, &c.key));
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let policy = pinned(&[&c.pin.to_string()]);
+        let mut io = open_io(&url(&server.url()), &policy, &StateDir::new(dir.path()))
+            .await
+            .expect("pinned certificate accepted");
+        read_hi(&mut io).await;
+    });
+}
+
+#[test]
+fn pin_mismatch_reports_expected_and_observed() {
+    let (a, b) = (cert(), cert());
+    let server = tls_server(server_config(&a.der, &a.key));
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let policy = pinned(&[&b.pin.to_string()]);
+        let err = open_io(&url(&server.url()), &policy, &StateDir::new(dir.path()))
+            .await
+            .err()
+            .expect("mismatch refused");
+        assert_eq!(
+            err,
+            SocketError::PinMismatch {
+                expected: vec![b.pin],
+                observed: a.pin
+            }
+        );
+    });
+}
+
+#[test]
+fn pins_in_every_usual_spelling_are_accepted() {
+    let c = cert();
+    let server = tls_server(server_config(&c.der, &c.key));
+    let dir = tempfile::tempdir().unwrap();
+    let hex = c.pin.to_string();
+    let colons: Vec<String> = hex
+        .to_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|p| String::from_utf8(p.to_vec()).unwrap())
+        .collect();
+    for text in [
+        format!("sha256:{hex}"),
+        format!("SHA-256:{}", colons.join(":")),
+        hex.to_uppercase(),
+        colons.join(":"),
+    ] {
+        smol::block_on(async {
+            let policy = pinned(&[&text]);
+            open_io(&url(&server.url()), &policy, &StateDir::new(dir.path()))
+                .await
+                .unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        });
+    }
+}
+
+#[test]
+fn garbage_pins_are_rejected_before_connecting() {
+    for bad in ["zz", "sha256:abcd", "", &"a".repeat(65)] {
+        let err = TlsPolicy::pinned([bad]).unwrap_err();
+        assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+    }
+    // Through the settings the CLI uses, too (the CLI test shows that no
+    // connection is made).
+    let s = crate::file_config::Settings {
+        url: Some("wss://127.0.0.1:1".into()),
+        tls_fingerprints: Some(vec!["not-a-pin".into()]),
+        ..Default::default()
+    };
+    let err = s.session_config(ClientOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("not-a-pin"), "{err}");
+}
+
+#[test]
+fn the_pinned_certificate_with_another_key_fails() {
+    let (a, other) = (cert(), cert());
+    // Presents a's certificate but signs the handshake with another key.
+    let server = tls_server(server_config(&a.der, &other.key));
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let policy = pinned(&[&a.pin.to_string()]);
+        let err = open_io(&url(&server.url()), &policy, &StateDir::new(dir.path()))
+            .await
+            .err()
+            .expect("a certificate without its key must not be accepted");
+        assert!(matches!(err, SocketError::Tls(_)), "{err:?}");
+    });
+}
+
+#[test]
+fn resumption_cannot_skip_the_pin_check() {
+    let (a, b) = (cert(), cert());
+    let server = tls_server(server_config(&a.der, &a.key));
+    let target = url(&server.url());
+    smol::block_on(async {
+        // Control: a client that allows resumption does resume against
+        // this server, so the server offers what the test needs.
+        let mut default = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(AcceptAll))
+            .with_no_client_auth();
+        default.resumption = rustls::client::Resumption::in_memory_sessions(8);
+        let default = std::sync::Arc::new(default);
+        for _ in 0..2 {
+            let tcp = smol::net::TcpStream::connect(("127.0.0.1", server.port))
+                .await
+                .unwrap();
+            let mut s = futures_rustls::TlsConnector::from(default.clone())
+                .connect("localhost".try_into().unwrap(), tcp)
+                .await
+                .unwrap();
+            read_hi(&mut s).await;
+        }
+        assert_eq!(server.resumed.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        // Ours: every connection is a full handshake that sees the certificate.
+        let trust = Trust::Pinned(PinSet::new([a.pin]).unwrap());
+        for _ in 0..3 {
+            let (mut s, observed) = tls_handshake(&target, &trust).await.unwrap();
+            assert_eq!(observed.pin(), Some(a.pin));
+            assert_eq!(
+                s.get_ref().1.handshake_kind(),
+                Some(rustls::HandshakeKind::Full)
+            );
+            read_hi(&mut s).await;
+        }
+        assert_eq!(server.resumed.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // And a pin that no longer matches is refused on the next connection.
+        let wrong = Trust::Pinned(PinSet::new([b.pin]).unwrap());
+        assert!(matches!(
+            tls_handshake(&target, &wrong).await.err(),
+            Some(SocketError::PinMismatch { .. })
+        ));
+    });
+}
+
+#[derive(Debug)]
+struct AcceptAll;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAll {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        crate::tls::provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[test]
+fn a_self_signed_server_fails_under_system_trust() {
+    let c = cert();
+    let server = tls_server(server_config(&c.der, &c.key));
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let target = url(&format!("wss://localhost:{}", server.port));
+        let err = open_io(&target, &TlsPolicy::SystemTrust, &StateDir::new(dir.path()))
+            .await
+            .err()
+            .expect("self-signed refused");
+        assert!(
+            matches!(&err, SocketError::Tls(m) if m.contains("certificate")),
+            "{err:?}"
+        );
+    });
+}
+
+#[test]
+fn tofu_stores_once_then_enforces() {
+    let (a, b) = (cert(), cert());
+    let server_a = tls_server(server_config(&a.der, &a.key));
+    let server_b = tls_server(server_config(&b.der, &b.key));
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateDir::new(dir.path());
+    let policy = TlsPolicy::TrustOnFirstUse {
+        store_key: "gateway:1".into(),
+    };
+    smol::block_on(async {
+        assert_eq!(store.load_pin("gateway:1").unwrap(), None);
+        let mut io = open_io(&url(&server_a.url()), &policy, &store)
+            .await
+            .unwrap();
+        read_hi(&mut io).await;
+        assert_eq!(store.load_pin("gateway:1").unwrap(), Some(a.pin));
+        open_io(&url(&server_a.url()), &policy, &store)
+            .await
+            .unwrap();
+        // The same key now presenting another certificate: refused, and
+        // the stored pin is not replaced.
+        let err = open_io(&url(&server_b.url()), &policy, &store)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(
+            err,
+            SocketError::PinMismatch {
+                expected: vec![a.pin],
+                observed: b.pin
+            }
+        );
+        assert_eq!(store.load_pin("gateway:1").unwrap(), Some(a.pin));
+    });
+}
+
+#[test]
+fn probe_reports_the_leaf_pin() {
+    let c = cert();
+    let server = tls_server(server_config(&c.der, &c.key));
+    smol::block_on(async {
+        let report = crate::probe(&url(&server.url())).await.unwrap();
+        assert_eq!(report.pin, c.pin);
+        assert_eq!(report.der, c.der);
+    });
+}
+
+// ---- the driver --------------------------------------------------------
+
+fn node_config(url: &str) -> SessionConfig {
+    SessionConfig::parse(url, TlsPolicy::SystemTrust)
+        .unwrap()
+        .with_credentials(Credentials {
+            token: Some(Secret::new("shared-token")),
+            ..Credentials::default()
+        })
+}
+
+async fn next_event(
+    events: &smol::channel::Receiver<Event>,
+    pred: impl Fn(&Event) -> bool,
+) -> Event {
+    within(async {
+        loop {
+            let e = events.recv().await.expect("event stream open");
+            if pred(&e) {
+                return e;
+            }
+        }
+    })
+    .await
+}
+
+#[test]
+fn the_driver_connects_serves_system_which_and_stops_with_1000() {
+    let gw = FakeGateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateDir::new(dir.path());
+    let mut builder = NodeBuilder::new(node_config(&gw.url()), store.clone()).with_system_which();
+    let events = builder.events();
+    let node = builder.spawn().unwrap();
+    smol::block_on(async {
+        let mut ws = gw.accept().await;
+        let params = handshake(&mut ws, Some("dev-token-1")).await;
+        assert_eq!(params["commands"], json!(["system.which"]));
+        assert_eq!(params["auth"]["token"], "shared-token");
+        assert_eq!(params["device"]["id"], node.device_id());
+        assert!(matches!(
+            next_event(&events, |e| matches!(e, Event::Connected { .. })).await,
+            Event::Connected { conn_id, protocol: 4, .. } if conn_id == "c-1"
+        ));
+
+        send(
+            &mut ws,
+            json!({"type":"event","event":"node.invoke.request","payload":{
+                "id":"inv-1","nodeId":node.device_id(),"command":"system.which",
+                "paramsJSON":"{\"bins\":[\"sh\",\"no-such-bin-xyz\"]}","timeoutMs":5000}}),
+        )
+        .await;
+        let result = recv(&mut ws).await.unwrap();
+        assert_eq!(result["method"], "node.invoke.result", "{result}");
+        let p = &result["params"];
+        assert_eq!(p["id"], "inv-1");
+        assert_eq!(p["ok"], true, "{p}");
+        let payload: serde_json::Value =
+            serde_json::from_str(p["payloadJSON"].as_str().unwrap()).unwrap();
+        assert!(payload["bins"]["sh"].as_str().unwrap().ends_with("/sh"));
+        assert!(payload["bins"].get("no-such-bin-xyz").is_none());
+        send(
+            &mut ws,
+            json!({"type":"res","id":result["id"],"ok":true,"payload":{}}),
+        )
+        .await;
+        assert!(matches!(
+            next_event(&events, |e| matches!(e, Event::Invoke { .. })).await,
+            Event::Invoke { ok: true, ref command, .. } if command == "system.which"
+        ));
+
+        // The issued device token was stored for (url, device, role).
+        let url = GatewayUrl::parse(&gw.url()).unwrap();
+        let stored = store
+            .load_token(url.as_str(), node.device_id(), "node")
+            .unwrap();
+        assert_eq!(stored, Some(Secret::new("dev-token-1")));
+
+        assert_eq!(node.status().phase, clawnode_core::Phase::Connected);
+        let (_, code) =
+            smol::future::zip(within(node.shutdown()), drain_until_closed(&mut ws)).await;
+        assert_eq!(code, Some(1000));
+    });
+}
+
+#[test]
+fn requests_and_events_round_trip_and_are_refused_while_disconnected() {
+    let gw = FakeGateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut builder = NodeBuilder::new(node_config(&gw.url()), StateDir::new(dir.path()));
+    let events = builder.events();
+    let node = builder.spawn().unwrap();
+    smol::block_on(async {
+        let refused = node.send_event("early", None).await;
+        assert!(
+            matches!(refused, Err(crate::RequestFailure::Refused(_))),
+            "{refused:?}"
+        );
+        let mut ws = gw.accept().await;
+        handshake(&mut ws, None).await;
+        next_event(&events, |e| matches!(e, Event::Connected { .. })).await;
+        let gateway = async {
+            let req = recv(&mut ws).await.unwrap();
+            assert_eq!(req["method"], "node.event");
+            assert_eq!(req["params"]["event"], "hello");
+            assert_eq!(req["params"]["payloadJSON"], "{\"n\":1}");
+            send(
+                &mut ws,
+                json!({"type":"res","id":req["id"],"ok":true,"payload":{"acked":true}}),
+            )
+            .await;
+            let req = recv(&mut ws).await.unwrap();
+            send(
+                &mut ws,
+                json!({"type":"res","id":req["id"],"ok":false,
+                "error":{"code":"FORBIDDEN","message":"no"}}),
+            )
+            .await;
+        };
+        let client = async {
+            let ok = node
+                .send_event("hello", Some(json!({"n": 1})))
+                .await
+                .unwrap();
+            assert_eq!(ok, json!({"acked": true}));
+            let err = node
+                .request("node.describe", json!({}), Some(Duration::from_secs(5)))
+                .await;
+            assert!(
+                matches!(err, Err(crate::RequestFailure::Gateway(ref g)) if g.code == "FORBIDDEN"),
+                "{err:?}"
+            );
+        };
+        smol::future::zip(gateway, client).await;
+        smol::future::zip(node.shutdown(), drain_until_closed(&mut ws)).await;
+    });
+}
+
+#[test]
+fn an_equal_config_does_nothing_and_a_change_reconnects_once() {
+    let gw = FakeGateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = node_config(&gw.url());
+    let mut builder =
+        NodeBuilder::new(config.clone(), StateDir::new(dir.path())).with_system_which();
+    let events = builder.events();
+    let node = builder.spawn().unwrap();
+    smol::block_on(async {
+        let mut ws = gw.accept().await;
+        handshake(&mut ws, None).await;
+        next_event(&events, |e| matches!(e, Event::Connected { .. })).await;
+        for _ in 0..3 {
+            assert!(!node.reconfigure(config.clone()).await);
+        }
+        assert!(node.reconfigure(config.clone().with_session_id("2")).await);
+        assert_eq!(drain_until_closed(&mut ws).await, Some(1000));
+        let mut ws2 = gw.accept().await;
+        handshake(&mut ws2, None).await;
+        next_event(&events, |e| {
+            matches!(e, Event::Connected { attempt: 2, .. })
+        })
+        .await;
+        // Exactly one new connection.
+        smol::Timer::after(Duration::from_millis(200)).await;
+        assert!(gw.conns.try_recv().is_err());
+        let changes: Vec<bool> = std::iter::from_fn(|| events.try_recv().ok())
+            .filter_map(|e| match e {
+                Event::Config { changed } => Some(changed),
+                _ => None,
+            })
+            .collect();
+        assert!(changes.is_empty() || changes == [true], "{changes:?}");
+        smol::future::zip(node.shutdown(), drain_until_closed(&mut ws2)).await;
+    });
+}
+
+#[test]
+fn a_pin_mismatch_pauses_the_session_without_looping() {
+    let (a, b) = (cert(), cert());
+    let server = tls_server(server_config(&a.der, &a.key));
+    let dir = tempfile::tempdir().unwrap();
+    let config = SessionConfig::parse(&server.url(), pinned(&[&b.pin.to_string()])).unwrap();
+    let mut builder = NodeBuilder::new(config, StateDir::new(dir.path()));
+    let events = builder.events();
+    let node = builder.spawn().unwrap();
+    smol::block_on(async {
+        let paused = next_event(&events, |e| matches!(e, Event::Paused { .. })).await;
+        let Event::Paused {
+            code,
+            expected,
+            observed,
+            ..
+        } = paused
+        else {
+            unreachable!()
+        };
+        assert_eq!(code, "TLS_PIN_MISMATCH");
+        assert_eq!(expected, vec![b.pin]);
+        assert_eq!(observed, Some(a.pin));
+        smol::Timer::after(Duration::from_millis(300)).await;
+        assert_eq!(server.accepted(), 1, "no reconnect loop on a mismatch");
+        assert_eq!(node.status().phase, clawnode_core::Phase::Paused);
+        let json = crate::Event::Paused {
+            code: "TLS_PIN_MISMATCH".into(),
+            reason: String::new(),
+            hint: String::new(),
+            expected: vec![b.pin],
+            observed: Some(a.pin),
+        }
+        .to_json(1);
+        assert_eq!(json["observed"], a.pin.to_string());
+        node.shutdown().await;
+    });
+}
+
+#[test]
+fn a_slow_invoke_does_not_block_the_session_and_is_cancelled_at_its_deadline() {
+    let gw = FakeGateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut builder = NodeBuilder::new(node_config(&gw.url()), StateDir::new(dir.path()))
+        .command("test.sleep", |_inv| async {
+            smol::Timer::after(Duration::from_secs(60)).await;
+            Ok(json!(null))
+        })
+        .command("test.echo", |inv| async move { Ok(inv.params) });
+    let events = builder.events();
+    let node = builder.spawn().unwrap();
+    smol::block_on(async {
+        let mut ws = gw.accept().await;
+        handshake(&mut ws, None).await;
+        next_event(&events, |e| matches!(e, Event::Connected { .. })).await;
+        let invoke = |id: &str, cmd: &str, timeout: u64| {
+            json!({"type":"event","event":"node.invoke.request","payload":{
+                "id":id,"nodeId":node.device_id(),"command":cmd,
+                "paramsJSON":"{\"x\":1}","timeoutMs":timeout}})
+        };
+        send(&mut ws, invoke("slow", "test.sleep", 400)).await;
+        send(&mut ws, invoke("fast", "test.echo", 5000)).await;
+        let first = recv(&mut ws).await.unwrap();
+        assert_eq!(first["params"]["id"], "fast", "{first}");
+        assert_eq!(first["params"]["payloadJSON"], "{\"x\":1}");
+        let second = recv(&mut ws).await.unwrap();
+        assert_eq!(second["params"]["id"], "slow");
+        assert_eq!(second["params"]["ok"], false);
+        assert_eq!(second["params"]["error"]["code"], "TIMEOUT");
+        smol::future::zip(node.shutdown(), drain_until_closed(&mut ws)).await;
+    });
+}
