@@ -234,7 +234,10 @@ fn main() {
             // The clone is made outside the node: what is measured is the
             // comparison plus the drop, and a clone of the input is part
             // of how a caller re-supplies it.
-            node.handle_input(Time::from_millis(5), Input::Config(black_box(&same).clone()));
+            node.handle_input(
+                Time::from_millis(5),
+                Input::Config(black_box(&same).clone()),
+            );
             assert!(node.poll_effect().is_none());
         },
     ));
@@ -282,7 +285,10 @@ fn main() {
     ));
 
     println!("\nclawnode-core benchmarks (median of {rounds} batches)\n");
-    println!("{:<52} {:>12} {:>10}  target", "operation", "time", "allocs/op");
+    println!(
+        "{:<52} {:>12} {:>10}  target",
+        "operation", "time", "allocs/op"
+    );
     for f in &figures {
         println!(
             "{:<52} {:>9.0} ns {:>10.1}  {}",

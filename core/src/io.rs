@@ -372,7 +372,9 @@ pub enum DropReason {
 pub enum InvokeRefusal {
     /// The command is not among the declared commands.
     Undeclared,
-    /// Too many invokes are running.
+    /// Too many invokes are running, or an invoke with the same id from an
+    /// earlier connection is still held by the application (its answer must
+    /// never be sent as this one's). Answered with `UNAVAILABLE`.
     Busy,
     /// An invoke with the same id is running; ignored.
     Duplicate,
@@ -446,12 +448,15 @@ pub struct PauseReason {
 
 impl PauseReason {
     /// The most specific code: the gateway's `details.code`, else its
-    /// `code`, else a code of the core's own (`TLS_PIN_MISMATCH`, `TLS_ERROR`).
+    /// `code`, else a code of the core's own (`TLS_PIN_MISMATCH`,
+    /// `PROTOCOL_MISMATCH` for a hello-ok outside our protocol range,
+    /// `TLS_ERROR`).
     pub fn code(&self) -> &str {
         match &self.error {
             Some(e) => e.detail_code.as_deref().unwrap_or(&e.code),
             None => match self.kind {
                 PauseKind::PinMismatch => "TLS_PIN_MISMATCH",
+                PauseKind::Protocol => "PROTOCOL_MISMATCH",
                 _ => "TLS_ERROR",
             },
         }

@@ -28,6 +28,8 @@ mod frame;
 mod identity;
 mod io;
 mod pin;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod state;
 mod time;
 

@@ -444,7 +444,20 @@ impl NodeState {
                         ),
                         SocketError::Io(_) => Next::Backoff { retry_after: None },
                     };
-                    self.end_attempt(now, DisconnectReason::Failed(error), None, next);
+                    // After a `shutdown` event a reset is the restart itself.
+                    let restart = match &self.conn {
+                        Conn::Admitted(a) if matches!(error, SocketError::Io(_)) => {
+                            a.restart_expected
+                        }
+                        _ => None,
+                    };
+                    match restart {
+                        Some(wait) => {
+                            let next = self.restart_next(wait);
+                            self.end_attempt(now, DisconnectReason::GatewayRestart, None, next);
+                        }
+                        None => self.end_attempt(now, DisconnectReason::Failed(error), None, next),
+                    }
                 }
             }
             Input::InvokeResult { id, outcome } => self.invoke_result(now, id, outcome),
@@ -580,6 +593,10 @@ impl NodeState {
             // A token issued by another gateway must never be sent here.
             self.stored_token = None;
         }
+        // New inputs deserve their own first connect (with the configured
+        // credentials) and their own bounded device-token retry.
+        self.token_retry_used = false;
+        self.retry_with_device_token = false;
         match &self.conn {
             Conn::Stopped => {}
             Conn::Paused { cause, .. } => {
@@ -727,7 +744,8 @@ impl NodeState {
                     cause,
                 };
             }
-            (Some(d), None) if d.is_zero() => self.start_attempt(now),
+            // Time has millisecond resolution: a shorter wait is no wait.
+            (Some(d), None) if millis(d) == 0 => self.start_attempt(now),
             (Some(d), None) => self.conn = Conn::Waiting { until: now + d },
             (None, None) => self.conn = Conn::Stopped,
         }
@@ -910,7 +928,31 @@ impl NodeState {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         };
-        let protocol = num(&["protocol"]).unwrap_or(u64::from(MAX_PROTOCOL)) as u32;
+        let protocol = num(&["protocol"]).unwrap_or(u64::from(MAX_PROTOCOL));
+        let Some(protocol) = u32::try_from(protocol)
+            .ok()
+            .filter(|p| (MIN_PROTOCOL..=MAX_PROTOCOL).contains(p))
+        else {
+            let why = format!(
+                "the gateway admitted us with protocol {protocol}, outside {MIN_PROTOCOL}..={MAX_PROTOCOL}"
+            );
+            let hint = format!("{why}: upgrade clawnode or the gateway");
+            return self.end_attempt(
+                now,
+                DisconnectReason::ProtocolViolation(why),
+                Some((1002, "unsupported protocol")),
+                Next::Pause(
+                    Box::new(PauseReason {
+                        kind: PauseKind::Protocol,
+                        error: None,
+                        expected: Vec::new(),
+                        observed: None,
+                        hint,
+                    }),
+                    PauseCause::Any,
+                ),
+            );
+        };
         let tick_ms = num(&["policy", "tickIntervalMs"])
             .filter(|t| *t > 0)
             .unwrap_or(millis(self.options.timeouts.default_tick_interval));
@@ -1101,8 +1143,12 @@ impl NodeState {
                                 .or_else(|| p.get("id"))
                                 .and_then(Value::as_str)
                         });
+                        let ours = id.is_some_and(|id| {
+                            self.invokes.get(id).is_some_and(|i| i.attempt == attempt)
+                        });
                         match id {
-                            Some(id) if self.invokes.remove(id).is_some() => {
+                            Some(id) if ours => {
+                                self.invokes.remove(id);
                                 self.effects.push_back(Effect::CancelInvoke {
                                     id: id.to_owned(),
                                     reason: CancelReason::Gateway,
@@ -1223,8 +1269,17 @@ impl NodeState {
                     reason,
                 }));
         };
-        if self.invokes.contains_key(&id) {
-            return refuse(self, InvokeRefusal::Duplicate, "", String::new());
+        match self.invokes.get(&id) {
+            Some(i) if i.attempt == attempt => {
+                return refuse(self, InvokeRefusal::Duplicate, "", String::new());
+            }
+            Some(_) => {
+                // The id is still held by an invoke of a dead connection whose
+                // answer may yet come; it must never be sent as this one's.
+                let msg = format!("invoke {id:?} from an earlier connection is still finishing");
+                return refuse(self, InvokeRefusal::Busy, "UNAVAILABLE", msg);
+            }
+            None => {}
         }
         let declared = self
             .config
@@ -1295,8 +1350,10 @@ impl NodeState {
                 text.len()
             );
             let params = self.result_params(&id, false, None, Some(("PAYLOAD_TOO_LARGE", &msg)));
-            self.send_result(inv.attempt, &id, params);
-            return self.dropped(id, DropReason::TooLarge);
+            if self.send_result(inv.attempt, &id, params) {
+                self.dropped(id, DropReason::TooLarge);
+            }
+            return;
         }
         self.next_request += 1;
         self.result_acks.insert(ack, id);
@@ -1330,12 +1387,27 @@ impl NodeState {
         Value::Object(p)
     }
 
-    fn send_result(&mut self, attempt: AttemptId, invoke_id: &str, params: Value) {
+    /// Sends an answer the core makes itself (refusal, timeout, too
+    /// large). Even these must fit `policy.maxPayload`; one that does not is
+    /// reported dropped instead. Returns whether it was sent.
+    fn send_result(&mut self, attempt: AttemptId, invoke_id: &str, params: Value) -> bool {
+        let max_payload = match &self.conn {
+            Conn::Admitted(a) if a.attempt == attempt => a.max_payload,
+            _ => {
+                self.dropped(invoke_id.to_owned(), DropReason::StaleAttempt);
+                return false;
+            }
+        };
         let ack = format!("ir{}", self.next_request);
-        self.next_request += 1;
-        self.result_acks.insert(ack.clone(), invoke_id.to_owned());
         let text = frame::request(&ack, "node.invoke.result", &params);
+        if text.len() > max_payload {
+            self.dropped(invoke_id.to_owned(), DropReason::TooLarge);
+            return false;
+        }
+        self.next_request += 1;
+        self.result_acks.insert(ack, invoke_id.to_owned());
         self.send(attempt, text);
+        true
     }
 
     fn expire_invokes(&mut self, now: Time) {
@@ -1404,8 +1476,11 @@ fn request_frame_id(id: RequestId) -> String {
     format!("r{}", id.0)
 }
 
+/// The request id whose frame id is exactly `id` (so `r+1` and `r01` are
+/// not `r1`).
 fn parse_request_frame_id(id: &str) -> Option<RequestId> {
-    id.strip_prefix('r')?.parse().ok().map(RequestId)
+    let rid = RequestId(id.strip_prefix('r')?.parse().ok()?);
+    (request_frame_id(rid) == id).then_some(rid)
 }
 
 fn challenge_fields(payload: Option<&Value>) -> Option<(String, i64)> {
