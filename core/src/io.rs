@@ -38,7 +38,9 @@ pub enum Input {
     Config(SessionConfig),
     /// A device token the driver had stored for this gateway, device and
     /// role (or `None` when it has none). Used on the next connect; never
-    /// causes a reconnect by itself.
+    /// causes a reconnect by itself. Feed it after the [`Input::Config`] it
+    /// belongs to: a config with another URL forgets the stored token, so a
+    /// token issued by one gateway is never sent to another.
     StoredDeviceToken(Option<Secret>),
     /// The socket of `attempt` is open (TLS done, WebSocket upgraded).
     SocketOpened {

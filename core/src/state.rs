@@ -157,6 +157,23 @@ pub struct Status {
     pub counters: Counters,
 }
 
+impl Default for Status {
+    /// The status of a session before anything was applied.
+    fn default() -> Self {
+        Status {
+            phase: Phase::Idle,
+            attempt: None,
+            conn_id: None,
+            last_error: None,
+            paused: None,
+            next_retry: None,
+            running_invokes: 0,
+            pending_requests: 0,
+            counters: Counters::default(),
+        }
+    }
+}
+
 /// What paused the session, so that only a change of that input resumes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PauseCause {
@@ -171,6 +188,9 @@ enum PauseCause {
 #[derive(Clone, Debug)]
 struct Admitted {
     attempt: AttemptId,
+    /// Invokes of this connection still running: kept, not counted, so the
+    /// busy check costs the same with 16 invokes running as with none.
+    running: usize,
     conn_id: String,
     max_payload: usize,
     tick_timeout: Duration,
@@ -525,6 +545,15 @@ impl NodeState {
         }
     }
 
+    /// Applies `config` by reference: the same as
+    /// [`Input::Config`], but an equal config is only compared, never
+    /// cloned or dropped, so re-supplying it costs no allocation at all.
+    pub fn set_config(&mut self, now: Time, config: &SessionConfig) {
+        if self.config.as_ref() != Some(config) {
+            self.apply_changed_config(now, config.clone());
+        }
+    }
+
     /// Sends a request to the gateway. Refused, with the params handed back,
     /// before hello-ok or when the frame exceeds `policy.maxPayload`. The
     /// response comes as [`Effect::Response`] with the returned id.
@@ -584,9 +613,12 @@ impl NodeState {
     // ---- config ----------------------------------------------------------
 
     fn apply_config(&mut self, now: Time, config: SessionConfig) {
-        if self.config.as_ref() == Some(&config) {
-            return;
+        if self.config.as_ref() != Some(&config) {
+            self.apply_changed_config(now, config);
         }
+    }
+
+    fn apply_changed_config(&mut self, now: Time, config: SessionConfig) {
         let old = self.config.replace(config);
         let new = self.config.as_ref().expect("just set");
         if old.as_ref().is_some_and(|o| o.url() != new.url()) {
@@ -970,6 +1002,7 @@ impl NodeState {
         self.counters.admissions += 1;
         self.conn = Conn::Admitted(Box::new(Admitted {
             attempt,
+            running: 0,
             conn_id: conn_id.clone(),
             max_payload,
             tick_timeout: Duration::from_millis(tick_ms.saturating_mul(2)),
@@ -1148,7 +1181,7 @@ impl NodeState {
                         });
                         match id {
                             Some(id) if ours => {
-                                self.invokes.remove(id);
+                                self.forget_invoke(id);
                                 self.effects.push_back(Effect::CancelInvoke {
                                     id: id.to_owned(),
                                     reason: CancelReason::Gateway,
@@ -1289,11 +1322,10 @@ impl NodeState {
             let msg = format!("command {command:?} is not declared by this node");
             return refuse(self, InvokeRefusal::Undeclared, "INVALID_REQUEST", msg);
         }
-        let running = self
-            .invokes
-            .values()
-            .filter(|i| i.attempt == attempt)
-            .count();
+        let running = match &self.conn {
+            Conn::Admitted(a) => a.running,
+            _ => 0,
+        };
         if running >= self.options.max_concurrent_invokes {
             let msg = format!("node busy: {running} invokes already running");
             return refuse(self, InvokeRefusal::Busy, "UNAVAILABLE", msg);
@@ -1312,6 +1344,9 @@ impl NodeState {
         let deadline = self.after(now, timeout);
         self.invokes
             .insert(id.clone(), RunningInvoke { attempt, deadline });
+        if let Conn::Admitted(a) = &mut self.conn {
+            a.running += 1;
+        }
         self.counters.invokes += 1;
         self.effects.push_back(Effect::Invoke(InvokeRequest {
             attempt,
@@ -1324,7 +1359,7 @@ impl NodeState {
     }
 
     fn invoke_result(&mut self, _now: Time, id: String, outcome: InvokeOutcome) {
-        let Some(inv) = self.invokes.remove(&id) else {
+        let Some(inv) = self.forget_invoke(&id) else {
             return self.dropped(id, DropReason::NotRunning);
         };
         let current = match &self.conn {
@@ -1359,6 +1394,17 @@ impl NodeState {
         self.result_acks.insert(ack, id);
         self.counters.invoke_results += 1;
         self.send(inv.attempt, text);
+    }
+
+    /// Removes a running invoke, keeping the live connection's count.
+    fn forget_invoke(&mut self, id: &str) -> Option<RunningInvoke> {
+        let inv = self.invokes.remove(id)?;
+        if let Conn::Admitted(a) = &mut self.conn
+            && a.attempt == inv.attempt
+        {
+            a.running = a.running.saturating_sub(1);
+        }
+        Some(inv)
     }
 
     fn dropped(&mut self, id: String, reason: DropReason) {
@@ -1418,7 +1464,7 @@ impl NodeState {
             .map(|(id, i)| (id.clone(), i.attempt))
             .collect();
         for (id, attempt) in expired {
-            self.invokes.remove(&id);
+            self.forget_invoke(&id);
             let live = matches!(&self.conn, Conn::Admitted(a) if a.attempt == attempt);
             if live {
                 self.counters.invokes_refused += 1;

@@ -273,17 +273,7 @@ impl NodeBuilder {
             .store
             .load_token(config.url().as_str(), &device_id, NODE_ROLE)?;
         let (tx, rx) = channel::unbounded();
-        let status = Arc::new(Mutex::new(Status {
-            phase: Phase::Idle,
-            attempt: None,
-            conn_id: None,
-            last_error: None,
-            paused: None,
-            next_retry: None,
-            running_invokes: 0,
-            pending_requests: 0,
-            counters: Default::default(),
-        }));
+        let status = Arc::new(Mutex::new(Status::default()));
         let session = Session {
             node: NodeState::new(key, options),
             start: Instant::now(),
