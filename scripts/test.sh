@@ -22,5 +22,14 @@ if grep -rnE 'Instant|SystemTime|thread_rng|OsRng|getrandom|from_entropy|rand::|
     exit 1
 fi
 
-step "tests"
+step "real OpenClaw gateway for the interop tests (installed once, cached in .gateway/)"
+scripts/gateway.sh install
+
+step "the clawnode binary the interop tests run"
+cargo build -p clawnode-smol --bin clawnode
+
+step "tests (unit, simulation, property, and interop against the real gateway)"
 cargo test --workspace --all-targets
+
+step "the README's first command, scripted: scripts/demo.sh --once"
+scripts/demo.sh --once

@@ -1,0 +1,1028 @@
+//! The interop and fault suite: `clawnode` against the real OpenClaw gateway
+//! (`openclaw@2026.9.6` from npm, installed by `scripts/gateway.sh install`).
+//!
+//! One test binary, so that gateways are shared where that is harmless:
+//! one TLS gateway for scenarios 1, 2, 3 and 7 (they only disturb their own
+//! node) and one plain gateway for 9 and 10 (they disturb their node through
+//! a [`Tap`]); the disruptive scenarios 4, 5, 6 and 8 get their own. Tests
+//! are named `sNN_...` after the issue's scenario numbers; every node has a
+//! unique display name so the gateway log can be searched for it.
+//!
+//! Measurements are printed with `eprintln!` as `MEASURE sNN ...` lines
+//! (run with `--nocapture` to see them).
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use clawnode_tests::sys::{self, now_ms};
+use clawnode_tests::{Gateway, GatewayOptions, Install, Node, NodeOptions, Schema, Tap, require};
+use serde_json::{Value, json};
+
+const CONNECT: Duration = Duration::from_secs(30);
+/// The core's backoff cap (`BackoffConfig::default().cap`).
+const BACKOFF_CAP_MS: u64 = 30_000;
+
+static SHARED_TLS: OnceLock<Gateway> = OnceLock::new();
+static SHARED_PLAIN: OnceLock<Gateway> = OnceLock::new();
+
+fn shared_tls(install: &Install) -> &'static Gateway {
+    SHARED_TLS.get_or_init(|| Gateway::start(install, GatewayOptions::tls("shared-tls")))
+}
+
+fn shared_plain(install: &Install) -> &'static Gateway {
+    SHARED_PLAIN.get_or_init(|| Gateway::start(install, GatewayOptions::plain("shared-plain")))
+}
+
+fn unique(tag: &str) -> String {
+    format!("cn-{tag}-{}", std::process::id())
+}
+
+/// A pin as 64 lowercase hex (drops `sha256:` and separators).
+fn norm_pin(p: &str) -> String {
+    let lower = p.trim().to_ascii_lowercase();
+    let body = lower
+        .strip_prefix("sha256:")
+        .or_else(|| lower.strip_prefix("sha-256:"))
+        .unwrap_or(&lower);
+    body.chars().filter(char::is_ascii_hexdigit).collect()
+}
+
+fn pins_of(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(a) => a.iter().filter_map(Value::as_str).map(norm_pin).collect(),
+        Value::String(s) => vec![norm_pin(s)],
+        _ => Vec::new(),
+    }
+}
+
+fn count(events: &[Value], name: &str) -> usize {
+    events.iter().filter(|e| e["event"] == name).count()
+}
+
+fn ts(e: &Value) -> u64 {
+    e["ts"].as_u64().expect("event has ts")
+}
+
+/// Finds the first string value under key `key` anywhere in `v`.
+fn find_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    match v {
+        Value::Object(m) => m
+            .get(key)
+            .and_then(Value::as_str)
+            .or_else(|| m.values().find_map(|x| find_str(x, key))),
+        Value::Array(a) => a.iter().find_map(|x| find_str(x, key)),
+        _ => None,
+    }
+}
+
+/// The `sh` path in an invoke's JSON output (payload or payloadJSON).
+fn which_sh(out: &Value) -> Option<String> {
+    if let Some(p) = find_str(out, "sh") {
+        return Some(p.to_owned());
+    }
+    // Look inside payloadJSON strings.
+    let mut stack = vec![out.clone()];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(m) => stack.extend(m.into_iter().map(|(_, x)| x)),
+            Value::Array(a) => stack.extend(a),
+            Value::String(s) => {
+                if let Ok(inner) = serde_json::from_str::<Value>(&s)
+                    && inner.is_object()
+                {
+                    if let Some(p) = find_str(&inner, "sh") {
+                        return Some(p.to_owned());
+                    }
+                    stack.push(inner);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Starts a node, waits for `connected`, approves its command surface on
+/// `gw` and waits until `system.which` answers through the operator CLI.
+/// Returns the node, its device id and the invoke's JSON output.
+fn connected_and_approved(gw: &Gateway, node: &Node) -> (String, Value) {
+    node.expect(0, "connected", CONNECT);
+    let id = node.device_id();
+    gw.approve_node(&id, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("approve: {e}\n{}", node.dump()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = gw.invoke(&id, "system.which", &json!({"bins": ["sh"]}), 10_000);
+        if out.success {
+            let v = out.json().expect("invoke --json output");
+            if which_sh(&v).is_some() {
+                return (id, v);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "system.which never answered after approval: {out:?}\n{}\ngateway log tail:\n{}",
+            node.dump(),
+            gw.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+// ---------------------------------------------------------------- scenario 1
+
+/// Pinned wss:// connect → hello-ok → `nodes status` shows the node
+/// connected → approve its command surface → `nodes invoke system.which`
+/// returns the path of `sh`.
+#[test]
+fn s01_pinned_wss_connect_status_approve_invoke() {
+    let (install, bin) = require!("s01");
+    let gw = shared_tls(&install);
+    let name = unique("s01");
+    let started = Instant::now();
+    let node = Node::spawn(
+        &bin,
+        NodeOptions::new(&gw.url(), gw.token(), &name).pin(&gw.pin()),
+    );
+    let (_, connected) = node.expect(0, "connected", CONNECT);
+    let connect_ms = started.elapsed().as_millis();
+    assert_eq!(connected["protocol"], 4, "negotiated protocol: {connected}");
+    assert_eq!(connected["tickIntervalMs"], 30_000, "{connected}");
+    let id = node.device_id();
+
+    let entry = sys::poll(Duration::from_secs(30), || {
+        gw.node_status(&id).filter(|n| n["connected"] == true)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "nodes status never showed {id} connected: {:?}\n{}",
+            gw.openclaw_json(&["nodes", "status"]),
+            node.dump()
+        )
+    });
+    assert_eq!(entry["displayName"], name.as_str(), "{entry}");
+    assert_eq!(entry["clientId"], "node-host", "{entry}");
+
+    let (_, out) = connected_and_approved(gw, &node);
+    let sh = which_sh(&out).expect("sh path");
+    assert!(
+        sh.starts_with('/') && sh.ends_with("/sh"),
+        "which sh: {sh} in {out}"
+    );
+    assert!(std::path::Path::new(&sh).exists(), "{sh} does not exist");
+    let invokes = node.named_since(0, "invoke");
+    assert!(
+        invokes
+            .iter()
+            .any(|e| e["command"] == "system.which" && e["ok"] == true),
+        "no ok invoke event: {invokes:?}"
+    );
+    // One connection for all of it.
+    assert_eq!(count(&node.events(), "connected"), 1, "{}", node.dump());
+    eprintln!(
+        "MEASURE s01 connect_ms={connect_ms} sh={sh} connects_in_log={}",
+        gw.connects(0, &name).len()
+    );
+}
+
+// ---------------------------------------------------------------- scenario 2
+
+/// The seed scenario, live: the identical config re-applied 1,000 times by
+/// SIGHUP → one TCP connection, one `connect` in the gateway log, one
+/// `connected` event, 1,000 `config {changed:false}` events.
+#[test]
+fn s02_identical_config_reapplied_1000_times_is_one_connection() {
+    let (install, bin) = require!("s02");
+    let gw = shared_tls(&install);
+    let tap = Tap::start(gw.port(), false);
+    let name = unique("s02");
+    let opts = NodeOptions::new(&tap.url(true), gw.token(), &name)
+        .pin(&gw.pin())
+        .config_file();
+    let node = Node::spawn(&bin, opts);
+    let (first, _) = node.expect(0, "connected", CONNECT);
+    let fds_before = node.fd_count();
+    let started = Instant::now();
+    let mut cursor = first + 1;
+    for i in 0..1000 {
+        node.sighup();
+        let (idx, ev) = node
+            .wait_for(cursor, Duration::from_secs(10), |e| e["event"] == "config")
+            .unwrap_or_else(|| panic!("no config event after SIGHUP #{}\n{}", i + 1, node.dump()));
+        assert_eq!(
+            ev["changed"],
+            false,
+            "SIGHUP #{} changed the config: {ev}",
+            i + 1
+        );
+        cursor = idx + 1;
+    }
+    let reload_ms = started.elapsed().as_millis();
+    std::thread::sleep(Duration::from_secs(2));
+    let events = node.events();
+    let configs = count(&events, "config");
+    let fds_after = node.fd_count();
+    eprintln!(
+        "MEASURE s02 reloads={configs} in {reload_ms} ms tcp_connections={} gateway_connects={} connected={} connecting={} disconnected={} fds {fds_before}->{fds_after}",
+        tap.connections(),
+        gw.connects(0, &name).len(),
+        count(&events, "connected"),
+        count(&events, "connecting"),
+        count(&events, "disconnected"),
+    );
+    assert_eq!(configs, 1000, "{}", node.dump());
+    assert_eq!(count(&events, "connected"), 1, "{}", node.dump());
+    assert_eq!(count(&events, "connecting"), 1, "{}", node.dump());
+    assert_eq!(count(&events, "disconnected"), 0, "{}", node.dump());
+    assert_eq!(tap.connections(), 1, "TCP connections to the gateway");
+    assert_eq!(
+        gw.connects(0, &name).len(),
+        1,
+        "gateway log connects for {name}:\n{}",
+        gw.log_tail(20)
+    );
+    assert!(
+        fds_after <= fds_before,
+        "fds grew {fds_before} -> {fds_after}"
+    );
+}
+
+// ---------------------------------------------------------------- scenario 3
+
+/// Pin changed to a wrong value → one disconnect, `paused` with expected
+/// and observed, no further attempt for 10 s; the right pin again → one
+/// reconnect, one `connected`.
+#[test]
+fn s03_wrong_pin_pauses_then_right_pin_reconnects_once() {
+    let (install, bin) = require!("s03");
+    let gw = shared_tls(&install);
+    let tap = Tap::start(gw.port(), false);
+    let name = unique("s03");
+    let right = NodeOptions::new(&tap.url(true), gw.token(), &name)
+        .pin(&gw.pin())
+        .config_file();
+    let node = Node::spawn(&bin, right.clone());
+    node.expect(0, "connected", CONNECT);
+    assert_eq!(tap.connections(), 1);
+
+    let wrong_pin = "ab".repeat(32);
+    let mut wrong = right.clone();
+    wrong.pins = vec![wrong_pin.clone()];
+    let m = node.mark();
+    node.write_config(&wrong);
+    node.sighup();
+    let (ci, cfg) = node.expect(m, "config", Duration::from_secs(10));
+    assert_eq!(cfg["changed"], true, "{cfg}");
+    let (pi, paused) = node.expect(ci, "paused", Duration::from_secs(20));
+    let pause_ms = ts(&paused) - ts(&cfg);
+    assert_eq!(paused["code"], "TLS_PIN_MISMATCH", "{paused}");
+    assert_eq!(
+        pins_of(&paused["expected"]),
+        vec![wrong_pin.clone()],
+        "{paused}"
+    );
+    assert_eq!(pins_of(&paused["observed"]), vec![gw.pin()], "{paused}");
+    let attempts_at_pause = tap.connections();
+    let connects_at_pause = gw.connects(0, &name).len();
+    let opens_mark = gw.log_len();
+
+    std::thread::sleep(Duration::from_secs(10));
+    let after = node.events_since(m);
+    let dropped: Vec<&Value> = after
+        .iter()
+        .filter(|e| e["event"] == "disconnected" && e["wasConnected"] == true)
+        .collect();
+    assert_eq!(dropped.len(), 1, "live connection drops: {}", node.dump());
+    assert_eq!(count(&after, "paused"), 1, "{}", node.dump());
+    assert_eq!(
+        count(&node.events_since(pi + 1), "connecting"),
+        0,
+        "attempts after the pause: {}",
+        node.dump()
+    );
+    assert_eq!(
+        tap.connections(),
+        attempts_at_pause,
+        "TCP attempts during the 10 s pause"
+    );
+    assert_eq!(attempts_at_pause, 2, "one teardown, one failed attempt");
+    assert_eq!(
+        gw.connects(0, &name).len(),
+        connects_at_pause,
+        "gateway connects during the pause"
+    );
+    assert!(
+        gw.connects(opens_mark, &name).is_empty(),
+        "the gateway log shows this node connecting during the pause:\n{}",
+        gw.log_tail(20)
+    );
+
+    let m2 = node.mark();
+    node.write_config(&right);
+    node.sighup();
+    let (ci2, cfg2) = node.expect(m2, "config", Duration::from_secs(10));
+    assert_eq!(cfg2["changed"], true, "{cfg2}");
+    let (_, conn) = node.expect(ci2, "connected", CONNECT);
+    let reconnect_ms = ts(&conn) - ts(&cfg2);
+    std::thread::sleep(Duration::from_secs(2));
+    let tail = node.events_since(m2);
+    assert_eq!(count(&tail, "connected"), 1, "{}", node.dump());
+    assert_eq!(count(&tail, "connecting"), 1, "{}", node.dump());
+    assert_eq!(tap.connections(), attempts_at_pause + 1);
+    assert_eq!(gw.connects(0, &name).len(), 2, "{}", gw.log_tail(20));
+    eprintln!(
+        "MEASURE s03 pause_after_ms={pause_ms} tcp_attempts_during_10s_pause=0 reconnect_after_fix_ms={reconnect_ms} total_tcp={} gateway_connects={}",
+        tap.connections(),
+        gw.connects(0, &name).len()
+    );
+}
+
+// ---------------------------------------------------------------- scenario 4
+
+/// Gateway killed with SIGKILL and restarted on the same port and state 20
+/// times → after each restart one `connected` within the backoff cap + 2 s
+/// of the gateway being ready; fds and memory do not grow.
+#[test]
+fn s04_gateway_sigkill_and_restart_20_times() {
+    let (install, bin) = require!("s04");
+    let gw = Gateway::start(&install, GatewayOptions::plain("s04"));
+    let name = unique("s04");
+    let node = Node::spawn(&bin, NodeOptions::new(&gw.url(), gw.token(), &name));
+    node.expect(0, "connected", CONNECT);
+    std::thread::sleep(Duration::from_secs(1));
+    let fds0 = node.fd_count();
+    let rss0 = node.rss_kib();
+    let mut fds = Vec::new();
+    let mut rss = Vec::new();
+    let mut reconnects = Vec::new();
+    let mut attempts = Vec::new();
+    for cycle in 1..=20 {
+        let m = node.mark();
+        let log_mark = gw.log_len();
+        gw.kill9();
+        let (_, disc) = node.expect(m, "disconnected", Duration::from_secs(15));
+        assert_eq!(disc["wasConnected"], true, "cycle {cycle}: {disc}");
+        let ready = gw.restart();
+        let ready_ts = ready.ts_ms.expect("ready line has a timestamp");
+        let (ci, conn) = node
+            .wait_for(m, Duration::from_millis(BACKOFF_CAP_MS + 2_000 + 20_000), |e| {
+                e["event"] == "connected"
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "cycle {cycle}: no reconnect after the gateway was ready\n{}\ngateway log tail:\n{}",
+                    node.dump(),
+                    gw.log_tail(20)
+                )
+            });
+        let reconnect_ms = ts(&conn) as i64 - ready_ts as i64;
+        std::thread::sleep(Duration::from_millis(500));
+        let since = node.events_since(m);
+        assert_eq!(
+            count(&since, "connected"),
+            1,
+            "cycle {cycle}: {}",
+            node.dump()
+        );
+        assert_eq!(
+            count(&node.events_since(ci + 1), "disconnected"),
+            0,
+            "cycle {cycle}: dropped after connecting: {}",
+            node.dump()
+        );
+        assert_eq!(
+            gw.hello_oks(log_mark).len(),
+            1,
+            "cycle {cycle}: hello-oks in the gateway log"
+        );
+        assert!(
+            reconnect_ms <= (BACKOFF_CAP_MS + 2_000) as i64,
+            "cycle {cycle}: connected {reconnect_ms} ms after the gateway was ready (cap {BACKOFF_CAP_MS} + 2000)\n{}",
+            node.dump()
+        );
+        reconnects.push(reconnect_ms);
+        attempts.push(count(&since, "connecting"));
+        fds.push(node.fd_count());
+        rss.push(node.rss_kib());
+    }
+    eprintln!(
+        "MEASURE s04 reconnect_ms_after_ready={reconnects:?} max={} attempts_per_cycle={attempts:?} fds start={fds0} per_cycle={fds:?} rss_kib start={rss0} per_cycle={rss:?}",
+        reconnects.iter().max().copied().unwrap_or_default()
+    );
+    let fd_max = *fds.iter().max().expect("20 cycles");
+    assert!(
+        fd_max <= fds0 + 1,
+        "open fds grew across restarts: start {fds0}, per cycle {fds:?}"
+    );
+    let rss_late = *rss[10..].iter().max().expect("cycles");
+    assert!(
+        rss_late <= rss[2] + 4096,
+        "memory grew across restarts: after cycle 3 {} KiB, max of cycles 11-20 {rss_late} KiB ({rss:?})",
+        rss[2]
+    );
+}
+
+// ---------------------------------------------------------------- scenario 5
+
+/// The gateway restarts itself in-process (config edit): it sends
+/// `shutdown` and closes with 1012 → the node reconnects once.
+#[test]
+fn s05_gateway_restarts_itself_on_config_edit() {
+    let (install, bin) = require!("s05");
+    let gw = Gateway::start(&install, GatewayOptions::plain("s05"));
+    let tap = Tap::start(gw.port(), true);
+    let name = unique("s05");
+    let node = Node::spawn(&bin, NodeOptions::new(&tap.url(false), gw.token(), &name));
+    node.expect(0, "connected", CONNECT);
+    let m = node.mark();
+    let (restarting, ready) = gw.restart_via_config();
+    let (di, disc) = node.expect(m, "disconnected", Duration::from_secs(30));
+    let (_, conn) = node.expect(di, "connected", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    let since = node.events_since(m);
+    let frames = tap.frames();
+    let shutdown = frames
+        .iter()
+        .any(|f| !f.from_client && f.opcode == 1 && f.text().contains("\"event\":\"shutdown\""));
+    let close_1012 = frames
+        .iter()
+        .any(|f| !f.from_client && f.close_code() == Some(1012));
+    // What the gateway answered attempts made while it was starting, and
+    // what the node then did.
+    let starting: Vec<String> = frames
+        .iter()
+        .filter(|f| !f.from_client && f.opcode == 1 && f.text().contains("\"ok\":false"))
+        .map(|f| {
+            let v: Value = serde_json::from_str(&f.text()).unwrap_or(Value::Null);
+            format!(
+                "{}/{}/retryAfterMs={}",
+                v["error"]["code"], v["error"]["details"]["reason"], v["error"]["retryAfterMs"]
+            )
+        })
+        .collect();
+    let retries: Vec<Value> = since
+        .iter()
+        .filter(|e| e["event"] == "disconnected")
+        .map(|e| json!([e["code"], e["retryInMs"]]))
+        .collect();
+    eprintln!(
+        "MEASURE s05 gateway_rejections={starting:?} node_disconnects_and_retry_ms={retries:?}"
+    );
+    let ready_ts = ready.ts_ms.expect("ts") as i64;
+    eprintln!(
+        "MEASURE s05 disconnect={disc} disconnect_after_restart_signal_ms={} reconnect_after_ready_ms={} outage_ms={} attempts={} gateway_sent_shutdown={shutdown} close_1012={close_1012}",
+        ts(&disc) as i64 - restarting.ts_ms.unwrap_or_default() as i64,
+        ts(&conn) as i64 - ready_ts,
+        ts(&conn) - ts(&disc),
+        count(&since, "connecting"),
+    );
+    assert!(shutdown, "the gateway sent no shutdown event (tap)");
+    assert!(close_1012, "the gateway did not close with 1012 (tap)");
+    assert!(
+        disc["code"] == 1012 || disc["code"] == "GATEWAY_RESTART",
+        "disconnect reason: {disc}"
+    );
+    assert_eq!(count(&since, "connected"), 1, "{}", node.dump());
+    assert!(
+        ts(&conn) as i64 - ready_ts <= (BACKOFF_CAP_MS + 2_000) as i64,
+        "reconnected too late: {}",
+        node.dump()
+    );
+}
+
+// ---------------------------------------------------------------- scenario 6
+
+/// The gateway frozen (SIGSTOP) for longer than 2 × the tick interval →
+/// the node closes with 4000 (tick timeout); after SIGCONT it reconnects.
+#[test]
+fn s06_gateway_frozen_sigstop_tick_timeout_4000_then_reconnect() {
+    let (install, bin) = require!("s06");
+    let gw = Gateway::start(&install, GatewayOptions::plain("s06"));
+    let name = unique("s06");
+    let node = Node::spawn(&bin, NodeOptions::new(&gw.url(), gw.token(), &name));
+    let (_, conn) = node.expect(0, "connected", CONNECT);
+    let tick = conn["tickIntervalMs"].as_u64().expect("tickIntervalMs");
+    let m = node.mark();
+    let stopped_at = now_ms();
+    gw.sigstop();
+    let waited = node.wait_for(m, Duration::from_millis(2 * tick + 30_000), |e| {
+        e["event"] == "disconnected"
+    });
+    gw.sigcont();
+    let continued_at = now_ms();
+    let (di, disc) = waited.unwrap_or_else(|| {
+        panic!(
+            "no disconnect while the gateway was frozen for {} ms\n{}",
+            continued_at - stopped_at,
+            node.dump()
+        )
+    });
+    let detect_ms = ts(&disc) - stopped_at;
+    let (_, back) = node.expect(di, "connected", Duration::from_secs(60));
+    let reconnect_ms = ts(&back) as i64 - continued_at as i64;
+    eprintln!(
+        "MEASURE s06 tick_ms={tick} frozen_ms={} disconnect_after_sigstop_ms={detect_ms} disconnect={disc} reconnect_after_sigcont_ms={reconnect_ms} attempts_while_frozen={}",
+        continued_at - stopped_at,
+        count(&node.events_since(m), "connecting")
+    );
+    assert_eq!(disc["code"], 4000, "close code: {disc}\n{}", node.dump());
+    assert!(
+        detect_ms + 2_000 >= tick && detect_ms <= 2 * tick + 5_000,
+        "tick timeout after {detect_ms} ms (tick {tick})"
+    );
+    assert!(
+        reconnect_ms <= (BACKOFF_CAP_MS + 12_000) as i64,
+        "reconnect {reconnect_ms} ms after SIGCONT"
+    );
+}
+
+// ---------------------------------------------------------------- scenario 7
+
+/// Wrong token → `paused` with the gateway's code and hint, no retry loop;
+/// with `--exit-on-pause` the process exits with status 3.
+#[test]
+fn s07_wrong_token_pauses_without_retry_loop() {
+    let (install, bin) = require!("s07");
+    let gw = shared_tls(&install);
+    let tap = Tap::start(gw.port(), false);
+    let name = unique("s07");
+    let node = Node::spawn(
+        &bin,
+        NodeOptions::new(&tap.url(true), "not-the-token", &name).pin(&gw.pin()),
+    );
+    let (pi, paused) = node.expect(0, "paused", CONNECT);
+    assert_eq!(paused["code"], "AUTH_TOKEN_MISMATCH", "{paused}");
+    let hint = paused["hint"].as_str().unwrap_or_default();
+    assert!(!hint.trim().is_empty(), "no hint: {paused}");
+    let attempts = tap.connections();
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(
+        count(&node.events_since(pi + 1), "connecting"),
+        0,
+        "retries after the pause: {}",
+        node.dump()
+    );
+    assert_eq!(tap.connections(), attempts, "TCP attempts after the pause");
+    assert!(attempts <= 2, "{attempts} attempts before pausing");
+    assert_eq!(count(&node.events(), "connected"), 0);
+    let log_connects = gw.connects(0, &name).len();
+    assert!(
+        log_connects <= 2,
+        "{log_connects} connects in the gateway log"
+    );
+
+    let name2 = unique("s07x");
+    let mut exiting = Node::spawn(
+        &bin,
+        NodeOptions::new(&gw.url(), "not-the-token", &name2)
+            .pin(&gw.pin())
+            .exit_on_pause(),
+    );
+    let status = exiting.wait_exit(Duration::from_secs(30));
+    eprintln!(
+        "MEASURE s07 paused={paused} tcp_attempts={attempts} gateway_connects={log_connects} exit_on_pause_status={status:?}"
+    );
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(3),
+        "--exit-on-pause exit status\n{}",
+        exiting.dump()
+    );
+}
+
+// ---------------------------------------------------------------- scenario 8
+
+/// Certificate rotation: new files with a new key, reloaded by the gateway
+/// without dropping connections; a node pinned to the old certificate keeps
+/// its live connection and pauses with a mismatch on its next connect; a
+/// node pinned to old and new reconnects cleanly.
+#[test]
+fn s08_certificate_rotation() {
+    let (install, bin) = require!("s08");
+    let gw = Gateway::start(&install, GatewayOptions::tls("s08"));
+    let old_pin = gw.pin();
+    let new = gw.generate_cert();
+    assert_ne!(new.pin, old_pin);
+    let tap_old = Tap::start(gw.port(), false);
+    let tap_both = Tap::start(gw.port(), false);
+    let name_old = unique("s08old");
+    let name_both = unique("s08both");
+    let old_only = Node::spawn(
+        &bin,
+        NodeOptions::new(&tap_old.url(true), gw.token(), &name_old).pin(&old_pin),
+    );
+    let both = Node::spawn(
+        &bin,
+        NodeOptions::new(&tap_both.url(true), gw.token(), &name_both)
+            .pin(&old_pin)
+            .pin(&new.pin),
+    );
+    old_only.expect(0, "connected", CONNECT);
+    both.expect(0, "connected", CONNECT);
+    let (mo, mb) = (old_only.mark(), both.mark());
+
+    let renewed = gw.rotate_cert(&new);
+    assert_eq!(gw.pin(), new.pin);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        count(&old_only.events_since(mo), "disconnected"),
+        0,
+        "{}",
+        old_only.dump()
+    );
+    assert_eq!(
+        count(&both.events_since(mb), "disconnected"),
+        0,
+        "{}",
+        both.dump()
+    );
+    assert_eq!(tap_old.live().len(), 1, "old-pinned node's live connection");
+    assert_eq!(
+        tap_both.live().len(),
+        1,
+        "both-pinned node's live connection"
+    );
+
+    // The next connection: cut both live connections.
+    let severed_at = now_ms();
+    tap_old.sever();
+    tap_both.sever();
+    let (pi, paused) = old_only.expect(mo, "paused", CONNECT);
+    assert_eq!(paused["code"], "TLS_PIN_MISMATCH", "{paused}");
+    assert_eq!(
+        pins_of(&paused["expected"]),
+        vec![old_pin.clone()],
+        "{paused}"
+    );
+    assert_eq!(
+        pins_of(&paused["observed"]),
+        vec![new.pin.clone()],
+        "{paused}"
+    );
+    let (_, back) = both.expect(mb, "connected", CONNECT);
+    let attempts_old = tap_old.connections();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        count(&old_only.events_since(pi + 1), "connecting"),
+        0,
+        "{}",
+        old_only.dump()
+    );
+    assert_eq!(
+        tap_old.connections(),
+        attempts_old,
+        "attempts after the mismatch pause"
+    );
+    let since_b = both.events_since(mb);
+    assert_eq!(count(&since_b, "connected"), 1, "{}", both.dump());
+    assert_eq!(count(&since_b, "paused"), 0, "{}", both.dump());
+    eprintln!(
+        "MEASURE s08 renewed={:?} old_pinned_paused_after_ms={} both_pinned_reconnected_after_ms={} old_pinned_tcp_attempts={attempts_old}",
+        renewed.text,
+        ts(&paused) - severed_at,
+        ts(&back) - severed_at,
+    );
+}
+
+// ---------------------------------------------------------------- scenario 9
+
+/// Conformance: every frame clawnode sends (captured on the wire by a tap
+/// on a plain ws:// connection: connect, node.invoke.result ok and error,
+/// anything else) validates against `protocol.schema.json`; nothing but
+/// `connect` precedes hello-ok.
+#[test]
+fn s09_every_frame_sent_validates_against_the_schema() {
+    let (install, bin) = require!("s09");
+    let schema = Schema::load(&install.schema);
+    let gw = shared_plain(&install);
+    let tap = Tap::start(gw.port(), true);
+    let name = unique("s09");
+    let mut node = Node::spawn(&bin, NodeOptions::new(&tap.url(false), gw.token(), &name));
+    let (id, _) = connected_and_approved(gw, &node);
+    // An invoke the command rejects: an error result.
+    let bad = gw.invoke(&id, "system.which", &json!({"bins": 5}), 10_000);
+    let status = node.terminate(Duration::from_secs(15));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "graceful stop\n{}",
+        node.dump()
+    );
+
+    let frames = tap.frames();
+    assert!(tap.errors().is_empty(), "tap: {:?}", tap.errors());
+    let mut methods: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut violations = Vec::new();
+    for f in frames.iter().filter(|f| f.from_client && f.opcode == 1) {
+        let text = f.text();
+        if let Err(v) = schema.check_frame(&text) {
+            violations.push(v);
+        }
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let key = format!(
+            "{}:{}",
+            v["type"].as_str().unwrap_or("?"),
+            v["method"].as_str().unwrap_or("-")
+        );
+        *methods.entry(key).or_default() += 1;
+    }
+    // Order per connection: the first text frame is connect, and nothing
+    // else is sent before the gateway's hello-ok response on that socket.
+    let conns: std::collections::BTreeSet<usize> = frames.iter().map(|f| f.conn).collect();
+    for c in conns {
+        let mut hello = false;
+        let mut first = true;
+        for f in frames.iter().filter(|f| f.conn == c && f.opcode == 1) {
+            let v: Value = serde_json::from_str(&f.text()).unwrap_or(Value::Null);
+            if !f.from_client {
+                if v["type"] == "res" && v["payload"]["type"] == "hello-ok" {
+                    hello = true;
+                }
+                continue;
+            }
+            if first {
+                assert_eq!(v["method"], "connect", "first frame on conn {c}: {v}");
+                first = false;
+            } else {
+                assert!(hello, "frame before hello-ok on conn {c}: {v}");
+            }
+        }
+    }
+    let closes: Vec<Option<u16>> = frames
+        .iter()
+        .filter(|f| f.from_client && f.opcode == 8)
+        .map(|f| f.close_code())
+        .collect();
+    eprintln!(
+        "MEASURE s09 frames_by_method={methods:?} violations={} client_close_codes={closes:?} bad_params_invoke_ok={} ",
+        violations.len(),
+        bad.success
+    );
+    assert!(
+        violations.is_empty(),
+        "frames that do not conform:\n{}",
+        violations
+            .iter()
+            .map(|v| format!("  {}\n    {}", v.what, v.frame))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(methods.get("req:connect").copied().unwrap_or(0) >= 1);
+    assert!(
+        methods.get("req:node.invoke.result").copied().unwrap_or(0) >= 2,
+        "ok and error results: {methods:?}"
+    );
+    assert_eq!(
+        closes.last().copied().flatten(),
+        Some(1000),
+        "graceful close code"
+    );
+}
+
+/// Conformance of what the core builds for the same session where the
+/// binary cannot be made to send it on the wire: `node.event` (the binary
+/// has no way to emit one), plus `connect` and `node.invoke.result`, driven
+/// by the real frames captured from the gateway (tests/fixtures/gateway).
+#[test]
+fn s09_core_frames_validate_against_the_schema() {
+    use clawnode_core::{
+        Effect, Input, InvokeOutcome, NodeOptions as CoreOptions, NodeState, SessionConfig, Time,
+        TlsPolicy,
+    };
+    let (install, _) = require!("s09-core");
+    let schema = Schema::load(&install.schema);
+    let fixture = |name: &str| {
+        std::fs::read_to_string(
+            clawnode_tests::repo_root()
+                .join("tests/fixtures/gateway")
+                .join(name),
+        )
+        .expect("fixture")
+    };
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let mut node = NodeState::new(key, CoreOptions::with_seed(1));
+    let challenge: Value = serde_json::from_str(&fixture("challenge.json")).expect("json");
+    let now = Time::from_millis(challenge["payload"]["ts"].as_u64().expect("ts"));
+    let config = SessionConfig::parse("ws://127.0.0.1:18789", TlsPolicy::SystemTrust)
+        .expect("config")
+        .with_credentials(clawnode_core::Credentials {
+            token: Some(clawnode_core::Secret::new("clawnode-fixture-token")),
+            ..Default::default()
+        });
+    let mut sent = Vec::new();
+    let drain = |node: &mut NodeState, sent: &mut Vec<String>| {
+        let mut attempt = None;
+        while let Some(e) = node.poll_effect() {
+            match e {
+                Effect::OpenSocket { attempt: a, .. } => attempt = Some(a),
+                Effect::SendFrame { text, .. } => sent.push(text),
+                _ => {}
+            }
+        }
+        attempt
+    };
+    node.handle_input(now, Input::Config(config));
+    let attempt = drain(&mut node, &mut sent).expect("open socket");
+    node.handle_input(now, Input::SocketOpened { attempt });
+    node.handle_input(
+        now,
+        Input::Frame {
+            attempt,
+            text: fixture("challenge.json"),
+        },
+    );
+    drain(&mut node, &mut sent);
+    // Answer the connect request with the captured hello-ok, re-using its id.
+    let connect: Value = serde_json::from_str(sent.last().expect("connect sent")).expect("json");
+    let mut hello: Value = serde_json::from_str(&fixture("hello-ok.json")).expect("json");
+    hello["id"] = connect["id"].clone();
+    node.handle_input(
+        now,
+        Input::Frame {
+            attempt,
+            text: hello.to_string(),
+        },
+    );
+    drain(&mut node, &mut sent);
+    node.handle_input(
+        now,
+        Input::Frame {
+            attempt,
+            text: fixture("invoke-request.json"),
+        },
+    );
+    let mut invoke_id = None;
+    while let Some(e) = node.poll_effect() {
+        match e {
+            Effect::Invoke(req) => invoke_id = Some(req.id),
+            Effect::SendFrame { text, .. } => sent.push(text),
+            _ => {}
+        }
+    }
+    if let Some(id) = invoke_id {
+        node.handle_input(
+            now,
+            Input::InvokeResult {
+                id,
+                outcome: InvokeOutcome::Ok {
+                    payload_json: Some(r#"{"bins":{"sh":"/usr/bin/sh"}}"#.into()),
+                },
+            },
+        );
+        drain(&mut node, &mut sent);
+    }
+    node.send_event(
+        now,
+        "node.presence.alive",
+        Some(json!({"reason": "periodic"})),
+    )
+    .expect("send_event after hello-ok");
+    node.send_event(now, "clawnode.test", None)
+        .expect("send_event");
+    drain(&mut node, &mut sent);
+
+    let methods: Vec<String> = sent
+        .iter()
+        .map(|t| {
+            serde_json::from_str::<Value>(t).expect("json")["method"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .collect();
+    eprintln!("MEASURE s09-core methods={methods:?}");
+    // The validator does reject what the schema forbids.
+    for bad in [
+        r#"{"type":"req","id":"1","method":"node.event","params":{"event":"x","extra":1}}"#,
+        r#"{"type":"req","id":"1","method":"node.event","params":{"event":"x"},"extra":1}"#,
+        r#"{"type":"req","id":"1","method":"node.invoke.result","params":{"id":"1","ok":true}}"#,
+    ] {
+        assert!(schema.check_frame(bad).is_err(), "accepted {bad}");
+    }
+    for text in &sent {
+        if let Err(v) = schema.check_frame(text) {
+            panic!("core frame does not conform: {}\n  {}", v.what, v.frame);
+        }
+    }
+    for m in ["connect", "node.invoke.result", "node.event"] {
+        assert!(
+            methods.iter().any(|x| x == m),
+            "core sent no {m}: {methods:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- scenario 10
+
+/// An invoke from the gateway while the node is reconnecting gets an answer
+/// or a clear gateway-side error, never a hang: (a) node cut off and
+/// refused; (b) invoke issued as the node comes back; (c) the node's result
+/// lost with its connection: the gateway times out cleanly and the result
+/// never reaches the replacement connection.
+#[test]
+fn s10_invoke_while_reconnecting_never_hangs() {
+    let (install, bin) = require!("s10");
+    let gw = shared_plain(&install);
+    let tap = Tap::start(gw.port(), true);
+    let name = unique("s10");
+    let node = Node::spawn(&bin, NodeOptions::new(&tap.url(false), gw.token(), &name));
+    let (id, _) = connected_and_approved(gw, &node);
+    let params = json!({"bins": ["sh"]});
+
+    // (a) Cut off, new connections refused; the gateway notices the node left.
+    let m = node.mark();
+    tap.set_refusing(true);
+    tap.sever();
+    node.expect(m, "disconnected", Duration::from_secs(10));
+    sys::poll(Duration::from_secs(15), || {
+        gw.node_status(&id).filter(|n| n["connected"] == false)
+    })
+    .expect("the gateway still shows the node connected");
+    let a = gw.invoke(&id, "system.which", &params, 5_000);
+    let a_msg = format!("{} {}", a.stdout.trim(), a.stderr.trim());
+    eprintln!(
+        "MEASURE s10a offline invoke: success={} code={:?} elapsed_ms={} message={a_msg:?}",
+        a.success,
+        a.code,
+        a.elapsed.as_millis()
+    );
+    assert!(a.code.is_some(), "the CLI hung (killed by the test)");
+    assert!(
+        a.success || !a_msg.trim().is_empty(),
+        "failed without a message"
+    );
+    if a.success {
+        assert!(which_sh(&a.json().expect("json")).is_some(), "{a:?}");
+    }
+
+    // (b) Invoke issued while the node is coming back.
+    let m = node.mark();
+    let b = std::thread::scope(|s| {
+        let h = s.spawn(|| gw.invoke(&id, "system.which", &params, 8_000));
+        std::thread::sleep(Duration::from_millis(300));
+        tap.set_refusing(false);
+        h.join().expect("invoke thread")
+    });
+    let b_msg = format!("{} {}", b.stdout.trim(), b.stderr.trim());
+    eprintln!(
+        "MEASURE s10b invoke during reconnect: success={} code={:?} elapsed_ms={} message={b_msg:?}",
+        b.success,
+        b.code,
+        b.elapsed.as_millis()
+    );
+    assert!(b.code.is_some(), "the CLI hung (killed by the test)");
+    assert!(
+        b.success || !b_msg.trim().is_empty(),
+        "failed without a message"
+    );
+    node.expect(m, "connected", Duration::from_secs(45));
+
+    // (c) The node answers, but its answer is lost with its connection.
+    sys::poll(Duration::from_secs(15), || {
+        gw.node_status(&id).filter(|n| n["connected"] == true)
+    })
+    .expect("the gateway shows the node connected again");
+    let m = node.mark();
+    let conns_before = tap.connections();
+    tap.set_hold(true);
+    let (c, invoke_ev) = std::thread::scope(|s| {
+        let h = s.spawn(|| gw.invoke(&id, "system.which", &params, 4_000));
+        let ev = node.wait_for(m, Duration::from_secs(20), |e| e["event"] == "invoke");
+        tap.sever();
+        tap.set_hold(false);
+        (h.join().expect("invoke thread"), ev)
+    });
+    let (_, invoke_ev) =
+        invoke_ev.unwrap_or_else(|| panic!("the node never ran the invoke\n{}", node.dump()));
+    let invoke_id = invoke_ev["id"].as_str().expect("invoke id").to_owned();
+    let c_msg = format!("{} {}", c.stdout.trim(), c.stderr.trim());
+    eprintln!(
+        "MEASURE s10c lost result: success={} code={:?} elapsed_ms={} message={c_msg:?}",
+        c.success,
+        c.code,
+        c.elapsed.as_millis()
+    );
+    assert!(c.code.is_some(), "the CLI hung (killed by the test)");
+    assert!(!c.success, "the lost result was delivered? {c:?}");
+    assert!(!c_msg.trim().is_empty(), "failed without a message");
+    node.expect(m, "connected", Duration::from_secs(45));
+    std::thread::sleep(Duration::from_secs(2));
+    let late: Vec<(usize, String)> = tap
+        .client_texts()
+        .into_iter()
+        .filter(|(conn, t)| {
+            *conn >= conns_before && t.contains("node.invoke.result") && t.contains(&invoke_id)
+        })
+        .collect();
+    let replacement: Vec<&(usize, String)> = late
+        .iter()
+        .filter(|(conn, _)| *conn > conns_before)
+        .collect();
+    assert!(
+        replacement.is_empty(),
+        "the lost result was re-sent on a replacement connection: {replacement:?}"
+    );
+    // The node still works.
+    let d = gw.invoke(&id, "system.which", &params, 10_000);
+    assert!(d.success, "invoke after recovery: {d:?}\n{}", node.dump());
+}
