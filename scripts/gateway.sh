@@ -7,7 +7,8 @@
 #       openclaw + @openclaw/gateway-protocol into .gateway/openclaw.
 #       Idempotent: a second run only checks .gateway/stamp (well under 1 s).
 #       Prints node=..., openclaw=..., schema=<path of protocol.schema.json>.
-#   scripts/gateway.sh start [--tls] [--dir DIR] [--port P] [--token T]
+#   scripts/gateway.sh start [--tls] [--dir DIR] [--port P] [--token T] [--verbose]
+#       (--verbose: the gateway logs every connect, hello-ok and close)
 #       Start a gateway in the background in a fresh state directory (a new
 #       mktemp dir under /tmp unless --dir), on a free loopback port (unless
 #       --port), with a random token (unless --token). Waits (<= 60 s, or
@@ -157,13 +158,14 @@ resolve_dir() { # $1: --dir value or empty
 
 # ---------------------------------------------------------------- start
 cmd_start() {
-  local tls=0 dir="" port="" token=""
+  local tls=0 dir="" port="" token="" verbose=()
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --tls) tls=1 ;;
       --dir) dir="$2"; shift ;;
       --port) port="$2"; shift ;;
       --token) token="$2"; shift ;;
+      --verbose) verbose=(--verbose) ;;
       *) die "start: unknown argument $1" ;;
     esac
     shift
@@ -211,7 +213,7 @@ PY
   OPENCLAW_GATEWAY_TOKEN="$token" \
     setsid "$NODE_BIN" "$OPENCLAW_MJS" gateway run \
       --port "$port" --bind loopback --token "$token" --auth token \
-      --allow-unconfigured --ws-log compact \
+      --allow-unconfigured --ws-log compact "${verbose[@]}" \
       </dev/null >>"$log" 2>&1 &
   local pid=$!
   echo "$pid" >"$dir/gateway.pid"

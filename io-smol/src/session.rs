@@ -972,21 +972,34 @@ async fn socket_task(
                         Some(f) => (Some(u16::from(f.code)), f.reason.as_str().to_owned()),
                         None => (None, String::new()),
                     };
-                    return report(SocketEvent::Closed { code, reason }).await;
+                    report(SocketEvent::Closed { code, reason }).await;
+                    // tungstenite queues the close reply and writes it on
+                    // the next read: read on until the peer hangs up, so the
+                    // gateway sees its close answered (RFC 6455 §5.5.1), not
+                    // an abnormal 1006.
+                    let drain = async { while let Some(Ok(_)) = receiver.next().await {} };
+                    drain
+                        .or(async {
+                            Timer::after(CLOSE_GRACE).await;
+                        })
+                        .await;
+                    return;
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    return report(SocketEvent::Failed(SocketError::Io(format!(
+                    report(SocketEvent::Failed(SocketError::Io(format!(
                         "WebSocket: {e}"
                     ))))
                     .await;
+                    return;
                 }
                 None => {
-                    return report(SocketEvent::Closed {
+                    report(SocketEvent::Closed {
                         code: None,
                         reason: "connection ended".into(),
                     })
                     .await;
+                    return;
                 }
             }
         }
@@ -1003,10 +1016,11 @@ async fn socket_task(
                 }
             };
             if let Err(e) = sender.send(msg).await {
-                return report(SocketEvent::Failed(SocketError::Io(format!(
+                report(SocketEvent::Failed(SocketError::Io(format!(
                     "WebSocket send: {e}"
                 ))))
                 .await;
+                return;
             }
         }
         let frame = CloseFrame {

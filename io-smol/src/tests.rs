@@ -523,3 +523,27 @@ fn a_slow_invoke_does_not_block_the_session_and_is_cancelled_at_its_deadline() {
         smol::future::zip(node.shutdown(), drain_until_closed(&mut ws)).await;
     });
 }
+
+#[test]
+fn a_close_from_the_gateway_is_answered_not_dropped() {
+    use async_tungstenite::tungstenite::protocol::CloseFrame;
+    use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let gw = FakeGateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let builder = NodeBuilder::new(node_config(&gw.url()), StateDir::new(dir.path()));
+    let node = builder.spawn().unwrap();
+    smol::block_on(async {
+        let mut ws = gw.accept().await;
+        handshake(&mut ws, None).await;
+        ws.close(Some(CloseFrame {
+            code: CloseCode::from(1012),
+            reason: "service restart".into(),
+        }))
+        .await
+        .unwrap();
+        // RFC 6455 §5.5.1: the node echoes the close before the TCP
+        // connection ends, so the gateway does not log an abnormal 1006.
+        assert_eq!(drain_until_closed(&mut ws).await, Some(1012));
+    });
+    smol::block_on(within(node.shutdown()));
+}
