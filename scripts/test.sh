@@ -7,6 +7,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "format"
 cargo fmt --all --check
+# The libFuzzer binaries are outside the workspace (nightly only).
+rustfmt --check --edition 2024 fuzz/fuzz_targets/*.rs
 
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,87 @@
+//! `frame_parse`: arbitrary bytes as an inbound text frame.
+
+use clawnode_core::{Inbound, parse_inbound};
+use serde_json::Value;
+
+/// Feeds `data` to [`parse_inbound`] as a text frame and checks that it
+/// never panics and that every frame it accepts re-serialises (through
+/// [`Inbound::to_value`]) to JSON text that parses back to the same frame
+/// and the same JSON value.
+///
+/// Bytes that are not UTF-8 are not a text frame (a WebSocket stack refuses
+/// them before the core sees them) and are skipped.
+pub fn check_frame_parse(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let frame = match parse_inbound(text) {
+        Ok(frame) => frame,
+        Err(e) => {
+            // The error must describe itself without panicking.
+            let _ = e.to_string();
+            return;
+        }
+    };
+    let value = frame.to_value();
+    let again_text = value.to_string();
+    let again = match parse_inbound(&again_text) {
+        Ok(f) => f,
+        Err(e) => panic!("re-serialised frame does not parse ({e}): {again_text}"),
+    };
+    assert_eq!(
+        frame, again,
+        "frame changed through to_value/parse: {again_text}"
+    );
+    let reparsed: Value = serde_json::from_str(&again_text).expect("to_value() is valid JSON");
+    assert_eq!(
+        reparsed, value,
+        "JSON value changed through to_string/from_str"
+    );
+    // The value carries the frame's kind and the fields that identify it.
+    let original: Value = serde_json::from_str(text).expect("an accepted frame is JSON");
+    assert_eq!(value.get("type"), original.get("type"), "type changed");
+    match &frame {
+        Inbound::Event { event, .. } => assert_eq!(original["event"], Value::from(event.as_str())),
+        Inbound::Response { id, ok, .. } => {
+            assert_eq!(original["id"], Value::from(id.as_str()));
+            assert_eq!(original["ok"], Value::from(*ok));
+        }
+        Inbound::Request { id, method, .. } => {
+            assert_eq!(original["id"], Value::from(id.as_str()));
+            assert_eq!(original["method"], Value::from(method.as_str()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_and_rejects_without_panicking() {
+        for text in [
+            r#"{"type":"event","event":"tick","payload":{"ts":5},"seq":3}"#,
+            r#"{"type":"res","id":"a","ok":true,"payload":{"type":"hello-ok"}}"#,
+            r#"{"type":"req","id":"b","method":"m","params":null}"#,
+            r#"{"type":"event","event":"x","payload":1.5e300}"#,
+            "{",
+            "[]",
+            "",
+        ] {
+            check_frame_parse(text.as_bytes());
+        }
+        check_frame_parse(&[0xff, 0xfe]);
+    }
+
+    /// Found by `frame_parse` (fuzz/regressions/frame_parse/float-roundtrip-*):
+    /// without serde_json's `float_roundtrip` feature, `1.4444444444444445e93`
+    /// parses one ULP off, so `to_value()` re-serialised to a number that
+    /// parsed to a different frame.
+    #[test]
+    fn floats_round_trip_through_to_value() {
+        check_frame_parse(br#"{"type":"event","event":"e","payload":1.4444444444444445e93}"#);
+        check_frame_parse(
+            br#"{"type":"res","id":"x","ok":true,"payload":[1444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444444]}"#,
+        );
+    }
+}
