@@ -48,6 +48,10 @@ pub struct Timeouts {
     pub max_restart_wait: Duration,
     /// Delay before the one retry with a stored device token.
     pub device_token_retry: Duration,
+    /// Retries while a gateway announced to be restarting comes back are
+    /// drawn from `restart_retry..=2 × restart_retry`, without growing, for
+    /// at most `max_restart_wait` after the announced restart time.
+    pub restart_retry: Duration,
 }
 
 impl Default for Timeouts {
@@ -63,6 +67,7 @@ impl Default for Timeouts {
             default_request: Duration::from_secs(30),
             max_restart_wait: Duration::from_secs(30),
             device_token_retry: Duration::from_millis(250),
+            restart_retry: Duration::from_millis(250),
         }
     }
 }
@@ -295,6 +300,9 @@ pub struct NodeState {
     /// The next connect authenticates with the stored device token only.
     retry_with_device_token: bool,
     last_error: Option<DisconnectReason>,
+    /// Until when failures are a restarting gateway not being back yet:
+    /// retried briefly, not counted (see [`Timeouts::restart_retry`]).
+    restart_window: Option<Time>,
     counters: Counters,
 }
 
@@ -319,6 +327,7 @@ impl NodeState {
             token_retry_used: false,
             retry_with_device_token: false,
             last_error: None,
+            restart_window: None,
             counters: Counters::default(),
         }
     }
@@ -425,7 +434,10 @@ impl NodeState {
                         _ => None,
                     };
                     let (why, next) = match restart {
-                        Some(wait) => (DisconnectReason::GatewayRestart, self.restart_next(wait)),
+                        Some(wait) => (
+                            DisconnectReason::GatewayRestart,
+                            self.restart_next(now, wait),
+                        ),
                         None => (
                             DisconnectReason::Closed { code, reason },
                             Next::Backoff { retry_after: None },
@@ -473,7 +485,7 @@ impl NodeState {
                     };
                     match restart {
                         Some(wait) => {
-                            let next = self.restart_next(wait);
+                            let next = self.restart_next(now, wait);
                             self.end_attempt(now, DisconnectReason::GatewayRestart, None, next);
                         }
                         None => self.end_attempt(now, DisconnectReason::Failed(error), None, next),
@@ -627,6 +639,7 @@ impl NodeState {
         }
         // New inputs deserve their own first connect (with the configured
         // credentials) and their own bounded device-token retry.
+        self.restart_window = None;
         self.token_retry_used = false;
         self.retry_with_device_token = false;
         match &self.conn {
@@ -675,6 +688,7 @@ impl NodeState {
     }
 
     fn resume(&mut self, now: Time) {
+        self.restart_window = None;
         self.backoff.reset();
         self.token_retry_used = false;
         self.retry_with_device_token = false;
@@ -702,8 +716,11 @@ impl NodeState {
         };
     }
 
-    fn restart_next(&self, wait: Duration) -> Next {
-        Next::After(wait.min(self.options.timeouts.max_restart_wait))
+    fn restart_next(&mut self, now: Time, wait: Duration) -> Next {
+        let t = self.options.timeouts;
+        let wait = wait.min(t.max_restart_wait);
+        self.restart_window = Some(now + wait + t.max_restart_wait);
+        Next::After(wait)
     }
 
     /// Ends the current attempt: closes its socket if `close` is given,
@@ -746,6 +763,12 @@ impl NodeState {
 
         let (retry_in, pause) = match next {
             Next::Now => (Some(Duration::ZERO), None),
+            Next::Backoff { retry_after } if self.restart_window.is_some_and(|u| now < u) => {
+                let r = millis(self.options.timeouts.restart_retry);
+                let drawn = Duration::from_millis(self.rng.between(r, r.saturating_mul(2)));
+                let raised = retry_after.map(|d| d.min(self.backoff.config().max_retry_after));
+                (Some(drawn.max(raised.unwrap_or(Duration::ZERO))), None)
+            }
             Next::Backoff { retry_after } => (
                 Some(self.backoff.next_delay(&mut self.rng, retry_after)),
                 None,
@@ -769,6 +792,7 @@ impl NodeState {
             }));
         match (retry_in, pause) {
             (_, Some((reason, cause))) => {
+                self.restart_window = None;
                 self.effects
                     .push_back(Effect::Notify(Notification::Paused(reason.clone())));
                 self.conn = Conn::Paused {
@@ -996,6 +1020,7 @@ impl NodeState {
         let issued = text(&["auth", "deviceToken"]).map(Secret::from);
         let role = text(&["auth", "role"]).unwrap_or_else(|| NODE_ROLE.into());
 
+        self.restart_window = None;
         self.backoff.reset();
         self.token_retry_used = false;
         self.retry_with_device_token = false;

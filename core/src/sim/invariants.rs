@@ -127,6 +127,8 @@ pub struct Invariants {
     last: Option<u64>,
     config: Option<SessionConfig>,
     failures: u32,
+    /// Until when failures are a restarting gateway not being back yet.
+    restart_window: Option<Time>,
     paused: bool,
     stopped: bool,
     /// A `Disconnected` with no retry and not for a stop: `Paused` is due next.
@@ -146,6 +148,7 @@ impl Invariants {
             last: None,
             config: None,
             failures: 0,
+            restart_window: None,
             paused: false,
             stopped: false,
             expect_pause: false,
@@ -363,6 +366,7 @@ impl Invariants {
                     self.config = Some(c.clone());
                     // The core resets its backoff on any config change.
                     self.failures = 0;
+                    self.restart_window = None;
                 }
                 StepKind::Config { changed }
             }
@@ -425,7 +429,7 @@ impl Invariants {
     }
 
     /// Checks one effect drained from the node at `now`.
-    pub fn observe_effect(&mut self, _now: Time, effect: &Effect) -> Result<(), Violation> {
+    pub fn observe_effect(&mut self, now: Time, effect: &Effect) -> Result<(), Violation> {
         self.effects_seen += 1;
         if self.expect_pause && !matches!(effect, Effect::Notify(Notification::Paused(_))) {
             return violation(
@@ -485,7 +489,7 @@ impl Invariants {
                 }
                 Ok(())
             }
-            Effect::Notify(n) => self.on_notification(n),
+            Effect::Notify(n) => self.on_notification(now, n),
             Effect::CancelInvoke { .. }
             | Effect::StoreDeviceToken { .. }
             | Effect::Response { .. } => Ok(()),
@@ -658,7 +662,7 @@ impl Invariants {
         Ok(())
     }
 
-    fn on_notification(&mut self, n: &Notification) -> Result<(), Violation> {
+    fn on_notification(&mut self, now: Time, n: &Notification) -> Result<(), Violation> {
         match n {
             Notification::Connected { attempt, .. } => {
                 let t = self.live_track(*attempt, "Connected")?;
@@ -676,6 +680,7 @@ impl Invariants {
                     );
                 }
                 self.failures = 0;
+                self.restart_window = None;
                 Ok(())
             }
             Notification::Disconnected {
@@ -710,7 +715,7 @@ impl Invariants {
                     );
                 }
                 t.ended = true;
-                self.check_retry(reason, *retry_in)
+                self.check_retry(now, reason, *retry_in)
             }
             Notification::Paused(_) => {
                 if !self.expect_pause {
@@ -722,6 +727,7 @@ impl Invariants {
                 self.expect_pause = false;
                 self.paused = true;
                 self.failures = 0;
+                self.restart_window = None;
                 Ok(())
             }
             Notification::InvokeRefused { .. }
@@ -734,6 +740,7 @@ impl Invariants {
 
     fn check_retry(
         &mut self,
+        now: Time,
         reason: &DisconnectReason,
         retry_in: Option<Duration>,
     ) -> Result<(), Violation> {
@@ -752,7 +759,10 @@ impl Invariants {
                 "config-change-reconnects-at-once",
                 format!("ConfigChanged with retry_in {other:?}"),
             ),
-            (DisconnectReason::GatewayRestart, Some(d)) if d <= t.max_restart_wait => Ok(()),
+            (DisconnectReason::GatewayRestart, Some(d)) if d <= t.max_restart_wait => {
+                self.restart_window = Some(now + d + t.max_restart_wait);
+                Ok(())
+            }
             (DisconnectReason::GatewayRestart, other) => violation(
                 "restart-wait-bounded",
                 format!(
@@ -784,11 +794,16 @@ impl Invariants {
                         return Ok(());
                     }
                 }
-                self.failures = self.failures.saturating_add(1);
-                let (lo, hi) = Backoff::bounds(&c, self.failures);
                 let raised = err
                     .and_then(|e| e.retry_after_ms)
                     .map(|ms| Duration::from_millis(ms).min(c.max_retry_after));
+                let (lo, hi) = if self.restart_window.is_some_and(|u| now < u) {
+                    // A restarting gateway not back yet: short, flat, uncounted.
+                    (t.restart_retry, t.restart_retry.saturating_mul(2))
+                } else {
+                    self.failures = self.failures.saturating_add(1);
+                    Backoff::bounds(&c, self.failures)
+                };
                 let hi = hi.max(raised.unwrap_or(Duration::ZERO));
                 let lo = lo.max(raised.unwrap_or(Duration::ZERO));
                 if d < lo || d > hi {

@@ -174,6 +174,9 @@ struct Model {
     failures: u32,
     /// When the node said it would retry, while waiting.
     retry_at: Option<Time>,
+    /// Until when failures are a restarting gateway not back yet: retried
+    /// every 250–500 ms, not counted (at most 30 s past the announced wait).
+    restart_until: Option<Time>,
 }
 
 /// Runs `data` as a `reconnect_inputs` scenario. Besides every invariant of
@@ -206,6 +209,7 @@ fn run(sc: &Scenario) -> Sim {
     let mut model = Model {
         failures: 0,
         retry_at: None,
+        restart_until: None,
     };
     for op in &sc.ops {
         let mark = sim.mark();
@@ -221,6 +225,7 @@ fn run(sc: &Scenario) -> Sim {
                 } else {
                     // Any change of config resets the backoff (issue 2).
                     model.failures = 0;
+                    model.restart_until = None;
                 }
                 current = Some(*pick);
             }
@@ -306,10 +311,13 @@ fn observe(model: &mut Model, effects: &[(Time, Effect)], driven_by_time: bool, 
                     model.failures = 0;
                     continue;
                 };
+                let restarting = model.restart_until.is_some_and(|u| *at < u);
                 let (counted, retry_after) = match reason {
-                    DisconnectReason::ConfigChanged | DisconnectReason::GatewayRestart => {
+                    DisconnectReason::GatewayRestart => {
+                        model.restart_until = Some(*at + d + Duration::from_secs(30));
                         (false, None)
                     }
+                    DisconnectReason::ConfigChanged => (false, None),
                     DisconnectReason::Rejected(e) => {
                         let detail = e.detail_code.as_deref();
                         let slow = e.recommended_next_step.as_deref() == Some("wait_then_retry")
@@ -333,7 +341,16 @@ fn observe(model: &mut Model, effects: &[(Time, Effect)], driven_by_time: bool, 
                     }
                     _ => (true, None),
                 };
-                if counted {
+                if counted && restarting {
+                    let raised = retry_after
+                        .unwrap_or_default()
+                        .min(Duration::from_secs(300));
+                    let (lo, hi) = (Duration::from_millis(250), Duration::from_millis(500));
+                    assert!(
+                        lo.max(raised) <= d && d <= hi.max(raised),
+                        "retry in {d:?} while the gateway restarts; expected {lo:?}..={hi:?}"
+                    );
+                } else if counted {
                     model.failures = model.failures.saturating_add(1);
                     let (lo, hi) = spec_bounds(model.failures, retry_after);
                     assert!(
@@ -346,8 +363,14 @@ fn observe(model: &mut Model, effects: &[(Time, Effect)], driven_by_time: bool, 
                     }
                 }
             }
-            e if is_connected(e) => model.failures = 0,
-            Effect::Notify(Notification::Paused(_)) => model.failures = 0,
+            e if is_connected(e) => {
+                model.failures = 0;
+                model.restart_until = None;
+            }
+            Effect::Notify(Notification::Paused(_)) => {
+                model.failures = 0;
+                model.restart_until = None;
+            }
             _ => {}
         }
     }
