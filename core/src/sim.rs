@@ -71,21 +71,20 @@ pub fn sim_client() -> ClientOptions {
 /// `ws://127.0.0.1:18789` (loopback, so trusted), shared token `tok`,
 /// declaring [`SIM_COMMANDS`].
 pub fn loopback_config() -> SessionConfig {
-    SessionConfig::parse("ws://127.0.0.1:18789", TlsPolicy::SystemTrust)
-        .expect("valid")
-        .with_session_id("sim")
-        .with_credentials(Credentials {
-            token: Some(Secret::new("tok")),
-            ..Credentials::default()
-        })
-        .with_client(sim_client())
+    sim_config("ws://127.0.0.1:18789", TlsPolicy::SystemTrust)
 }
 
 /// `wss://127.0.0.1:18789` pinned to `pins`, otherwise like
 /// [`loopback_config`].
 pub fn pinned_config(pins: &[Pin]) -> SessionConfig {
     let tls = TlsPolicy::Pinned(crate::pin::PinSet::new(pins.iter().copied()).expect("a pin"));
-    SessionConfig::parse("wss://127.0.0.1:18789", tls)
+    sim_config("wss://127.0.0.1:18789", tls)
+}
+
+/// `url` under `tls`, session `sim`, shared token `tok`, declaring
+/// [`SIM_COMMANDS`].
+fn sim_config(url: &str, tls: TlsPolicy) -> SessionConfig {
+    SessionConfig::parse(url, tls)
         .expect("valid")
         .with_session_id("sim")
         .with_credentials(Credentials {

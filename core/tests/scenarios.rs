@@ -31,6 +31,81 @@ fn connected(gw: GatewayConfig, config: SessionConfig) -> Sim {
     sim
 }
 
+/// A sim whose gateway plays `plans` for its first attempts, then
+/// `gw.default_plan`, with [`loopback_config`] applied.
+fn started(gw: GatewayConfig, plans: impl IntoIterator<Item = AttemptPlan>) -> Sim {
+    let mut sim = Sim::new(gw);
+    for plan in plans {
+        sim.gateway.plan_next(plan);
+    }
+    sim.apply(loopback_config());
+    sim
+}
+
+/// A gateway that refuses every socket.
+fn refusing() -> GatewayConfig {
+    GatewayConfig {
+        default_plan: AttemptPlan::Refuse,
+        ..GatewayConfig::default()
+    }
+}
+
+/// Connected, on loopback, to a gateway that holds requests unanswered.
+fn holding_requests() -> Sim {
+    let gw = GatewayConfig {
+        auto_ack: false,
+        ..GatewayConfig::default()
+    };
+    connected(gw, loopback_config())
+}
+
+/// Connected, on loopback, to a gateway whose shared token is `tok`.
+fn shared_token_tok() -> Sim {
+    let gw = GatewayConfig {
+        shared_token: Some("tok".into()),
+        ..GatewayConfig::default()
+    };
+    connected(gw, loopback_config())
+}
+
+/// Connected, on loopback, to a gateway announcing `max_payload`.
+fn max_payload(max_payload: u64) -> Sim {
+    let gw = GatewayConfig {
+        max_payload,
+        ..GatewayConfig::default()
+    };
+    connected(gw, loopback_config())
+}
+
+/// The gateway closes with 1006; the disconnects of the next 20 ms.
+fn fail_once(sim: &mut Sim) -> Vec<(AttemptId, DisconnectReason, Option<Duration>)> {
+    let mark = sim.mark();
+    sim.gw_close(1006);
+    sim.run_for(Duration::from_millis(20));
+    disconnects(sim, mark)
+}
+
+/// The gateway sends a slow `inv-1`, then drops the connection; the node
+/// reconnects.
+fn invoke_then_reconnect(sim: &mut Sim) {
+    sim.gw_invoke("inv-1", "slow", None, None);
+    sim.run_for(Duration::from_millis(10));
+    sim.gw_close(1006);
+    assert!(sim.run_until_cond(secs(10), |s| s.connected_count() == 2));
+}
+
+/// Runs until the token mismatch arrives and the 250 ms device-token retry
+/// is scheduled.
+fn await_device_token_retry(sim: &mut Sim) {
+    assert!(sim.run_until_cond(secs(10), |s| {
+        s.gateway.log.connects.len() == 2 && s.node.status().phase == Phase::Waiting
+    }));
+    assert_eq!(
+        sim.node.status().next_retry,
+        Some(sim.now + Duration::from_millis(250))
+    );
+}
+
 fn disconnects(sim: &Sim, mark: usize) -> Vec<(AttemptId, DisconnectReason, Option<Duration>)> {
     sim.effects_since(mark)
         .filter_map(|e| match e {
@@ -174,9 +249,7 @@ fn every_session_input_change_reconnects_exactly_once() {
 
 #[test]
 fn challenge_timeout_closes_and_retries() {
-    let mut sim = Sim::new(GatewayConfig::default());
-    sim.gateway.plan_next(AttemptPlan::NoChallenge);
-    sim.apply(loopback_config());
+    let mut sim = started(GatewayConfig::default(), [AttemptPlan::NoChallenge]);
     assert!(sim.run_until_connected(secs(30)));
     let d = disconnects(&sim, 0);
     assert_eq!(d.len(), 1);
@@ -195,11 +268,14 @@ fn challenge_timeout_closes_and_retries() {
 
 #[test]
 fn invalid_challenge_and_missing_hello_are_retried() {
-    let mut sim = Sim::new(GatewayConfig::default());
-    sim.gateway.plan_next(AttemptPlan::BadChallenge);
-    sim.gateway.plan_next(AttemptPlan::NoHello);
-    sim.gateway.plan_next(AttemptPlan::Hang);
-    sim.apply(loopback_config());
+    let mut sim = started(
+        GatewayConfig::default(),
+        [
+            AttemptPlan::BadChallenge,
+            AttemptPlan::NoHello,
+            AttemptPlan::Hang,
+        ],
+    );
     assert!(sim.run_until_connected(secs(60)));
     let reasons: Vec<_> = disconnects(&sim, 0).into_iter().map(|d| d.1).collect();
     assert!(matches!(reasons[0], DisconnectReason::ProtocolViolation(_)));
@@ -253,9 +329,7 @@ fn pings_every_15_seconds_while_connected() {
 
 #[test]
 fn no_pings_before_hello_ok() {
-    let mut sim = Sim::new(GatewayConfig::default());
-    sim.gateway.plan_next(AttemptPlan::NoHello);
-    sim.apply(loopback_config());
+    let mut sim = started(GatewayConfig::default(), [AttemptPlan::NoHello]);
     sim.run_for(secs(9));
     assert!(sim.gateway.log.pings.is_empty());
 }
@@ -296,12 +370,7 @@ fn seq_gaps_are_notified() {
 
 #[test]
 fn backoff_stays_in_bounds_widens_and_resets_after_hello_ok() {
-    let gw = GatewayConfig {
-        default_plan: AttemptPlan::Refuse,
-        ..GatewayConfig::default()
-    };
-    let mut sim = Sim::new(gw);
-    sim.apply(loopback_config());
+    let mut sim = started(refusing(), []);
     sim.run_for(secs(60));
     let c = BackoffConfig::default();
     let d = disconnects(&sim, 0);
@@ -328,10 +397,7 @@ fn backoff_stays_in_bounds_widens_and_resets_after_hello_ok() {
     // Recover, then fail once: the delay is back in the first band.
     sim.gateway.config.default_plan = AttemptPlan::Normal;
     assert!(sim.run_until_connected(secs(60)));
-    let mark = sim.mark();
-    sim.gw_close(1006);
-    sim.run_for(Duration::from_millis(20));
-    let d = disconnects(&sim, mark);
+    let d = fail_once(&mut sim);
     assert_eq!(d.len(), 1);
     let (lo, hi) = Backoff::bounds(&c, 1);
     let r = d[0].2.unwrap();
@@ -340,12 +406,7 @@ fn backoff_stays_in_bounds_widens_and_resets_after_hello_ok() {
 
 #[test]
 fn many_failures_widen_to_the_slow_band() {
-    let gw = GatewayConfig {
-        default_plan: AttemptPlan::Refuse,
-        ..GatewayConfig::default()
-    };
-    let mut sim = Sim::new(gw);
-    sim.apply(loopback_config());
+    let mut sim = started(refusing(), []);
     sim.run_for(secs(3600));
     let c = BackoffConfig::default();
     let d = disconnects(&sim, 0);
@@ -363,13 +424,14 @@ fn many_failures_widen_to_the_slow_band() {
 
 #[test]
 fn retry_after_ms_is_honoured() {
-    let mut sim = Sim::new(GatewayConfig::default());
-    sim.gateway.plan_next(AttemptPlan::Reject(
-        ErrorSpec::new("UNAVAILABLE", None)
-            .retry_after(7000)
-            .details(json!({"reason": "startup-sidecars"})),
-    ));
-    sim.apply(loopback_config());
+    let mut sim = started(
+        GatewayConfig::default(),
+        [AttemptPlan::Reject(
+            ErrorSpec::new("UNAVAILABLE", None)
+                .retry_after(7000)
+                .details(json!({"reason": "startup-sidecars"})),
+        )],
+    );
     assert!(sim.run_until_connected(secs(60)));
     let d = disconnects(&sim, 0);
     assert_eq!(d.len(), 1);
@@ -381,11 +443,12 @@ fn retry_after_ms_is_honoured() {
 
 #[test]
 fn retry_after_is_clamped() {
-    let mut sim = Sim::new(GatewayConfig::default());
-    sim.gateway.plan_next(AttemptPlan::Reject(
-        ErrorSpec::new("UNAVAILABLE", None).retry_after(10_000_000),
-    ));
-    sim.apply(loopback_config());
+    let mut sim = started(
+        GatewayConfig::default(),
+        [AttemptPlan::Reject(
+            ErrorSpec::new("UNAVAILABLE", None).retry_after(10_000_000),
+        )],
+    );
     assert!(sim.run_until_connected(secs(400)));
     let d = disconnects(&sim, 0);
     assert_eq!(d[0].2, Some(BackoffConfig::default().max_retry_after));
@@ -413,11 +476,8 @@ fn shutdown_then_1012_reconnects_after_restart_expected_and_is_not_a_failure() {
             .any(|n| matches!(n, Notification::GatewayEvent { event, .. } if event == "shutdown"))
     );
     // A failure right after counts as the first.
-    let mark = sim.mark();
-    sim.gw_close(1006);
-    sim.run_for(Duration::from_millis(20));
     let (lo, hi) = Backoff::bounds(&BackoffConfig::default(), 1);
-    let r = disconnects(&sim, mark)[0].2.unwrap();
+    let r = fail_once(&mut sim)[0].2.unwrap();
     assert!(lo <= r && r <= hi);
 }
 
@@ -441,12 +501,7 @@ fn close_1012_without_shutdown_is_a_restart_too() {
 
 #[test]
 fn wake_during_backoff_retries_at_once_and_never_doubles_an_attempt() {
-    let gw = GatewayConfig {
-        default_plan: AttemptPlan::Refuse,
-        ..GatewayConfig::default()
-    };
-    let mut sim = Sim::new(gw);
-    sim.apply(loopback_config());
+    let mut sim = started(refusing(), []);
     sim.run_for(secs(5));
     assert_eq!(sim.node.status().phase, Phase::Waiting);
     let before = sim.open_count();
@@ -541,11 +596,7 @@ fn rotate_shared_token(sim: &mut Sim) {
 
 #[test]
 fn auth_token_mismatch_retries_once_with_the_stored_device_token_on_loopback() {
-    let gw = GatewayConfig {
-        shared_token: Some("tok".into()),
-        ..GatewayConfig::default()
-    };
-    let mut sim = connected(gw, loopback_config());
+    let mut sim = shared_token_tok();
     assert_eq!(sim.app.stored_tokens, vec![Secret::new("devtok-1")]);
     rotate_shared_token(&mut sim);
     assert!(sim.run_until_cond(secs(30), |s| s.connected_count() == 2));
@@ -562,11 +613,7 @@ fn auth_token_mismatch_retries_once_with_the_stored_device_token_on_loopback() {
 
 #[test]
 fn auth_token_mismatch_then_a_failed_device_token_retry_pauses() {
-    let gw = GatewayConfig {
-        shared_token: Some("tok".into()),
-        ..GatewayConfig::default()
-    };
-    let mut sim = connected(gw, loopback_config());
+    let mut sim = shared_token_tok();
     sim.gateway.config.device_token = Some("devtok-other".into());
     rotate_shared_token(&mut sim);
     sim.run_for(secs(3600));
@@ -646,12 +693,13 @@ fn auth_token_mismatch_on_an_untrusted_endpoint_pauses_without_retry() {
 
 #[test]
 fn pairing_required_pauses_with_an_actionable_hint() {
-    let mut sim = Sim::new(GatewayConfig::default());
-    sim.gateway.plan_next(AttemptPlan::Reject(
-        ErrorSpec::new("NOT_PAIRED", Some("PAIRING_REQUIRED"))
-            .details(json!({"requestId": "req-42"})),
-    ));
-    sim.apply(loopback_config());
+    let mut sim = started(
+        GatewayConfig::default(),
+        [AttemptPlan::Reject(
+            ErrorSpec::new("NOT_PAIRED", Some("PAIRING_REQUIRED"))
+                .details(json!({"requestId": "req-42"})),
+        )],
+    );
     sim.run_for(secs(3600));
     assert_eq!(sim.open_count(), 1);
     let p = paused(&sim);
@@ -671,8 +719,7 @@ fn pairing_required_with_wait_then_retry_keeps_retrying_slowly() {
         ),
         ..GatewayConfig::default()
     };
-    let mut sim = Sim::new(gw);
-    sim.apply(loopback_config());
+    let mut sim = started(gw, []);
     sim.run_for(secs(600));
     let c = BackoffConfig::default();
     let d = disconnects(&sim, 0);
@@ -701,9 +748,10 @@ fn identity_and_protocol_refusals_pause() {
             PauseKind::Auth,
         ),
     ] {
-        let mut sim = Sim::new(GatewayConfig::default());
-        sim.gateway.plan_next(AttemptPlan::Reject(spec.clone()));
-        sim.apply(loopback_config());
+        let mut sim = started(
+            GatewayConfig::default(),
+            [AttemptPlan::Reject(spec.clone())],
+        );
         sim.run_for(secs(3600));
         assert_eq!(sim.open_count(), 1, "{spec:?}");
         let p = paused(&sim);
@@ -852,10 +900,7 @@ fn invokes_beyond_the_limit_are_answered_busy() {
 #[test]
 fn invoke_result_from_a_stale_attempt_is_dropped_never_sent_on_the_new_connection() {
     let mut sim = connected(GatewayConfig::default(), loopback_config());
-    sim.gw_invoke("inv-1", "slow", None, None);
-    sim.run_for(Duration::from_millis(10));
-    sim.gw_close(1006);
-    assert!(sim.run_until_cond(secs(10), |s| s.connected_count() == 2));
+    invoke_then_reconnect(&mut sim);
     assert!(
         sim.app
             .cancels
@@ -906,11 +951,7 @@ fn gateway_cancel_becomes_a_cancel_effect() {
 
 #[test]
 fn oversize_invoke_result_is_replaced_by_an_error() {
-    let gw = GatewayConfig {
-        max_payload: 1024,
-        ..GatewayConfig::default()
-    };
-    let mut sim = connected(gw, loopback_config());
+    let mut sim = max_payload(1024);
     sim.gw_invoke("inv-1", "echo", None, None);
     sim.run_for(Duration::from_millis(10));
     let big = format!("\"{}\"", "x".repeat(4096));
@@ -954,11 +995,7 @@ fn send_before_hello_ok_is_refused_and_hands_the_payload_back() {
 
 #[test]
 fn oversize_frame_is_refused() {
-    let gw = GatewayConfig {
-        max_payload: 1024,
-        ..GatewayConfig::default()
-    };
-    let mut sim = connected(gw, loopback_config());
+    let mut sim = max_payload(1024);
     let big = json!({"blob": "y".repeat(2000)});
     let e = sim
         .send_request("node.event", big.clone(), None)
@@ -973,11 +1010,7 @@ fn oversize_frame_is_refused() {
 
 #[test]
 fn out_of_order_responses_are_matched_by_id() {
-    let gw = GatewayConfig {
-        auto_ack: false,
-        ..GatewayConfig::default()
-    };
-    let mut sim = connected(gw, loopback_config());
+    let mut sim = holding_requests();
     let ids: Vec<_> = (0..3)
         .map(|i| {
             sim.send_request("custom.method", json!({"n": i}), None)
@@ -1007,11 +1040,7 @@ fn out_of_order_responses_are_matched_by_id() {
 
 #[test]
 fn pending_requests_fail_on_disconnect_and_are_not_replayed() {
-    let gw = GatewayConfig {
-        auto_ack: false,
-        ..GatewayConfig::default()
-    };
-    let mut sim = connected(gw, loopback_config());
+    let mut sim = holding_requests();
     let a = sim.send_request("custom.method", json!({}), None).unwrap();
     let b = sim.send_event("status", None).unwrap();
     sim.run_for(Duration::from_millis(10));
@@ -1038,11 +1067,7 @@ fn pending_requests_fail_on_disconnect_and_are_not_replayed() {
 
 #[test]
 fn requests_time_out() {
-    let gw = GatewayConfig {
-        auto_ack: false,
-        ..GatewayConfig::default()
-    };
-    let mut sim = connected(gw, loopback_config());
+    let mut sim = holding_requests();
     let a = sim
         .send_request("custom.method", json!({}), Some(secs(2)))
         .unwrap();
@@ -1059,11 +1084,7 @@ fn requests_time_out() {
 
 #[test]
 fn gateway_error_responses_reach_the_app() {
-    let gw = GatewayConfig {
-        auto_ack: false,
-        ..GatewayConfig::default()
-    };
-    let mut sim = connected(gw, loopback_config());
+    let mut sim = holding_requests();
     let a = sim.send_request("custom.method", json!({}), None).unwrap();
     sim.run_for(Duration::from_millis(10));
     let (att, id) = sim.gateway.held_requests()[0].clone();
@@ -1174,9 +1195,7 @@ fn a_gateway_that_drops_unfinished_handshakes_is_retried() {
         handshake_timeout: Some(Duration::from_secs(3)),
         ..GatewayConfig::default()
     };
-    let mut sim = Sim::new(gw);
-    sim.gateway.plan_next(AttemptPlan::NoHello);
-    sim.apply(loopback_config());
+    let mut sim = started(gw, [AttemptPlan::NoHello]);
     assert!(sim.run_until_connected(secs(30)));
     let d = disconnects(&sim, 0);
     assert!(matches!(
@@ -1270,11 +1289,7 @@ fn hello_ok_with_a_protocol_outside_our_range_is_not_an_admission() {
 
 #[test]
 fn a_response_id_must_match_exactly() {
-    let gw = GatewayConfig {
-        auto_ack: false,
-        ..GatewayConfig::default()
-    };
-    let mut sim = connected(gw, loopback_config());
+    let mut sim = holding_requests();
     sim.send_request("custom.method", json!({}), None).unwrap();
     sim.run_for(Duration::from_millis(10));
     let (att, id) = sim.gateway.held_requests()[0].clone();
@@ -1297,10 +1312,7 @@ fn a_response_id_must_match_exactly() {
 #[test]
 fn a_cancel_on_a_new_connection_does_not_touch_an_invoke_of_an_old_one() {
     let mut sim = connected(GatewayConfig::default(), loopback_config());
-    sim.gw_invoke("inv-1", "slow", None, None);
-    sim.run_for(Duration::from_millis(10));
-    sim.gw_close(1006);
-    assert!(sim.run_until_cond(secs(10), |s| s.connected_count() == 2));
+    invoke_then_reconnect(&mut sim);
     let cancels = sim.app.cancels.len();
     sim.gw_cancel("inv-1");
     sim.run_for(Duration::from_millis(10));
@@ -1319,10 +1331,7 @@ fn a_cancel_on_a_new_connection_does_not_touch_an_invoke_of_an_old_one() {
 #[test]
 fn an_invoke_id_still_held_by_an_old_connection_is_answered_on_the_new_one() {
     let mut sim = connected(GatewayConfig::default(), loopback_config());
-    sim.gw_invoke("inv-1", "slow", None, None);
-    sim.run_for(Duration::from_millis(10));
-    sim.gw_close(1006);
-    assert!(sim.run_until_cond(secs(10), |s| s.connected_count() == 2));
+    invoke_then_reconnect(&mut sim);
     // The gateway reuses the id on the new connection while the application
     // still works on the old one: it must get an answer, never the old result.
     sim.gw_invoke("inv-1", "slow", None, None);
@@ -1372,21 +1381,10 @@ fn a_socket_failure_after_a_shutdown_event_is_a_restart_not_a_failure() {
 
 #[test]
 fn new_credentials_during_the_device_token_retry_are_used() {
-    let gw = GatewayConfig {
-        shared_token: Some("tok".into()),
-        ..GatewayConfig::default()
-    };
-    let mut sim = connected(gw, loopback_config());
+    let mut sim = shared_token_tok();
     sim.gateway.config.device_token = Some("devtok-other".into());
     rotate_shared_token(&mut sim);
-    // Run until the mismatch arrives and the 250 ms retry is scheduled.
-    assert!(sim.run_until_cond(secs(10), |s| {
-        s.gateway.log.connects.len() == 2 && s.node.status().phase == Phase::Waiting
-    }));
-    assert_eq!(
-        sim.node.status().next_retry,
-        Some(sim.now + Duration::from_millis(250))
-    );
+    await_device_token_retry(&mut sim);
     // The operator configures the new token in the meantime.
     let fresh = loopback_config().with_credentials(Credentials {
         token: Some(Secret::new("tok-new")),
@@ -1400,19 +1398,9 @@ fn new_credentials_during_the_device_token_retry_are_used() {
 
 #[test]
 fn a_url_change_during_the_device_token_retry_sends_no_foreign_token() {
-    let gw = GatewayConfig {
-        shared_token: Some("tok".into()),
-        ..GatewayConfig::default()
-    };
-    let mut sim = connected(gw, loopback_config());
+    let mut sim = shared_token_tok();
     rotate_shared_token(&mut sim);
-    assert!(sim.run_until_cond(secs(10), |s| {
-        s.gateway.log.connects.len() == 2 && s.node.status().phase == Phase::Waiting
-    }));
-    assert_eq!(
-        sim.node.status().next_retry,
-        Some(sim.now + Duration::from_millis(250))
-    );
+    await_device_token_retry(&mut sim);
     sim.gateway.config.shared_token = None;
     let moved = SessionConfig::parse("ws://localhost:18790", TlsPolicy::SystemTrust)
         .unwrap()

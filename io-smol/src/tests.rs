@@ -11,7 +11,7 @@ use smol::io::AsyncReadExt as _;
 use crate::store::StateDir;
 use crate::testutil::*;
 use crate::tls::Trust;
-use crate::transport::{open_io, tls_handshake};
+use crate::transport::{Io, open_io, tls_handshake};
 use crate::{Event, NodeBuilder};
 
 fn url(s: &str) -> GatewayUrl {
@@ -20,6 +20,26 @@ fn url(s: &str) -> GatewayUrl {
 
 fn pinned(pins: &[&str]) -> TlsPolicy {
     TlsPolicy::pinned(pins).unwrap()
+}
+
+/// A TLS server presenting `c`'s certificate, signed with its own key.
+fn serve(c: &TestCert) -> TlsServer {
+    tls_server(server_config(&c.der, &c.key))
+}
+
+/// Opens a connection to `server` under a policy pinning `pin`, with its
+/// state in `dir`.
+async fn open_pinned(
+    server: &TlsServer,
+    pin: &str,
+    dir: &tempfile::TempDir,
+) -> Result<Io, SocketError> {
+    open_io(
+        &url(&server.url()),
+        &pinned(&[pin]),
+        &StateDir::new(dir.path()),
+    )
+    .await
 }
 
 async fn read_hi(io: &mut (impl smol::io::AsyncRead + Unpin)) {
@@ -31,11 +51,10 @@ async fn read_hi(io: &mut (impl smol::io::AsyncRead + Unpin)) {
 #[test]
 fn pin_match_connects() {
     let c = cert();
-    let server = tls_server(server_config(&c.der, &c.key));
+    let server = serve(&c);
     let dir = tempfile::tempdir().unwrap();
     smol::block_on(async {
-        let policy = pinned(&[&c.pin.to_string()]);
-        let mut io = open_io(&url(&server.url()), &policy, &StateDir::new(dir.path()))
+        let mut io = open_pinned(&server, &c.pin.to_string(), &dir)
             .await
             .expect("pinned certificate accepted");
         read_hi(&mut io).await;
@@ -45,11 +64,10 @@ fn pin_match_connects() {
 #[test]
 fn pin_mismatch_reports_expected_and_observed() {
     let (a, b) = (cert(), cert());
-    let server = tls_server(server_config(&a.der, &a.key));
+    let server = serve(&a);
     let dir = tempfile::tempdir().unwrap();
     smol::block_on(async {
-        let policy = pinned(&[&b.pin.to_string()]);
-        let err = open_io(&url(&server.url()), &policy, &StateDir::new(dir.path()))
+        let err = open_pinned(&server, &b.pin.to_string(), &dir)
             .await
             .err()
             .expect("mismatch refused");
@@ -66,7 +84,7 @@ fn pin_mismatch_reports_expected_and_observed() {
 #[test]
 fn pins_in_every_usual_spelling_are_accepted() {
     let c = cert();
-    let server = tls_server(server_config(&c.der, &c.key));
+    let server = serve(&c);
     let dir = tempfile::tempdir().unwrap();
     let hex = c.pin.to_string();
     let colons: Vec<String> = hex
@@ -82,8 +100,7 @@ fn pins_in_every_usual_spelling_are_accepted() {
         colons.join(":"),
     ] {
         smol::block_on(async {
-            let policy = pinned(&[&text]);
-            open_io(&url(&server.url()), &policy, &StateDir::new(dir.path()))
+            open_pinned(&server, &text, &dir)
                 .await
                 .unwrap_or_else(|e| panic!("{text}: {e:?}"));
         });
@@ -114,8 +131,7 @@ fn the_pinned_certificate_with_another_key_fails() {
     let server = tls_server(server_config(&a.der, &other.key));
     let dir = tempfile::tempdir().unwrap();
     smol::block_on(async {
-        let policy = pinned(&[&a.pin.to_string()]);
-        let err = open_io(&url(&server.url()), &policy, &StateDir::new(dir.path()))
+        let err = open_pinned(&server, &a.pin.to_string(), &dir)
             .await
             .err()
             .expect("a certificate without its key must not be accepted");
@@ -126,7 +142,7 @@ fn the_pinned_certificate_with_another_key_fails() {
 #[test]
 fn resumption_cannot_skip_the_pin_check() {
     let (a, b) = (cert(), cert());
-    let server = tls_server(server_config(&a.der, &a.key));
+    let server = serve(&a);
     let target = url(&server.url());
     smol::block_on(async {
         // Control: a client that allows resumption does resume against
@@ -212,7 +228,7 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAll {
 #[test]
 fn a_self_signed_server_fails_under_system_trust() {
     let c = cert();
-    let server = tls_server(server_config(&c.der, &c.key));
+    let server = serve(&c);
     let dir = tempfile::tempdir().unwrap();
     smol::block_on(async {
         let target = url(&format!("wss://localhost:{}", server.port));
@@ -230,8 +246,8 @@ fn a_self_signed_server_fails_under_system_trust() {
 #[test]
 fn tofu_stores_once_then_enforces() {
     let (a, b) = (cert(), cert());
-    let server_a = tls_server(server_config(&a.der, &a.key));
-    let server_b = tls_server(server_config(&b.der, &b.key));
+    let server_a = serve(&a);
+    let server_b = serve(&b);
     let dir = tempfile::tempdir().unwrap();
     let store = StateDir::new(dir.path());
     let policy = TlsPolicy::TrustOnFirstUse {
@@ -267,7 +283,7 @@ fn tofu_stores_once_then_enforces() {
 #[test]
 fn probe_reports_the_leaf_pin() {
     let c = cert();
-    let server = tls_server(server_config(&c.der, &c.key));
+    let server = serve(&c);
     smol::block_on(async {
         let report = crate::probe(&url(&server.url())).await.unwrap();
         assert_eq!(report.pin, c.pin);
@@ -284,6 +300,15 @@ fn node_config(url: &str) -> SessionConfig {
             token: Some(Secret::new("shared-token")),
             ..Credentials::default()
         })
+}
+
+/// Accepts the node's connection, completes its handshake (no device
+/// token) and waits for the node's `Connected`.
+async fn accept_connected(gw: &FakeGateway, events: &smol::channel::Receiver<Event>) -> GwSocket {
+    let mut ws = gw.accept().await;
+    handshake(&mut ws, None).await;
+    next_event(events, |e| matches!(e, Event::Connected { .. })).await;
+    ws
 }
 
 async fn next_event(
@@ -373,9 +398,7 @@ fn requests_and_events_round_trip_and_are_refused_while_disconnected() {
             matches!(refused, Err(crate::RequestFailure::Refused(_))),
             "{refused:?}"
         );
-        let mut ws = gw.accept().await;
-        handshake(&mut ws, None).await;
-        next_event(&events, |e| matches!(e, Event::Connected { .. })).await;
+        let mut ws = accept_connected(&gw, &events).await;
         let gateway = async {
             let req = recv(&mut ws).await.unwrap();
             assert_eq!(req["method"], "node.event");
@@ -423,9 +446,7 @@ fn an_equal_config_does_nothing_and_a_change_reconnects_once() {
     let events = builder.events();
     let node = builder.spawn().unwrap();
     smol::block_on(async {
-        let mut ws = gw.accept().await;
-        handshake(&mut ws, None).await;
-        next_event(&events, |e| matches!(e, Event::Connected { .. })).await;
+        let mut ws = accept_connected(&gw, &events).await;
         for _ in 0..3 {
             assert!(!node.reconfigure(config.clone()).await);
         }
@@ -454,7 +475,7 @@ fn an_equal_config_does_nothing_and_a_change_reconnects_once() {
 #[test]
 fn a_pin_mismatch_pauses_the_session_without_looping() {
     let (a, b) = (cert(), cert());
-    let server = tls_server(server_config(&a.der, &a.key));
+    let server = serve(&a);
     let dir = tempfile::tempdir().unwrap();
     let config = SessionConfig::parse(&server.url(), pinned(&[&b.pin.to_string()])).unwrap();
     let mut builder = NodeBuilder::new(config, StateDir::new(dir.path()));
@@ -503,9 +524,7 @@ fn a_slow_invoke_does_not_block_the_session_and_is_cancelled_at_its_deadline() {
     let events = builder.events();
     let node = builder.spawn().unwrap();
     smol::block_on(async {
-        let mut ws = gw.accept().await;
-        handshake(&mut ws, None).await;
-        next_event(&events, |e| matches!(e, Event::Connected { .. })).await;
+        let mut ws = accept_connected(&gw, &events).await;
         let invoke = |id: &str, cmd: &str, timeout: u64| {
             json!({"type":"event","event":"node.invoke.request","payload":{
                 "id":id,"nodeId":node.device_id(),"command":cmd,

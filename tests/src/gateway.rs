@@ -212,15 +212,29 @@ impl Gateway {
         }
     }
 
+    /// `node openclaw.mjs` in this gateway's local environment: no colours;
+    /// state dir, config and token of this gateway; no gateway URL from the
+    /// caller's environment.
+    fn openclaw_command(&self) -> Command {
+        let mut cmd = Command::new(&self.install.node);
+        cmd.arg(&self.install.openclaw)
+            .env("NO_COLOR", "1")
+            .env("FORCE_COLOR", "0")
+            .env("OPENCLAW_STATE_DIR", &self.state)
+            .env("OPENCLAW_CONFIG_PATH", &self.config)
+            .env("OPENCLAW_GATEWAY_TOKEN", &self.token)
+            .env_remove("OPENCLAW_GATEWAY_URL");
+        cmd
+    }
+
     fn spawn(&self) -> u32 {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("open gateway log");
-        let mut cmd = Command::new(&self.install.node);
-        cmd.arg(&self.install.openclaw)
-            .args(["gateway", "run", "--port"])
+        let mut cmd = self.openclaw_command();
+        cmd.args(["gateway", "run", "--port"])
             .arg(self.port.to_string())
             .args([
                 "--bind",
@@ -231,12 +245,6 @@ impl Gateway {
                 "token",
             ])
             .args(["--allow-unconfigured", "--verbose", "--ws-log", "compact"])
-            .env("NO_COLOR", "1")
-            .env("FORCE_COLOR", "0")
-            .env("OPENCLAW_STATE_DIR", &self.state)
-            .env("OPENCLAW_CONFIG_PATH", &self.config)
-            .env("OPENCLAW_GATEWAY_TOKEN", &self.token)
-            .env_remove("OPENCLAW_GATEWAY_URL")
             .env_remove("OPENCLAW_GATEWAY_PASSWORD")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log fd"))
@@ -581,15 +589,9 @@ impl Gateway {
         let out_path = self.dir.join(format!("cli-{}.out", random_hex(6)));
         let err_path = out_path.with_extension("err");
         let started = Instant::now();
-        let mut child = Command::new(&self.install.node)
-            .arg(&self.install.openclaw)
+        let mut child = self
+            .openclaw_command()
             .args(args)
-            .env("NO_COLOR", "1")
-            .env("FORCE_COLOR", "0")
-            .env("OPENCLAW_STATE_DIR", &self.state)
-            .env("OPENCLAW_CONFIG_PATH", &self.config)
-            .env("OPENCLAW_GATEWAY_TOKEN", &self.token)
-            .env_remove("OPENCLAW_GATEWAY_URL")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out_path).expect("cli stdout file"))
             .stderr(std::fs::File::create(&err_path).expect("cli stderr file"))

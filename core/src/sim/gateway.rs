@@ -433,26 +433,24 @@ impl FakeGateway {
 
     /// Closes the socket of `attempt` from the gateway's side with `code`.
     pub fn close(&mut self, now: Time, attempt: AttemptId, code: u16, reason: &str) {
-        let Some(s) = self.sockets.get_mut(&attempt.0) else {
-            return;
-        };
-        if s.phase == Phase::Closed {
-            return;
-        }
-        s.phase = Phase::Closed;
-        let at = self.deliver_at(now);
-        self.push(
-            at,
-            Input::SocketClosed {
-                attempt,
-                code: Some(code),
-                reason: reason.into(),
-            },
-        );
+        self.end(now, attempt, || Input::SocketClosed {
+            attempt,
+            code: Some(code),
+            reason: reason.into(),
+        });
     }
 
     /// Breaks the socket of `attempt` (reset, no close frame).
     pub fn reset(&mut self, now: Time, attempt: AttemptId) {
+        self.end(now, attempt, || Input::SocketFailed {
+            attempt,
+            error: SocketError::Io("connection reset by peer".into()),
+        });
+    }
+
+    /// Ends the socket of `attempt` from the gateway's side, if it is still
+    /// open, and tells the node with `input`.
+    fn end(&mut self, now: Time, attempt: AttemptId, input: impl FnOnce() -> Input) {
         let Some(s) = self.sockets.get_mut(&attempt.0) else {
             return;
         };
@@ -461,13 +459,7 @@ impl FakeGateway {
         }
         s.phase = Phase::Closed;
         let at = self.deliver_at(now);
-        self.push(
-            at,
-            Input::SocketFailed {
-                attempt,
-                error: SocketError::Io("connection reset by peer".into()),
-            },
-        );
+        self.push(at, input());
     }
 
     /// Stops sending anything on `attempt` (ticks, responses) while keeping

@@ -12,7 +12,8 @@ use clawnode_core::{DisconnectReason, Effect, Input, Notification, Phase, Time};
 
 use crate::wire::{Writer, byte, ops, word};
 use crate::world::{
-    ConfigPick, PINS, PlanPick, SocketEvent, Step, Which, is_connected, ms, new_sim, opens, since,
+    ConfigPick, PlanPick, SocketEvent, Step, Which, gateway_down, is_connected, ms, new_sim, opens,
+    reset_all, rotate_cert, since, sleep,
 };
 
 /// One operation of a `reconnect_inputs` run.
@@ -236,11 +237,8 @@ fn run(sc: &Scenario) -> Sim {
                 }
             }
             Op::Plan(p) => sim.gateway.plan_next(p.build()),
-            Op::Down(t) => {
-                let until = sim.now + Duration::from_millis(u64::from(*t) * 100);
-                sim.gateway.down_until(until);
-            }
-            Op::RotateCert(p) => sim.gateway.config.cert_pin = PINS[usize::from(*p) % PINS.len()],
+            Op::Down(t) => gateway_down(&mut sim, *t),
+            Op::RotateCert(p) => rotate_cert(&mut sim, *p),
             Op::Fail(which, ev) => {
                 let attempt = which.resolve(&sim);
                 if sim.node.status().attempt == Some(attempt) {
@@ -248,12 +246,7 @@ fn run(sc: &Scenario) -> Sim {
                 }
                 sim.input(ev.input(attempt));
             }
-            Op::Reset => {
-                let now = sim.now;
-                for a in sim.gateway.log.opens.clone() {
-                    sim.gateway.reset(now, a);
-                }
-            }
+            Op::Reset => reset_all(&mut sim),
             Op::Wake => {
                 let waiting = before.phase == Phase::Waiting;
                 sim.input(Input::Wake);
@@ -273,14 +266,7 @@ fn run(sc: &Scenario) -> Sim {
                 }
             }
             Op::Advance(s) => s.run(&mut sim),
-            Op::Sleep(t) => {
-                sim.now = sim.now + Duration::from_millis(u64::from(*t) * 100);
-                // Frames queued before the sleep arrive before the overdue
-                // timers fire (the sim has no public "fire timers now"), so
-                // a connect may answer a challenge minutes old: the fake
-                // gateway rightly refuses it, but it is not the node's fault.
-                sim.strict_gateway = false;
-            }
+            Op::Sleep(t) => sleep(&mut sim, *t),
         }
         let effects: Vec<(Time, Effect)> = sim.log[mark..].to_vec();
         observe(&mut model, &effects, driven_by_time, &sim);

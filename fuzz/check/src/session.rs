@@ -14,8 +14,8 @@ use serde_json::json;
 
 use crate::wire::{Writer, byte, long, ops, word};
 use crate::world::{
-    ConfigPick, PINS, PlanPick, SocketEvent, Step, Which, forges_protocol, is_connected, new_sim,
-    opens, payload, since,
+    ConfigPick, PlanPick, SocketEvent, Step, Which, forges_protocol, gateway_down, is_connected,
+    new_sim, opens, payload, reset_all, rotate_cert, since, sleep,
 };
 
 /// Invoke commands the gateway sends: the declared ones and one that is not.
@@ -369,11 +369,8 @@ fn step(sim: &mut Sim, current: &mut Option<ConfigPick>, forged: &mut bool, op: 
             sim.input(Input::StoredDeviceToken(token));
         }
         Op::Plan(p) => sim.gateway.plan_next(p.build()),
-        Op::Down(t) => {
-            let until = sim.now + Duration::from_millis(u64::from(*t) * 100);
-            sim.gateway.down_until(until);
-        }
-        Op::RotateCert(p) => sim.gateway.config.cert_pin = PINS[usize::from(*p) % PINS.len()],
+        Op::Down(t) => gateway_down(sim, *t),
+        Op::RotateCert(p) => rotate_cert(sim, *p),
         Op::SharedToken(t) => {
             sim.gateway.config.shared_token = match t % 3 {
                 0 => None,
@@ -411,12 +408,7 @@ fn step(sim: &mut Sim, current: &mut Option<ConfigPick>, forged: &mut bool, op: 
                 sim.gw_close(*code);
             }
         }
-        Op::Reset => {
-            let now = sim.now;
-            for a in sim.gateway.log.opens.clone() {
-                sim.gateway.reset(now, a);
-            }
-        }
+        Op::Reset => reset_all(sim),
         Op::Silent => {
             if admitted.is_some() {
                 sim.gw_silent();
@@ -496,14 +488,7 @@ fn step(sim: &mut Sim, current: &mut Option<ConfigPick>, forged: &mut bool, op: 
             assert!(!effects.iter().any(is_connected));
         }
         Op::Advance(s) => s.run(sim),
-        Op::Sleep(t) => {
-            sim.now = sim.now + Duration::from_millis(u64::from(*t) * 100);
-            // Frames queued before the sleep arrive before the overdue
-            // timers fire (the sim has no public "fire timers now"), so a
-            // connect may answer a challenge minutes old: the fake gateway
-            // rightly refuses it, but it is not the node's fault.
-            sim.strict_gateway = false;
-        }
+        Op::Sleep(t) => sleep(sim, *t),
         Op::Inject(which, ev) => {
             let attempt = which.resolve(sim);
             let live = sim.node.status().attempt == Some(attempt);

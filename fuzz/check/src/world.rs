@@ -475,6 +475,38 @@ pub(crate) fn new_sim(seed: u8, gateway: GatewayConfig) -> Sim {
     )
 }
 
+/// `Down(t)` of both targets: the gateway refuses sockets for `tenths`
+/// tenths of a second from now.
+pub(crate) fn gateway_down(sim: &mut Sim, tenths: u16) {
+    let until = sim.now + Duration::from_millis(u64::from(tenths) * 100);
+    sim.gateway.down_until(until);
+}
+
+/// `RotateCert(p)` of both targets: the gateway presents the `p`th pin of
+/// [`PINS`] from now on.
+pub(crate) fn rotate_cert(sim: &mut Sim, pick: u8) {
+    sim.gateway.config.cert_pin = PINS[usize::from(pick) % PINS.len()];
+}
+
+/// `Reset` of both targets: the gateway resets every socket it holds.
+pub(crate) fn reset_all(sim: &mut Sim) {
+    let now = sim.now;
+    for a in sim.gateway.log.opens.clone() {
+        sim.gateway.reset(now, a);
+    }
+}
+
+/// `Sleep(t)` of both targets: virtual time jumps `tenths` tenths of a
+/// second without timers firing (a suspended machine).
+pub(crate) fn sleep(sim: &mut Sim, tenths: u16) {
+    sim.now = sim.now + Duration::from_millis(u64::from(tenths) * 100);
+    // Frames queued before the sleep arrive before the overdue timers fire
+    // (the sim has no public "fire timers now"), so a connect may answer a
+    // challenge minutes old: the fake gateway rightly refuses it, but it is
+    // not the node's fault.
+    sim.strict_gateway = false;
+}
+
 /// Whether an injected frame could move the handshake along behind the fake
 /// gateway's back (then its own protocol checks no longer apply).
 pub(crate) fn forges_protocol(text: &str) -> bool {
