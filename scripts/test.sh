@@ -13,6 +13,9 @@ rustfmt --check --edition 2024 fuzz/fuzz_targets/*.rs
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "rustdoc, warnings denied"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
 step "core builds without std"
 cargo build -p clawnode-core --no-default-features
 

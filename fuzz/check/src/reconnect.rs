@@ -184,7 +184,7 @@ struct Model {
 /// the sim's checker (a violation panics inside the sim), it checks:
 ///
 /// - every counted failure's delay lies in the bounds the issue gives
-///   ([`spec_bounds`], written independently of the core's
+///   (`spec_bounds`, written independently of the core's
 ///   `Backoff::bounds`), so after 8 consecutive failures every delay is in
 ///   the 30–60 s slow band and never shorter;
 /// - a waiting node retries no earlier than it announced, unless woken or
