@@ -325,9 +325,7 @@ impl Sim {
 
     /// Runs until the node is connected, for at most `limit`.
     pub fn run_until_connected(&mut self, limit: Duration) -> bool {
-        self.run_until_cond(limit, |s| {
-            s.node.status().phase == crate::state::Phase::Connected
-        })
+        self.run_until_cond(limit, |s| s.node.phase() == crate::state::Phase::Connected)
     }
 
     fn run_while(&mut self, until: Time, mut go_on: impl FnMut(&Sim) -> bool) {

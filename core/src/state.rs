@@ -363,9 +363,10 @@ impl NodeState {
         [phase, invokes, requests].into_iter().flatten().min()
     }
 
-    /// A snapshot of the session.
-    pub fn status(&self) -> Status {
-        let phase = match &self.conn {
+    /// The session's phase: what [`status`](Self::status) reports, without
+    /// building the snapshot (no allocation).
+    pub fn phase(&self) -> Phase {
+        match &self.conn {
             Conn::Idle => Phase::Idle,
             Conn::Waiting { .. } => Phase::Waiting,
             Conn::Opening { .. } => Phase::Connecting,
@@ -373,9 +374,13 @@ impl NodeState {
             Conn::Admitted(_) => Phase::Connected,
             Conn::Paused { .. } => Phase::Paused,
             Conn::Stopped => Phase::Stopped,
-        };
+        }
+    }
+
+    /// A snapshot of the session.
+    pub fn status(&self) -> Status {
         Status {
-            phase,
+            phase: self.phase(),
             attempt: self.conn.attempt(),
             conn_id: match &self.conn {
                 Conn::Admitted(a) => Some(a.conn_id.clone()),

@@ -496,7 +496,7 @@ impl Session {
         self.drain().await;
         loop {
             self.publish_status();
-            if self.node.status().phase == Phase::Stopped {
+            if self.node.phase() == Phase::Stopped {
                 break;
             }
             let deadline = [
@@ -550,7 +550,7 @@ impl Session {
         let Some(asked) = self.stop_requested else {
             return;
         };
-        if self.node.status().phase == Phase::Stopped {
+        if self.node.phase() == Phase::Stopped {
             return;
         }
         if self.invokes.is_empty() || asked.elapsed() >= INVOKE_GRACE {
