@@ -197,7 +197,7 @@ pub enum TlsPolicy {
 }
 
 impl TlsPolicy {
-    /// A pinned policy from pin texts, each normalised per PROTOCOL §7.
+    /// A pinned policy from pin texts, each normalised per docs/protocol.md §7.
     pub fn pinned<S: AsRef<str>>(pins: impl IntoIterator<Item = S>) -> Result<Self, ConfigError> {
         let mut texts = pins.into_iter().peekable();
         if texts.peek().is_none() {

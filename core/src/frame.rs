@@ -1,13 +1,31 @@
-//! Frames on the wire (PROTOCOL §2): parsing what the gateway sends and
-//! building what the node sends.
+//! Frames on the wire (docs/protocol.md §2): parsing what the gateway sends,
+//! reading its error objects, and serialising the requests the node sends.
 
 use alloc::borrow::ToOwned;
 use alloc::string::{String, ToString};
 use core::fmt;
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::io::GatewayError;
+/// An error object from the gateway.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct GatewayError {
+    /// `error.code`.
+    pub code: String,
+    /// `error.message`.
+    pub message: String,
+    /// `error.details.code`, when present.
+    pub detail_code: Option<String>,
+    /// `error.details.recommendedNextStep`, when present.
+    pub recommended_next_step: Option<String>,
+    /// `error.retryAfterMs`, when present.
+    pub retry_after_ms: Option<u64>,
+    /// `error.retryable`, when present.
+    pub retryable: Option<bool>,
+    /// `error.details`, whole.
+    pub details: Option<Value>,
+}
 
 /// A frame from the gateway, checked for shape but not for meaning.
 #[derive(Clone, Debug, PartialEq)]
@@ -201,22 +219,28 @@ pub(crate) fn gateway_error(error: Option<&Value>) -> GatewayError {
     }
 }
 
-/// Serialises a request frame.
-pub(crate) fn request(id: &str, method: &str, params: &Value) -> String {
-    // Built by hand around the params so a large payload is serialised once.
-    let mut out = String::with_capacity(64 + method.len());
-    out.push_str("{\"type\":\"req\",\"id\":");
-    push_json_str(&mut out, id);
-    out.push_str(",\"method\":");
-    push_json_str(&mut out, method);
-    out.push_str(",\"params\":");
-    out.push_str(&serde_json::to_string(params).unwrap_or_else(|_| "null".into()));
-    out.push('}');
-    out
+/// A request frame on its way out. Borrowed, so the params are serialised
+/// once, straight into the frame text, and never cloned.
+#[derive(Serialize)]
+struct RequestFrame<'a, P: ?Sized> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    method: &'a str,
+    params: &'a P,
 }
 
-fn push_json_str(out: &mut String, s: &str) {
-    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
+/// Serialises a request frame around `params`.
+pub(crate) fn request<P: Serialize + ?Sized>(id: &str, method: &str, params: &P) -> String {
+    let frame = RequestFrame {
+        kind: "req",
+        id,
+        method,
+        params,
+    };
+    // Only string-keyed maps and finite numbers reach here (serde_json's
+    // `Value` cannot hold anything else), so serialisation cannot fail.
+    serde_json::to_string(&frame).expect("request frames always serialise")
 }
 
 #[cfg(test)]

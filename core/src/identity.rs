@@ -1,4 +1,4 @@
-//! The device identity and the connect signature (PROTOCOL §3).
+//! The device identity and the connect signature (docs/protocol.md §3).
 
 use alloc::string::String;
 use core::fmt;

@@ -24,29 +24,44 @@ extern crate std;
 
 mod backoff;
 mod config;
+mod conn;
+mod effect;
 mod frame;
+mod handshake;
 mod identity;
-mod io;
+mod input;
+mod invokes;
+mod notification;
+mod options;
+mod outbox;
 mod pin;
+mod policy;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod state;
+mod status;
 mod time;
+mod timer;
 
 pub use backoff::{Backoff, BackoffConfig, Rng};
 pub use config::{
     ClientOptions, ConfigError, Credentials, GatewayUrl, Secret, SessionConfig, TlsPolicy,
 };
-pub use frame::{Inbound, ParseError, parse_inbound};
-pub use identity::{DeviceIdentity, SignatureFields};
-pub use io::{
-    AttemptId, CancelReason, DisconnectReason, DropReason, Effect, GatewayError, Input,
-    InvokeOutcome, InvokeRefusal, InvokeRequest, Notification, PauseKind, PauseReason,
-    RequestError, RequestId, SendRefusal, SendRefused, SocketError,
+pub use effect::{
+    CancelReason, Effect, InvokeRequest, RequestError, RequestId, SendRefusal, SendRefused,
 };
+pub use frame::{GatewayError, Inbound, ParseError, parse_inbound};
+pub use identity::{DeviceIdentity, SignatureFields};
+pub use input::{AttemptId, Input, InvokeOutcome, SocketError};
+pub use notification::{
+    DisconnectReason, DropReason, InvokeRefusal, Notification, PauseKind, PauseReason,
+};
+pub use options::{NodeOptions, Timeouts};
 pub use pin::{Pin, PinError, PinSet};
-pub use state::{Counters, NodeOptions, NodeState, Phase, Status, Timeouts};
+pub use state::NodeState;
+pub use status::{Counters, Phase, Status};
 pub use time::Time;
+pub use timer::{Deadline, TimerReason};
 
 /// `client.id` of a headless node host (one of the schema's enum values).
 pub const CLIENT_ID: &str = "node-host";

@@ -1,4 +1,4 @@
-//! TLS certificate pins (PROTOCOL §7).
+//! TLS certificate pins (docs/protocol.md §7).
 
 use alloc::collections::BTreeSet;
 use alloc::string::String;
@@ -44,7 +44,7 @@ impl Pin {
         &self.0
     }
 
-    /// Normalises and parses a pin as PROTOCOL §7 prescribes: an optional
+    /// Normalises and parses a pin as docs/protocol.md §7 prescribes: an optional
     /// leading `sha256:` / `sha-256:` (any case) is dropped, then every
     /// non-hex character (colons, spaces) is dropped, then the rest must be
     /// exactly 64 hex digits.

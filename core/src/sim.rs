@@ -38,13 +38,13 @@ use ed25519_dalek::SigningKey;
 use serde_json::Value;
 
 use crate::config::{ClientOptions, Credentials, Secret, SessionConfig, TlsPolicy};
-use crate::io::{
+use crate::pin::Pin;
+use crate::time::Time;
+use crate::{
     AttemptId, CancelReason, Effect, Input, InvokeOutcome, InvokeRequest, Notification, RequestId,
     SendRefused,
 };
-use crate::pin::Pin;
-use crate::state::{NodeOptions, NodeState};
-use crate::time::Time;
+use crate::{NodeOptions, NodeState};
 
 /// Commands declared by [`loopback_config`] and [`pinned_config`].
 pub const SIM_COMMANDS: [&str; 3] = ["system.which", "echo", "slow"];
@@ -102,7 +102,7 @@ pub struct App {
     /// Cancels received.
     pub cancels: Vec<(String, CancelReason)>,
     /// Responses to the application's requests.
-    pub responses: Vec<(RequestId, Result<Value, crate::io::RequestError>)>,
+    pub responses: Vec<(RequestId, Result<Value, crate::RequestError>)>,
     /// Device tokens the driver was asked to store.
     pub stored_tokens: Vec<Secret>,
     /// When set, every invoke is answered with this outcome after this delay.
@@ -325,7 +325,7 @@ impl Sim {
 
     /// Runs until the node is connected, for at most `limit`.
     pub fn run_until_connected(&mut self, limit: Duration) -> bool {
-        self.run_until_cond(limit, |s| s.node.phase() == crate::state::Phase::Connected)
+        self.run_until_cond(limit, |s| s.node.phase() == crate::Phase::Connected)
     }
 
     fn run_while(&mut self, until: Time, mut go_on: impl FnMut(&Sim) -> bool) {

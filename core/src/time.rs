@@ -35,6 +35,21 @@ impl Time {
     pub fn saturating_since(self, earlier: Time) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
+
+    /// The deadline `d` after `self`, and never `self` itself: a zero
+    /// timeout would leave a deadline at `now` behind after
+    /// `handle_timeout(now)`, and the driver would spin on it.
+    pub(crate) fn deadline_after(self, d: Duration) -> Time {
+        self + d.max(MIN_STEP)
+    }
+}
+
+/// The resolution of [`Time`]: the shortest wait there is.
+pub(crate) const MIN_STEP: Duration = Duration::from_millis(1);
+
+/// Whole milliseconds of `d`, saturating.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Add<Duration> for Time {

@@ -1,4 +1,4 @@
-//! Property tests of issue 2: random input sequences, checked after every
+//! Property tests of the session machine: random input sequences, checked after every
 //! step by `clawnode_core::sim::Invariants`, and determinism.
 
 use core::time::Duration;

@@ -1,4 +1,4 @@
-//! Scenario tests of issue 2, run in the simulation harness
+//! Named scenarios of the session policy, run in the simulation harness
 //! (`clawnode_core::sim`): a fake gateway, virtual time, and the invariant
 //! checker watching every step.
 
@@ -153,7 +153,7 @@ fn ok(payload: &str) -> InvokeOutcome {
     }
 }
 
-// ---- the seed scenario (PROTOCOL §8) ----------------------------------------
+// ---- inputs compared by value (docs/protocol.md §8) ------------------------
 
 #[test]
 fn seed_identical_config_resupplied_10000_times_does_nothing_then_a_pin_change_reconnects_once() {

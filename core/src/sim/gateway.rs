@@ -14,9 +14,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::{GatewayUrl, TlsPolicy};
 use crate::identity::hex;
-use crate::io::{AttemptId, Input, SocketError};
 use crate::pin::Pin;
 use crate::time::Time;
+use crate::{AttemptId, Input, SocketError};
 
 /// The wall clock of the fake gateway at [`Time::ZERO`] (milliseconds since
 /// the Unix epoch): challenge `ts` values are this plus the virtual time.

@@ -12,17 +12,17 @@ use serde_json::Value;
 
 use crate::backoff::Backoff;
 use crate::config::SessionConfig;
-use crate::io::{
+use crate::time::Time;
+use crate::{
     AttemptId, DisconnectReason, Effect, GatewayError, Input, Notification, RequestId, SendRefused,
 };
-use crate::state::{NodeOptions, NodeState, Phase, Status};
-use crate::time::Time;
+use crate::{NodeOptions, NodeState, Phase, Status};
 
 /// Effects drained in one step beyond which draining is taken not to
 /// terminate.
 pub const MAX_DRAIN: usize = 1_000_000;
 
-/// The largest frame the gateway accepts before the handshake (PROTOCOL §2).
+/// The largest frame the gateway accepts before the handshake (docs/protocol.md §2).
 pub const PRE_HANDSHAKE_MAX_FRAME: usize = 64 * 1024;
 
 /// A broken invariant: which rule, and what was seen.
@@ -81,8 +81,8 @@ enum StepKind {
     Send,
 }
 
-/// Watches a [`NodeState`] from the outside and checks the invariants of
-/// issue 2 after every step:
+/// Watches a [`NodeState`] from the outside and checks the session's
+/// invariants after every step:
 ///
 /// - at most one attempt is open at a time, and attempt ids increase;
 /// - no frame or ping is sent on an attempt whose socket has not opened, or
@@ -307,7 +307,7 @@ impl Invariants {
                     );
                 }
                 if before.phase == Phase::Connected
-                    && matches!(r, Err(e) if e.reason == crate::io::SendRefusal::NotConnected)
+                    && matches!(r, Err(e) if e.reason == crate::SendRefusal::NotConnected)
                 {
                     return violation(
                         "send-refused-while-connected",

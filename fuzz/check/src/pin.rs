@@ -2,7 +2,7 @@
 
 use clawnode_core::Pin;
 
-/// PROTOCOL §7 written out a second time, as plainly as possible, to catch
+/// docs/protocol.md §7 written out a second time, as plainly as possible, to catch
 /// the core's normalisation disagreeing with the spec ("two pin
 /// normalisations that disagree" is a bug peers shipped).
 ///
@@ -47,7 +47,7 @@ pub fn check_pin_normalize(data: &[u8]) {
             );
             assert_eq!(
                 norm, &reference,
-                "core and PROTOCOL §7 disagree on {text:?}"
+                "core and docs/protocol.md §7 disagree on {text:?}"
             );
             assert_eq!(Pin::normalize(norm).as_ref(), Ok(norm), "not idempotent");
             let colons = norm
@@ -69,7 +69,7 @@ pub fn check_pin_normalize(data: &[u8]) {
             assert_eq!(
                 a.hex_digits,
                 reference.len(),
-                "core and PROTOCOL §7 count different digits in {text:?}"
+                "core and docs/protocol.md §7 count different digits in {text:?}"
             );
             let _ = a.to_string();
         }

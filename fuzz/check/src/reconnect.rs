@@ -152,8 +152,8 @@ impl Scenario {
     }
 }
 
-/// The reconnect policy written out from the issue and PROTOCOL §5, apart
-/// from the core's `Backoff::bounds`: 1 s doubling to 30 s, each delay
+/// The reconnect policy of docs/protocol.md §5 written out a second time,
+/// apart from the core's `Backoff::bounds`: 1 s doubling to 30 s, each delay
 /// jittered down by at most half; after 8 consecutive failures uniform
 /// 30–60 s; `retryAfterMs` raises a delay up to 300 s.
 fn spec_bounds(failures: u32, retry_after: Option<Duration>) -> (Duration, Duration) {
@@ -183,7 +183,7 @@ struct Model {
 /// Runs `data` as a `reconnect_inputs` scenario. Besides every invariant of
 /// the sim's checker (a violation panics inside the sim), it checks:
 ///
-/// - every counted failure's delay lies in the bounds the issue gives
+/// - every counted failure's delay lies in the documented bounds
 ///   (`spec_bounds`, written independently of the core's
 ///   `Backoff::bounds`), so after 8 consecutive failures every delay is in
 ///   the 30–60 s slow band and never shorter;
@@ -224,7 +224,7 @@ fn run(sc: &Scenario) -> Sim {
                     assert_eq!(sim.mark(), mark, "equal config emitted effects");
                     assert_eq!(sim.node.status(), before, "equal config changed the status");
                 } else {
-                    // Any change of config resets the backoff (issue 2).
+                    // Any change of config resets the backoff (docs/protocol.md §8).
                     model.failures = 0;
                     model.restart_until = None;
                 }
@@ -341,7 +341,7 @@ fn observe(model: &mut Model, effects: &[(Time, Effect)], driven_by_time: bool, 
                     let (lo, hi) = spec_bounds(model.failures, retry_after);
                     assert!(
                         lo <= d && d <= hi,
-                        "retry in {d:?} after {} consecutive failures ({reason:?}); the issue's bounds are {lo:?}..={hi:?}",
+                        "retry in {d:?} after {} consecutive failures ({reason:?}); the documented bounds are {lo:?}..={hi:?}",
                         model.failures
                     );
                     if model.failures > 8 {
@@ -501,7 +501,7 @@ mod tests {
     }
 
     #[test]
-    fn the_issue_bounds() {
+    fn the_documented_bounds() {
         assert_eq!(
             spec_bounds(1, None),
             (Duration::from_millis(500), Duration::from_secs(1))

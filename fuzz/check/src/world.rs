@@ -141,7 +141,7 @@ impl ConfigPick {
 }
 
 /// Connect error codes (`error.code`, `details.code`, next step) to draw from:
-/// every terminal and transient family of PROTOCOL §4, and nonsense.
+/// every terminal and transient family of docs/protocol.md §4, and nonsense.
 const ERRORS: [(&str, Option<&str>, Option<&str>); 16] = [
     (
         "NOT_LINKED",

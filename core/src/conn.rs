@@ -1,0 +1,116 @@
+//! The connection's phase: which socket is wanted, what it waits for, and
+//! until when (docs/protocol.md §3, §5).
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use core::time::Duration;
+
+use crate::input::AttemptId;
+use crate::invokes::Link;
+use crate::notification::PauseReason;
+use crate::policy::PauseCause;
+use crate::status::Phase;
+use crate::time::Time;
+use crate::timer::{Deadline, TimerReason};
+
+/// An admitted connection: what hello-ok granted and the liveness clocks.
+#[derive(Clone, Debug)]
+pub(crate) struct Admitted {
+    pub attempt: AttemptId,
+    pub conn_id: String,
+    /// `policy.maxPayload`: no frame sent may be larger.
+    pub max_payload: usize,
+    /// Twice the tick interval: silence this long closes with 4000.
+    pub tick_timeout: Duration,
+    pub last_tick: Time,
+    pub next_ping: Time,
+    pub last_seq: Option<u64>,
+    /// Set by a `shutdown` event: how long the gateway said its restart
+    /// takes, so the close that follows is a restart, not a failure.
+    pub restart_expected: Option<Duration>,
+}
+
+/// The connection's phase. Each phase that waits carries its deadline.
+#[derive(Clone, Debug)]
+pub(crate) enum Conn {
+    /// No config yet.
+    Idle,
+    /// Waiting to start the next attempt.
+    Waiting { until: Time },
+    /// The socket of `attempt` is being opened.
+    Opening { attempt: AttemptId, deadline: Time },
+    /// Open; waiting for `connect.challenge`.
+    AwaitChallenge { attempt: AttemptId, deadline: Time },
+    /// `connect` sent as `request_id`; waiting for hello-ok.
+    AwaitHello {
+        attempt: AttemptId,
+        deadline: Time,
+        request_id: String,
+    },
+    /// hello-ok received.
+    Admitted(Box<Admitted>),
+    /// A terminal failure; only a change of `cause` resumes.
+    Paused {
+        reason: Box<PauseReason>,
+        cause: PauseCause,
+    },
+    /// The application stopped the session.
+    Stopped,
+}
+
+impl Conn {
+    /// The attempt whose socket is wanted, if any.
+    pub fn attempt(&self) -> Option<AttemptId> {
+        match self {
+            Conn::Opening { attempt, .. }
+            | Conn::AwaitChallenge { attempt, .. }
+            | Conn::AwaitHello { attempt, .. } => Some(*attempt),
+            Conn::Admitted(a) => Some(a.attempt),
+            _ => None,
+        }
+    }
+
+    /// The admitted connection, if any.
+    pub fn link(&self) -> Option<Link> {
+        match self {
+            Conn::Admitted(a) => Some(Link {
+                attempt: a.attempt,
+                max_payload: a.max_payload,
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self {
+            Conn::Idle => Phase::Idle,
+            Conn::Waiting { .. } => Phase::Waiting,
+            Conn::Opening { .. } => Phase::Connecting,
+            Conn::AwaitChallenge { .. } | Conn::AwaitHello { .. } => Phase::Handshaking,
+            Conn::Admitted(_) => Phase::Connected,
+            Conn::Paused { .. } => Phase::Paused,
+            Conn::Stopped => Phase::Stopped,
+        }
+    }
+
+    /// The phase's own deadline. While admitted: the watchdog or the next
+    /// ping, the watchdog on a tie (it is handled first).
+    pub fn deadline(&self) -> Option<Deadline> {
+        let (at, reason) = match self {
+            Conn::Waiting { until } => (*until, TimerReason::Retry),
+            Conn::Opening { deadline, .. } => (*deadline, TimerReason::Open),
+            Conn::AwaitChallenge { deadline, .. } => (*deadline, TimerReason::Challenge),
+            Conn::AwaitHello { deadline, .. } => (*deadline, TimerReason::Hello),
+            Conn::Admitted(a) => {
+                let watchdog = a.last_tick + a.tick_timeout;
+                if a.next_ping < watchdog {
+                    (a.next_ping, TimerReason::Ping)
+                } else {
+                    (watchdog, TimerReason::Tick)
+                }
+            }
+            Conn::Idle | Conn::Paused { .. } | Conn::Stopped => return None,
+        };
+        Some(Deadline { at, reason })
+    }
+}

@@ -1,0 +1,565 @@
+//! Invoke and request bookkeeping (docs/protocol.md §6).
+//!
+//! [`Invokes`] tracks the gateway's invokes from request to answer, the
+//! acknowledgements of the answers sent, and the application's own requests
+//! until their responses. It knows nothing of phases: the session machine
+//! tells it which connection is admitted, as a [`Link`], on every call.
+
+use alloc::borrow::ToOwned;
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::effect::{
+    CancelReason, Effect, InvokeRequest, RequestError, RequestId, SendRefusal, SendRefused,
+};
+use crate::frame;
+use crate::input::{AttemptId, InvokeOutcome};
+use crate::notification::{DropReason, InvokeRefusal, Notification};
+use crate::options::NodeOptions;
+use crate::outbox::Outbox;
+use crate::time::Time;
+use crate::timer::{Deadline, TimerReason};
+
+/// The admitted connection: the only one answers and requests go out on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Link {
+    /// Its attempt.
+    pub attempt: AttemptId,
+    /// hello-ok's `policy.maxPayload`: no frame sent may be larger.
+    pub max_payload: usize,
+}
+
+/// What every call needs from the session around it.
+pub(crate) struct Scope<'a> {
+    /// The admitted connection, if any.
+    pub live: Option<Link>,
+    /// This node's device id, which every invoke answer carries.
+    pub device_id: &'a str,
+    /// Where effects go.
+    pub out: &'a mut Outbox,
+}
+
+#[derive(Clone, Debug)]
+struct Running {
+    attempt: AttemptId,
+    deadline: Time,
+}
+
+/// `node.invoke.result` params, borrowed.
+#[derive(Serialize)]
+struct ResultParams<'a> {
+    id: &'a str,
+    #[serde(rename = "nodeId")]
+    node_id: &'a str,
+    ok: bool,
+    #[serde(rename = "payloadJSON", skip_serializing_if = "Option::is_none")]
+    payload_json: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorBody<'a>>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// `node.event` params, borrowed.
+#[derive(Serialize)]
+struct EventParams<'a> {
+    event: &'a str,
+    #[serde(rename = "payloadJSON", skip_serializing_if = "Option::is_none")]
+    payload_json: Option<&'a str>,
+}
+
+/// The invokes running and the requests in flight.
+#[derive(Debug)]
+pub(crate) struct Invokes {
+    /// Invokes handed to the application and not yet answered, by id. An
+    /// invoke of a connection that ended stays until the application
+    /// answers, so its id is never reused for a newer invoke's answer.
+    running: BTreeMap<String, Running>,
+    /// How many of `running` belong to the admitted connection: kept, not
+    /// counted, so the busy check costs the same with 16 running as with 0.
+    live_running: usize,
+    /// Frame ids of sent `node.invoke.result` requests → invoke ids.
+    acks: BTreeMap<String, String>,
+    /// The application's requests awaiting a response, with deadlines.
+    requests: BTreeMap<RequestId, Time>,
+    /// The next frame id number, shared by requests (`r…`) and invoke
+    /// answers (`ir…`).
+    next_frame: u64,
+}
+
+impl Invokes {
+    pub fn new() -> Self {
+        Invokes {
+            running: BTreeMap::new(),
+            live_running: 0,
+            acks: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            next_frame: 1,
+        }
+    }
+
+    /// Invokes running now, on any connection.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Requests awaiting a response now.
+    pub fn pending_requests(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// The earliest invoke or request deadline; invokes first on a tie.
+    pub fn next_deadline(&self) -> Option<Deadline> {
+        let at = |t: Option<Time>, reason| t.map(|at| Deadline { at, reason });
+        Deadline::earliest(
+            at(
+                self.running.values().map(|i| i.deadline).min(),
+                TimerReason::InvokeExpiry,
+            ),
+            at(
+                self.requests.values().min().copied(),
+                TimerReason::RequestExpiry,
+            ),
+        )
+    }
+
+    /// A new connection was admitted: none of its invokes is running yet.
+    pub fn admitted(&mut self) {
+        self.live_running = 0;
+    }
+
+    /// The connection of `attempt` ended: its requests fail, answers in
+    /// flight are forgotten, and its invokes are cancelled (their ids stay
+    /// held until the application answers).
+    pub fn connection_ended(&mut self, attempt: AttemptId, out: &mut Outbox) {
+        for (id, _) in core::mem::take(&mut self.requests) {
+            out.push(Effect::Response {
+                id,
+                result: Err(RequestError::Disconnected),
+            });
+        }
+        self.acks.clear();
+        for (id, inv) in &self.running {
+            if inv.attempt == attempt {
+                out.push(Effect::CancelInvoke {
+                    id: id.clone(),
+                    reason: CancelReason::Disconnected,
+                });
+            }
+        }
+    }
+
+    /// `node.invoke.request` on `attempt`: hands it to the application, or
+    /// answers it in the application's stead (undeclared, busy, duplicate).
+    pub fn on_request(
+        &mut self,
+        s: Scope<'_>,
+        now: Time,
+        attempt: AttemptId,
+        payload: Option<Value>,
+        commands: Option<&BTreeSet<String>>,
+        options: &NodeOptions,
+    ) {
+        let field = |k: &str| {
+            payload
+                .as_ref()
+                .and_then(|p| p.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let (Some(id), Some(command)) = (field("id"), field("command")) else {
+            s.out.counters.invokes_refused += 1;
+            return s.out.reject(
+                attempt,
+                "node.invoke.request without a string id and command".into(),
+            );
+        };
+        let refusal = match self.running.get(&id) {
+            Some(i) if i.attempt == attempt => Some((InvokeRefusal::Duplicate, "", String::new())),
+            // The id is still held by an invoke of a dead connection whose
+            // answer may yet come; it must never be sent as this one's.
+            Some(_) => Some((
+                InvokeRefusal::Busy,
+                "UNAVAILABLE",
+                format!("invoke {id:?} from an earlier connection is still finishing"),
+            )),
+            None if !commands.is_some_and(|c| c.contains(&command)) => Some((
+                InvokeRefusal::Undeclared,
+                "INVALID_REQUEST",
+                format!("command {command:?} is not declared by this node"),
+            )),
+            None => {
+                let running = if s.live.is_some() {
+                    self.live_running
+                } else {
+                    0
+                };
+                (running >= options.max_concurrent_invokes).then(|| {
+                    (
+                        InvokeRefusal::Busy,
+                        "UNAVAILABLE",
+                        format!("node busy: {running} invokes already running"),
+                    )
+                })
+            }
+        };
+        if let Some((reason, code, message)) = refusal {
+            s.out.counters.invokes_refused += 1;
+            if reason != InvokeRefusal::Duplicate {
+                self.send_error(s.live, s.device_id, s.out, attempt, &id, code, &message);
+            }
+            return s.out.notify(Notification::InvokeRefused {
+                id,
+                command,
+                reason,
+            });
+        }
+        let params_json = match payload.as_ref().and_then(|p| p.get("paramsJSON")) {
+            Some(Value::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let t = &options.timeouts;
+        let timeout = payload
+            .as_ref()
+            .and_then(|p| p.get("timeoutMs"))
+            .and_then(Value::as_u64)
+            .map(Duration::from_millis)
+            .unwrap_or(t.default_invoke)
+            .min(t.max_invoke);
+        let deadline = now.deadline_after(timeout);
+        self.running
+            .insert(id.clone(), Running { attempt, deadline });
+        if s.live.is_some() {
+            self.live_running += 1;
+        }
+        s.out.counters.invokes += 1;
+        s.out.push(Effect::Invoke(InvokeRequest {
+            attempt,
+            id,
+            command,
+            params_json,
+            deadline,
+            idempotency_key: field("idempotencyKey"),
+        }));
+    }
+
+    /// `node.invoke.cancel` on `attempt`: cancels the invoke if it is this
+    /// connection's.
+    pub fn on_cancel(&mut self, s: Scope<'_>, attempt: AttemptId, payload: Option<&Value>) {
+        let id = payload.and_then(|p| {
+            p.get("invokeId")
+                .or_else(|| p.get("id"))
+                .and_then(Value::as_str)
+        });
+        let Some(id) = id else {
+            return s
+                .out
+                .reject(attempt, "node.invoke.cancel without invokeId".into());
+        };
+        if self.running.get(id).is_some_and(|i| i.attempt == attempt) {
+            self.forget(s.live, id);
+            s.out.push(Effect::CancelInvoke {
+                id: id.to_owned(),
+                reason: CancelReason::Gateway,
+            });
+        }
+    }
+
+    /// The application's answer to an invoke.
+    pub fn on_answer(&mut self, s: Scope<'_>, id: String, outcome: InvokeOutcome) {
+        let Some(inv) = self.forget(s.live, &id) else {
+            return dropped(s.out, id, DropReason::NotRunning);
+        };
+        let Some(link) = s.live.filter(|l| l.attempt == inv.attempt) else {
+            return dropped(s.out, id, DropReason::StaleAttempt);
+        };
+        let params = match &outcome {
+            InvokeOutcome::Ok { payload_json } => ResultParams {
+                id: &id,
+                node_id: s.device_id,
+                ok: true,
+                payload_json: payload_json.as_deref(),
+                error: None,
+            },
+            InvokeOutcome::Err { code, message } => ResultParams {
+                id: &id,
+                node_id: s.device_id,
+                ok: false,
+                payload_json: None,
+                error: Some(ErrorBody { code, message }),
+            },
+        };
+        let (ack, text) = self.encode_result(&params);
+        if text.len() > link.max_payload {
+            let msg = format!(
+                "result of {} bytes exceeds the gateway's maxPayload of {}",
+                text.len(),
+                link.max_payload
+            );
+            let sent = self.send_error(
+                s.live,
+                s.device_id,
+                s.out,
+                inv.attempt,
+                &id,
+                "PAYLOAD_TOO_LARGE",
+                &msg,
+            );
+            if sent {
+                dropped(s.out, id, DropReason::TooLarge);
+            }
+            return;
+        }
+        s.out.counters.invoke_results += 1;
+        self.commit(s.out, link.attempt, ack, id, text);
+    }
+
+    /// A response frame on `attempt`: the acknowledgement of an answer, or
+    /// the response to one of the application's requests.
+    pub fn on_response(
+        &mut self,
+        out: &mut Outbox,
+        attempt: AttemptId,
+        id: String,
+        ok: bool,
+        payload: Option<Value>,
+        error: Option<Value>,
+    ) {
+        if let Some(invoke) = self.acks.remove(&id) {
+            if !ok {
+                out.counters.invokes_dropped += 1;
+                out.notify(Notification::InvokeDropped {
+                    id: invoke,
+                    reason: DropReason::Rejected(frame::gateway_error(error.as_ref())),
+                });
+            }
+        } else if let Some(rid) = parse_request_frame_id(&id)
+            && self.requests.remove(&rid).is_some()
+        {
+            let result = if ok {
+                Ok(payload.unwrap_or(Value::Null))
+            } else {
+                Err(RequestError::Gateway(frame::gateway_error(error.as_ref())))
+            };
+            out.push(Effect::Response { id: rid, result });
+        } else {
+            out.reject(attempt, format!("response to unknown request id {id:?}"));
+        }
+    }
+
+    /// Answers every invoke whose deadline passed with `TIMEOUT` (on the
+    /// admitted connection) and fails every request whose deadline passed.
+    pub fn expire(&mut self, s: Scope<'_>, now: Time) {
+        let expired: Vec<(String, AttemptId)> = self
+            .running
+            .iter()
+            .filter(|(_, i)| i.deadline <= now)
+            .map(|(id, i)| (id.clone(), i.attempt))
+            .collect();
+        for (id, attempt) in expired {
+            self.forget(s.live, &id);
+            if s.live.is_some_and(|l| l.attempt == attempt) {
+                s.out.counters.invokes_refused += 1;
+                self.send_error(
+                    s.live,
+                    s.device_id,
+                    s.out,
+                    attempt,
+                    &id,
+                    "TIMEOUT",
+                    "the node did not answer before the invoke deadline",
+                );
+                s.out.push(Effect::CancelInvoke {
+                    id,
+                    reason: CancelReason::Deadline,
+                });
+            }
+        }
+        let expired: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.requests.remove(&id);
+            s.out.push(Effect::Response {
+                id,
+                result: Err(RequestError::Timeout),
+            });
+        }
+    }
+
+    /// Sends one of the application's requests on the admitted connection.
+    pub fn send_request<P: Serialize + ?Sized>(
+        &mut self,
+        out: &mut Outbox,
+        live: Option<Link>,
+        method: &str,
+        params: &P,
+        deadline: Time,
+    ) -> Result<RequestId, SendRefusal> {
+        let Some(link) = live else {
+            return Err(SendRefusal::NotConnected);
+        };
+        let id = RequestId(self.next_frame);
+        let text = frame::request(&request_frame_id(id), method, params);
+        if text.len() > link.max_payload {
+            return Err(SendRefusal::TooLarge {
+                size: text.len(),
+                max: link.max_payload,
+            });
+        }
+        self.next_frame += 1;
+        self.requests.insert(id, deadline);
+        out.send(link.attempt, text);
+        Ok(id)
+    }
+
+    /// [`send_request`](Self::send_request) for `node.event`: `payload`
+    /// goes as `payloadJSON` text.
+    pub fn send_event(
+        &mut self,
+        out: &mut Outbox,
+        live: Option<Link>,
+        event: &str,
+        payload: Option<&Value>,
+        deadline: Time,
+    ) -> Result<RequestId, SendRefusal> {
+        let payload_json = payload.map(ToString::to_string);
+        let params = EventParams {
+            event,
+            payload_json: payload_json.as_deref(),
+        };
+        self.send_request(out, live, "node.event", &params, deadline)
+    }
+
+    /// Removes a running invoke, keeping the admitted connection's count.
+    fn forget(&mut self, live: Option<Link>, id: &str) -> Option<Running> {
+        let inv = self.running.remove(id)?;
+        if live.is_some_and(|l| l.attempt == inv.attempt) {
+            self.live_running = self.live_running.saturating_sub(1);
+        }
+        Some(inv)
+    }
+
+    fn encode_result(&self, params: &ResultParams<'_>) -> (String, String) {
+        let ack = format!("ir{}", self.next_frame);
+        let text = frame::request(&ack, "node.invoke.result", params);
+        (ack, text)
+    }
+
+    fn commit(
+        &mut self,
+        out: &mut Outbox,
+        attempt: AttemptId,
+        ack: String,
+        id: String,
+        text: String,
+    ) {
+        self.next_frame += 1;
+        self.acks.insert(ack, id);
+        out.send(attempt, text);
+    }
+
+    /// Sends an error answer the core makes itself (refusal, timeout, too
+    /// large). Even these must fit `policy.maxPayload`; one that does not is
+    /// reported dropped instead. Returns whether it was sent.
+    #[allow(clippy::too_many_arguments)]
+    fn send_error(
+        &mut self,
+        live: Option<Link>,
+        device_id: &str,
+        out: &mut Outbox,
+        attempt: AttemptId,
+        invoke_id: &str,
+        code: &str,
+        message: &str,
+    ) -> bool {
+        let Some(link) = live.filter(|l| l.attempt == attempt) else {
+            dropped(out, invoke_id.to_owned(), DropReason::StaleAttempt);
+            return false;
+        };
+        let (ack, text) = self.encode_result(&ResultParams {
+            id: invoke_id,
+            node_id: device_id,
+            ok: false,
+            payload_json: None,
+            error: Some(ErrorBody { code, message }),
+        });
+        if text.len() > link.max_payload {
+            dropped(out, invoke_id.to_owned(), DropReason::TooLarge);
+            return false;
+        }
+        self.commit(out, attempt, ack, invoke_id.to_owned(), text);
+        true
+    }
+}
+
+fn dropped(out: &mut Outbox, id: String, reason: DropReason) {
+    out.counters.invokes_dropped += 1;
+    out.notify(Notification::InvokeDropped { id, reason });
+}
+
+fn request_frame_id(id: RequestId) -> String {
+    format!("r{}", id.0)
+}
+
+/// The request id whose frame id is exactly `id` (so `r+1` and `r01` are
+/// not `r1`).
+fn parse_request_frame_id(id: &str) -> Option<RequestId> {
+    let rid = RequestId(id.strip_prefix('r')?.parse().ok()?);
+    (request_frame_id(rid) == id).then_some(rid)
+}
+
+/// Hands the params back with the refusal, for
+/// [`NodeState::send_request`](crate::NodeState::send_request).
+pub(crate) fn refused(reason: SendRefusal, method: &str, params: Value) -> SendRefused {
+    SendRefused {
+        reason,
+        method: method.to_owned(),
+        params,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_frame_ids_match_exactly() {
+        assert_eq!(parse_request_frame_id("r1"), Some(RequestId(1)));
+        for other in ["r01", "r+1", "1", "ir1", "r"] {
+            assert_eq!(parse_request_frame_id(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn answers_serialise_the_official_shape() {
+        let p = ResultParams {
+            id: "i1",
+            node_id: "dev",
+            ok: false,
+            payload_json: None,
+            error: Some(ErrorBody {
+                code: "TIMEOUT",
+                message: "m",
+            }),
+        };
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"id":"i1","nodeId":"dev","ok":false,"error":{"code":"TIMEOUT","message":"m"}})
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! The attempt lifecycle (docs/protocol.md §5): opening a socket, ending it
+//! for any reason, and choosing when the next one starts.
+
+use alloc::borrow::ToOwned;
+use alloc::boxed::Box;
+use alloc::string::String;
+use core::time::Duration;
+
+use crate::backoff::Backoff;
+use crate::conn::Conn;
+use crate::effect::Effect;
+use crate::input::{AttemptId, SocketError};
+use crate::notification::{DisconnectReason, Notification, PauseReason};
+use crate::policy::{self, PauseCause, Verdict};
+use crate::time::{Time, millis};
+
+use super::NodeState;
+
+/// What to do once an attempt has ended.
+pub(super) enum Next {
+    /// Start a new attempt at once.
+    Now,
+    /// Wait for the backoff (recording one more failure).
+    Backoff { retry_after: Option<Duration> },
+    /// Wait from the slow band.
+    Slow,
+    /// Wait exactly this long, not counted as a failure.
+    After(Duration),
+    /// Pause.
+    Pause(Box<PauseReason>, PauseCause),
+    /// Stop.
+    Stop,
+}
+
+impl Next {
+    pub(super) const BACKOFF: Next = Next::Backoff { retry_after: None };
+}
+
+impl NodeState {
+    pub(super) fn start_attempt(&mut self, now: Time) {
+        let Some(config) = &self.config else {
+            self.conn = Conn::Idle;
+            return;
+        };
+        let attempt = AttemptId(self.next_attempt);
+        self.next_attempt += 1;
+        self.out.counters.attempts += 1;
+        self.out.push(Effect::OpenSocket {
+            attempt,
+            url: config.url().clone(),
+            tls: config.tls().clone(),
+        });
+        self.conn = Conn::Opening {
+            attempt,
+            deadline: now.deadline_after(self.options.timeouts.open),
+        };
+    }
+
+    pub(super) fn socket_closed(&mut self, now: Time, code: Option<u16>, reason: String) {
+        let restart = match &self.conn {
+            Conn::Admitted(a) => a
+                .restart_expected
+                .or((code == Some(1012)).then_some(Duration::ZERO)),
+            _ => None,
+        };
+        match restart {
+            Some(wait) => {
+                let next = self.restart_next(now, wait);
+                self.end_attempt(now, DisconnectReason::GatewayRestart, None, next);
+            }
+            None => self.end_attempt(
+                now,
+                DisconnectReason::Closed { code, reason },
+                None,
+                Next::BACKOFF,
+            ),
+        }
+    }
+
+    pub(super) fn socket_failed(&mut self, now: Time, error: SocketError) {
+        // After a `shutdown` event a reset is the restart itself.
+        let restart = match &self.conn {
+            Conn::Admitted(a) if matches!(error, SocketError::Io(_)) => a.restart_expected,
+            _ => None,
+        };
+        if let Some(wait) = restart {
+            let next = self.restart_next(now, wait);
+            return self.end_attempt(now, DisconnectReason::GatewayRestart, None, next);
+        }
+        let next = match policy::socket_failure(&error) {
+            Verdict::Pause(reason, cause) => Next::Pause(reason, cause),
+            _ => Next::BACKOFF,
+        };
+        self.end_attempt(now, DisconnectReason::Failed(error), None, next);
+    }
+
+    fn restart_next(&mut self, now: Time, wait: Duration) -> Next {
+        let t = self.options.timeouts;
+        let wait = wait.min(t.max_restart_wait);
+        self.restart_window = Some(now + wait + t.max_restart_wait);
+        Next::After(wait)
+    }
+
+    /// Ends the current attempt: closes its socket if `close` is given,
+    /// fails what depended on it, reports, and moves on to `next`.
+    pub(super) fn end_attempt(
+        &mut self,
+        now: Time,
+        reason: DisconnectReason,
+        close: Option<(u16, &str)>,
+        next: Next,
+    ) {
+        let Some(attempt) = self.conn.attempt() else {
+            return;
+        };
+        let was_connected = matches!(self.conn, Conn::Admitted(_));
+        if let Some((code, why)) = close {
+            self.out.push(Effect::CloseSocket {
+                attempt,
+                code,
+                reason: why.to_owned(),
+            });
+        }
+        self.invokes.connection_ended(attempt, &mut self.out);
+        self.out.counters.disconnects += 1;
+        self.last_error = Some(reason.clone());
+
+        let (retry_in, pause) = match next {
+            Next::Now => (Some(Duration::ZERO), None),
+            Next::Backoff { retry_after } if self.restart_window.is_some_and(|u| now < u) => {
+                let r = millis(self.options.timeouts.restart_retry);
+                let drawn = Duration::from_millis(self.rng.between(r, r.saturating_mul(2)));
+                let raised = retry_after.map(|d| d.min(self.backoff.config().max_retry_after));
+                (Some(drawn.max(raised.unwrap_or(Duration::ZERO))), None)
+            }
+            Next::Backoff { retry_after } => (
+                Some(self.backoff.next_delay(&mut self.rng, retry_after)),
+                None,
+            ),
+            Next::Slow => {
+                let c = *self.backoff.config();
+                let (lo, hi) = Backoff::bounds(&c, c.slow_after.saturating_add(1));
+                let d = Duration::from_millis(self.rng.between(millis(lo), millis(hi)));
+                (Some(d), None)
+            }
+            Next::After(d) => (Some(d), None),
+            Next::Pause(reason, cause) => (None, Some((*reason, cause))),
+            Next::Stop => (None, None),
+        };
+        self.out.notify(Notification::Disconnected {
+            attempt,
+            was_connected,
+            reason,
+            retry_in,
+        });
+        match (retry_in, pause) {
+            (_, Some((reason, cause))) => {
+                self.restart_window = None;
+                self.out.notify(Notification::Paused(reason.clone()));
+                self.conn = Conn::Paused {
+                    reason: Box::new(reason),
+                    cause,
+                };
+            }
+            // Time has millisecond resolution: a shorter wait is no wait.
+            (Some(d), None) if millis(d) == 0 => self.start_attempt(now),
+            (Some(d), None) => self.conn = Conn::Waiting { until: now + d },
+            (None, None) => self.conn = Conn::Stopped,
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Frames on an attempt's socket (docs/protocol.md §2, §3): the challenge,
+//! the signed connect, hello-ok or its refusal, and once admitted the
+//! gateway's events and responses.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::{String, ToString};
+use core::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::SessionConfig;
+use crate::conn::{Admitted, Conn};
+use crate::effect::Effect;
+use crate::frame::{self, GatewayError, Inbound};
+use crate::handshake::{self, Challenge, HelloOk};
+use crate::input::AttemptId;
+use crate::invokes::Scope;
+use crate::notification::{DisconnectReason, Notification};
+use crate::policy::{self, AuthContext, Verdict};
+use crate::time::{Time, millis};
+use crate::{MAX_PROTOCOL, MIN_PROTOCOL, NODE_ROLE};
+
+use super::attempts::Next;
+use super::{NodeState, TokenRetry};
+
+impl NodeState {
+    pub(super) fn handle_frame(&mut self, now: Time, attempt: AttemptId, text: &str) {
+        let parsed = match frame::parse_inbound(text) {
+            Ok(f) => f,
+            Err(e) => return self.out.reject(attempt, e.to_string()),
+        };
+        match &self.conn {
+            Conn::AwaitChallenge { .. } => match parsed {
+                Inbound::Event { event, payload, .. } if event == "connect.challenge" => {
+                    match Challenge::read(payload.as_ref()) {
+                        Some(challenge) => self.send_connect(now, attempt, &challenge),
+                        None => self.end_attempt(
+                            now,
+                            DisconnectReason::ProtocolViolation(
+                                "connect.challenge without a string nonce and an integer ts".into(),
+                            ),
+                            Some((1002, "invalid connect challenge")),
+                            Next::BACKOFF,
+                        ),
+                    }
+                }
+                other => self.out.reject(
+                    attempt,
+                    format!(
+                        "unexpected frame before connect.challenge: {}",
+                        describe(&other)
+                    ),
+                ),
+            },
+            Conn::AwaitHello { request_id, .. } => match parsed {
+                Inbound::Response {
+                    id,
+                    ok,
+                    payload,
+                    error,
+                } if id == *request_id => {
+                    if ok {
+                        self.admit(now, attempt, payload.as_ref());
+                    } else {
+                        let err = frame::gateway_error(error.as_ref());
+                        self.connect_refused(now, err);
+                    }
+                }
+                other => self.out.reject(
+                    attempt,
+                    format!("unexpected frame before hello-ok: {}", describe(&other)),
+                ),
+            },
+            Conn::Admitted(_) => self.admitted_frame(now, attempt, parsed),
+            _ => {}
+        }
+    }
+
+    fn send_connect(&mut self, now: Time, attempt: AttemptId, challenge: &Challenge) {
+        let Some(config) = &self.config else { return };
+        let request_id = format!("connect-{}", attempt.0);
+        let text = handshake::connect_frame(
+            &self.identity,
+            config,
+            self.stored_token.as_ref(),
+            self.token_retry.active,
+            challenge,
+            &request_id,
+        );
+        self.out.send(attempt, text);
+        self.conn = Conn::AwaitHello {
+            attempt,
+            deadline: now.deadline_after(self.options.timeouts.hello),
+            request_id,
+        };
+    }
+
+    fn admit(&mut self, now: Time, attempt: AttemptId, payload: Option<&Value>) {
+        let Some(hello) = HelloOk::read(payload) else {
+            return self.end_attempt(
+                now,
+                DisconnectReason::ProtocolViolation("connect succeeded without hello-ok".into()),
+                Some((1002, "expected hello-ok")),
+                Next::BACKOFF,
+            );
+        };
+        let protocol = hello.protocol.unwrap_or(u64::from(MAX_PROTOCOL));
+        let Some(protocol) = u32::try_from(protocol)
+            .ok()
+            .filter(|p| (MIN_PROTOCOL..=MAX_PROTOCOL).contains(p))
+        else {
+            let (why, verdict) = policy::unsupported_protocol(protocol);
+            let Verdict::Pause(reason, cause) = verdict else {
+                unreachable!("an unsupported protocol always pauses")
+            };
+            return self.end_attempt(
+                now,
+                DisconnectReason::ProtocolViolation(why),
+                Some((1002, "unsupported protocol")),
+                Next::Pause(reason, cause),
+            );
+        };
+        let tick_ms = hello
+            .tick_interval_ms
+            .filter(|t| *t > 0)
+            .unwrap_or(millis(self.options.timeouts.default_tick_interval));
+        let max_payload = hello
+            .max_payload
+            .map(|m| usize::try_from(m).unwrap_or(usize::MAX))
+            .unwrap_or(DEFAULT_MAX_PAYLOAD);
+        let conn_id = hello.conn_id.unwrap_or_default();
+        let role = hello.role.unwrap_or_else(|| NODE_ROLE.into());
+
+        self.restart_window = None;
+        self.backoff.reset();
+        self.token_retry = TokenRetry::default();
+        self.out.counters.admissions += 1;
+        self.invokes.admitted();
+        self.conn = Conn::Admitted(Box::new(Admitted {
+            attempt,
+            conn_id: conn_id.clone(),
+            max_payload,
+            tick_timeout: Duration::from_millis(tick_ms.saturating_mul(2)),
+            last_tick: now,
+            next_ping: now.deadline_after(self.options.timeouts.ping_interval),
+            last_seq: None,
+            restart_expected: None,
+        }));
+        if let Some(token) = hello.device_token
+            && self.stored_token.as_ref() != Some(&token)
+        {
+            self.stored_token = Some(token.clone());
+            if let Some(config) = &self.config {
+                self.out.push(Effect::StoreDeviceToken {
+                    url: config.url().clone(),
+                    role,
+                    token,
+                });
+            }
+        }
+        self.out.notify(Notification::Connected {
+            attempt,
+            conn_id,
+            protocol,
+            tick_interval_ms: tick_ms,
+            server_version: hello.server_version,
+        });
+    }
+
+    fn connect_refused(&mut self, now: Time, err: GatewayError) {
+        let ctx = AuthContext {
+            has_device_token: self.stored_token.is_some()
+                || self
+                    .config
+                    .as_ref()
+                    .is_some_and(|c| c.credentials.device_token.is_some()),
+            trusted_endpoint: self
+                .config
+                .as_ref()
+                .is_some_and(SessionConfig::is_trusted_endpoint),
+            device_token_retry_left: !self.token_retry.used && !self.token_retry.active,
+        };
+        let next = match policy::classify(&err, ctx) {
+            Verdict::RetryWithDeviceToken => {
+                self.token_retry = TokenRetry {
+                    used: true,
+                    active: true,
+                };
+                Next::After(self.options.timeouts.device_token_retry)
+            }
+            Verdict::Backoff { retry_after } => Next::Backoff { retry_after },
+            Verdict::Slow => Next::Slow,
+            Verdict::Pause(reason, cause) => Next::Pause(reason, cause),
+        };
+        self.end_attempt(
+            now,
+            DisconnectReason::Rejected(err),
+            Some((1000, "connect refused")),
+            next,
+        );
+    }
+
+    fn admitted_frame(&mut self, now: Time, attempt: AttemptId, frame: Inbound) {
+        match frame {
+            Inbound::Event {
+                event,
+                payload,
+                seq,
+            } => {
+                if let Some(seq) = seq {
+                    self.track_seq(seq);
+                }
+                match event.as_str() {
+                    "tick" => {
+                        if let Conn::Admitted(a) = &mut self.conn {
+                            a.last_tick = now;
+                        }
+                    }
+                    "node.invoke.request" => {
+                        let commands = self.config.as_ref().map(|c| &c.client.commands);
+                        let scope = Scope {
+                            live: self.conn.link(),
+                            device_id: self.identity.device_id(),
+                            out: &mut self.out,
+                        };
+                        self.invokes.on_request(
+                            scope,
+                            now,
+                            attempt,
+                            payload,
+                            commands,
+                            &self.options,
+                        );
+                    }
+                    "node.invoke.cancel" => {
+                        let (invokes, scope) = self.invokes();
+                        invokes.on_cancel(scope, attempt, payload.as_ref());
+                    }
+                    _ => {
+                        if event == "shutdown" {
+                            let wait = payload
+                                .as_ref()
+                                .and_then(|p| p.get("restartExpectedMs"))
+                                .and_then(Value::as_u64)
+                                .map(Duration::from_millis)
+                                .unwrap_or(Duration::ZERO);
+                            if let Conn::Admitted(a) = &mut self.conn {
+                                a.restart_expected = Some(wait);
+                            }
+                        }
+                        self.out.notify(Notification::GatewayEvent {
+                            event,
+                            payload,
+                            seq,
+                        });
+                    }
+                }
+            }
+            Inbound::Response {
+                id,
+                ok,
+                payload,
+                error,
+            } => self
+                .invokes
+                .on_response(&mut self.out, attempt, id, ok, payload, error),
+            Inbound::Request { method, .. } => self.out.reject(
+                attempt,
+                format!("unexpected request {method:?} from the gateway"),
+            ),
+        }
+    }
+
+    fn track_seq(&mut self, seq: u64) {
+        let Conn::Admitted(a) = &mut self.conn else {
+            return;
+        };
+        if let Some(last) = a.last_seq {
+            if seq <= last {
+                return;
+            }
+            if seq > last + 1 {
+                self.out.notify(Notification::SeqGap {
+                    expected: last + 1,
+                    got: seq,
+                });
+            }
+        }
+        a.last_seq = Some(seq);
+    }
+}
+
+/// The maximum frame size assumed when hello-ok gives none
+/// (docs/protocol.md §2).
+const DEFAULT_MAX_PAYLOAD: usize = 25 * 1024 * 1024;
+
+fn describe(frame: &Inbound) -> String {
+    match frame {
+        Inbound::Event { event, .. } => format!("event {event:?}"),
+        Inbound::Response { id, .. } => format!("response to {id:?}"),
+        Inbound::Request { method, .. } => format!("request {method:?}"),
+    }
+}
