@@ -43,19 +43,19 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod command;
 mod event;
 pub mod file_config;
-mod session;
+mod node;
 mod store;
 mod tls;
 mod transport;
 mod which;
 
 pub use clawnode_core as core;
+pub use command::{CommandError, CommandFuture, Invocation};
 pub use event::{DisconnectCode, Event};
-pub use session::{
-    CommandError, CommandFuture, Invocation, NodeBuilder, NodeHandle, RequestFailure, StartError,
-};
+pub use node::{NodeBuilder, NodeHandle, RequestFailure, StartError};
 pub use store::{StateDir, StoreError};
 pub use tls::pin_of;
 pub use transport::{ProbeReport, probe};

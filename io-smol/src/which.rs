@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::session::{CommandError, Invocation};
+use crate::command::{CommandError, Invocation};
 
 /// The command's name.
 pub const SYSTEM_WHICH: &str = "system.which";

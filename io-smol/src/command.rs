@@ -1,0 +1,127 @@
+//! Commands a node serves: what a handler receives ([`Invocation`]), how it
+//! fails ([`CommandError`]), and the registry of handlers by name.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin as StdPin;
+use std::sync::Arc;
+
+use clawnode_core::InvokeOutcome;
+use serde_json::Value;
+
+/// An invoke handed to a command handler.
+#[derive(Clone, Debug)]
+pub struct Invocation {
+    /// The gateway's invoke id.
+    pub id: String,
+    /// The command.
+    pub command: String,
+    /// The parameters (`paramsJSON` parsed), `Null` when none were given.
+    pub params: Value,
+    /// The gateway's idempotency key, when given.
+    pub idempotency_key: Option<String>,
+}
+
+/// A command's failure, sent to the gateway as `{code, message}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandError {
+    /// A short machine-readable code, e.g. `INVALID_PARAMS`.
+    pub code: String,
+    /// A message for a person.
+    pub message: String,
+}
+
+impl CommandError {
+    /// A command error.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        CommandError {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// The future a command handler returns.
+pub type CommandFuture = StdPin<Box<dyn Future<Output = Result<Value, CommandError>> + Send>>;
+
+/// A registered handler. Shared (`Arc`) because each invoke runs in its own
+/// task, which holds the handler while it runs.
+pub(crate) type Handler = Arc<dyn Fn(Invocation) -> CommandFuture + Send + Sync>;
+
+/// The handlers by command name.
+#[derive(Default)]
+pub(crate) struct Registry {
+    handlers: HashMap<String, Handler>,
+}
+
+impl Registry {
+    /// Registers `handler` as `name`, replacing any handler of that name.
+    pub(crate) fn insert<F, Fut>(&mut self, name: impl Into<String>, handler: F)
+    where
+        F: Fn(Invocation) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, CommandError>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |inv| Box::pin(handler(inv)));
+        self.handlers.insert(name.into(), handler);
+    }
+
+    /// The handler of `command`.
+    pub(crate) fn get(&self, command: &str) -> Option<Handler> {
+        self.handlers.get(command).cloned()
+    }
+
+    /// The registered names: the commands the node declares.
+    pub(crate) fn names(&self) -> BTreeSet<String> {
+        self.handlers.keys().cloned().collect()
+    }
+}
+
+/// Runs one invoke to its outcome: parses `paramsJSON`, calls the handler
+/// and turns its result into the answer the core sends.
+pub(crate) async fn run(
+    handler: Handler,
+    id: String,
+    command: String,
+    params_json: Option<String>,
+    idempotency_key: Option<String>,
+) -> InvokeOutcome {
+    let params = match params_json.as_deref().map(serde_json::from_str::<Value>) {
+        None => Ok(Value::Null),
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(CommandError::new(
+            "INVALID_PARAMS",
+            format!("paramsJSON is not JSON: {e}"),
+        )),
+    };
+    let result = match params {
+        Ok(params) => {
+            handler(Invocation {
+                id,
+                command,
+                params,
+                idempotency_key,
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(Value::Null) => InvokeOutcome::Ok { payload_json: None },
+        Ok(v) => InvokeOutcome::Ok {
+            payload_json: Some(v.to_string()),
+        },
+        Err(e) => InvokeOutcome::Err {
+            code: e.code,
+            message: e.message,
+        },
+    }
+}

@@ -1,0 +1,117 @@
+//! Which core notifications the application hears about, and as what.
+
+use clawnode_core::{DisconnectReason, Notification, PauseKind, PauseReason, SocketError};
+
+use super::model::{DisconnectCode, Event};
+
+fn kind_text(kind: PauseKind) -> &'static str {
+    match kind {
+        PauseKind::Auth => "authentication refused",
+        PauseKind::Identity => "device identity refused",
+        PauseKind::Protocol => "protocol refused",
+        PauseKind::Pairing => "pairing required",
+        PauseKind::PinMismatch => "certificate does not match the pinned fingerprint",
+        PauseKind::Tls => "certificate not accepted",
+    }
+}
+
+pub(crate) fn disconnect_code(reason: &DisconnectReason) -> (DisconnectCode, String) {
+    let code = |s: &str| DisconnectCode::Code(s.to_owned());
+    match reason {
+        DisconnectReason::Closed { code: c, reason } => (
+            c.map_or(DisconnectCode::None, DisconnectCode::Close),
+            if reason.is_empty() {
+                "connection closed".to_owned()
+            } else {
+                reason.clone()
+            },
+        ),
+        DisconnectReason::Failed(SocketError::PinMismatch { observed, .. }) => (
+            code("TLS_PIN_MISMATCH"),
+            format!("certificate sha256 {observed} is not pinned"),
+        ),
+        DisconnectReason::Failed(SocketError::Tls(m)) => (code("TLS_ERROR"), m.clone()),
+        DisconnectReason::Failed(SocketError::Io(m)) => (code("IO_ERROR"), m.clone()),
+        DisconnectReason::Rejected(e) => (
+            code(e.detail_code.as_deref().unwrap_or(&e.code)),
+            e.message.clone(),
+        ),
+        DisconnectReason::OpenTimeout => (code("OPEN_TIMEOUT"), "socket not open in time".into()),
+        DisconnectReason::ChallengeTimeout => (
+            code("CHALLENGE_TIMEOUT"),
+            "no connect.challenge in time".into(),
+        ),
+        DisconnectReason::HandshakeTimeout => {
+            (code("HANDSHAKE_TIMEOUT"), "no hello-ok in time".into())
+        }
+        DisconnectReason::TickTimeout => (DisconnectCode::Close(4000), "tick timeout".into()),
+        DisconnectReason::ConfigChanged => (code("CONFIG_CHANGED"), "configuration changed".into()),
+        DisconnectReason::GatewayRestart => {
+            (code("GATEWAY_RESTART"), "the gateway is restarting".into())
+        }
+        DisconnectReason::ProtocolViolation(m) => (code("PROTOCOL_VIOLATION"), m.clone()),
+        DisconnectReason::Stopped => (DisconnectCode::Close(1000), "node stopping".into()),
+    }
+}
+
+fn paused(p: &PauseReason) -> Event {
+    Event::Paused {
+        code: p.code().to_owned(),
+        reason: match &p.error {
+            Some(e) if !e.message.is_empty() => e.message.clone(),
+            _ => kind_text(p.kind).to_owned(),
+        },
+        hint: p.hint.clone(),
+        expected: p.expected.clone(),
+        observed: p.observed,
+    }
+}
+
+/// The event for a notification, if the application hears about it.
+pub(crate) fn from_notification(n: &Notification) -> Option<Event> {
+    Some(match n {
+        Notification::Connected {
+            attempt,
+            conn_id,
+            protocol,
+            tick_interval_ms,
+            server_version,
+        } => Event::Connected {
+            attempt: attempt.0,
+            conn_id: conn_id.clone(),
+            protocol: *protocol,
+            tick_interval_ms: *tick_interval_ms,
+            server_version: server_version.clone(),
+        },
+        Notification::Disconnected {
+            attempt,
+            was_connected,
+            reason,
+            retry_in,
+        } => {
+            let (code, reason) = disconnect_code(reason);
+            Event::Disconnected {
+                attempt: attempt.0,
+                was_connected: *was_connected,
+                code,
+                reason,
+                retry_in_ms: retry_in.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            }
+        }
+        Notification::Paused(p) => paused(p),
+        Notification::SeqGap { expected, got } => Event::SeqGap {
+            expected: *expected,
+            got: *got,
+        },
+        Notification::GatewayEvent {
+            event,
+            payload,
+            seq,
+        } => Event::GatewayEvent {
+            event: event.clone(),
+            payload: payload.clone(),
+            seq: *seq,
+        },
+        _ => return None,
+    })
+}

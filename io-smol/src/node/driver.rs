@@ -1,0 +1,555 @@
+//! The driver: one task per session feeds a [`NodeState`] its inputs (the
+//! application's commands, socket reports, finished invokes, timeouts) and
+//! performs the effects the core asks for.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clawnode_core::{
+    AttemptId, CancelReason, DisconnectReason, Effect, Input, InvokeOutcome, InvokeRequest,
+    NODE_ROLE, NodeState, Notification, Phase, RequestId, Secret, SessionConfig, Status, Time,
+};
+use smol::channel::{self, Receiver, Sender};
+use smol::future::FutureExt as _;
+use smol::{Task, Timer};
+
+use super::error::RequestFailure;
+use super::msg::{Command, Msg, Outgoing, Reply, SocketEvent, Subscribers};
+use super::socket::{CLOSE_GRACE, socket_task};
+use crate::command::{self, Registry};
+use crate::event::{self, Event};
+use crate::store::StateDir;
+
+/// At most this many inputs are handled per wake before the session task
+/// yields, so that one busy session cannot starve others on the executor.
+const MAX_INPUTS_PER_WAKE: usize = 64;
+/// How long a graceful stop waits for running invokes to answer.
+const INVOKE_GRACE: Duration = Duration::from_secs(2);
+
+/// Declares exactly the registered commands, whatever `config` held: a
+/// command the node cannot run must not be offered to the gateway.
+pub(super) fn with_commands(
+    mut config: SessionConfig,
+    commands: &BTreeSet<String>,
+) -> SessionConfig {
+    config.client.commands = commands.clone();
+    config
+}
+
+/// What a session starts from.
+pub(super) struct Start {
+    pub node: NodeState,
+    pub store: StateDir,
+    pub device_id: String,
+    pub handlers: Registry,
+    pub commands: BTreeSet<String>,
+    pub subscribers: Subscribers,
+    /// The first config (its commands already those of `handlers`).
+    pub config: SessionConfig,
+    /// The device token stored for `config`'s gateway.
+    pub token: Option<Secret>,
+}
+
+/// The running driver, as its handle sees it.
+pub(super) struct Running {
+    pub tx: Sender<Msg>,
+    pub status: Arc<Mutex<Status>>,
+    pub task: Task<()>,
+}
+
+/// Spawns the driver task on smol's global executor.
+pub(super) fn spawn(start: Start) -> Running {
+    let (tx, rx) = channel::unbounded();
+    let status = Arc::new(Mutex::new(Status::default()));
+    let session = Session {
+        node: start.node,
+        start: Instant::now(),
+        store: start.store,
+        device_id: start.device_id,
+        handlers: start.handlers,
+        commands: start.commands,
+        tx: tx.clone(),
+        sockets: HashMap::new(),
+        closing: Vec::new(),
+        invokes: HashMap::new(),
+        pending: HashMap::new(),
+        subscribers: start.subscribers,
+        status: status.clone(),
+        stop_requested: None,
+    };
+    let task = smol::spawn(session.run(rx, start.config, start.token));
+    Running { tx, status, task }
+}
+
+/// A socket attempt's pump task; `writer` once the socket is open.
+struct SocketSlot {
+    task: Task<()>,
+    writer: Option<Sender<Outgoing>>,
+}
+
+/// A command handler's task: dropping it cancels the invoke.
+struct RunningInvoke {
+    task: Task<()>,
+    command: String,
+    started: Instant,
+}
+
+/// The driver task's state: the core, and what carries out its effects.
+struct Session {
+    node: NodeState,
+    start: Instant,
+    store: StateDir,
+    device_id: String,
+    handlers: Registry,
+    commands: BTreeSet<String>,
+    tx: Sender<Msg>,
+    sockets: HashMap<AttemptId, SocketSlot>,
+    closing: Vec<Task<()>>,
+    invokes: HashMap<String, RunningInvoke>,
+    pending: HashMap<RequestId, Reply>,
+    subscribers: Subscribers,
+    status: Arc<Mutex<Status>>,
+    /// When a graceful stop was asked for, and until when invokes may finish.
+    stop_requested: Option<Instant>,
+}
+
+enum Wake {
+    Msg(Msg),
+    Timer,
+}
+
+impl Session {
+    fn now(&self) -> Time {
+        Time::from_millis(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn instant(&self, t: Time) -> Instant {
+        self.start + Duration::from_millis(t.as_millis())
+    }
+
+    fn emit(&self, event: Event) {
+        let mut subs = self.subscribers.lock().expect("not poisoned");
+        subs.retain(|s| s.try_send(event.clone()).is_ok());
+    }
+
+    async fn run(mut self, rx: Receiver<Msg>, config: SessionConfig, token: Option<Secret>) {
+        let now = self.now();
+        self.node.handle_input(now, Input::Config(config));
+        self.node.handle_input(now, Input::StoredDeviceToken(token));
+        self.drain().await;
+        loop {
+            self.publish_status();
+            if self.node.phase() == Phase::Stopped {
+                break;
+            }
+            let deadline = [
+                self.node.poll_timeout().map(|t| self.instant(t)),
+                self.stop_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let recv = async { rx.recv().await.map(Wake::Msg).unwrap_or(Wake::Timer) };
+            let wake = match deadline {
+                Some(at) => {
+                    recv.or(async {
+                        Timer::at(at).await;
+                        Wake::Timer
+                    })
+                    .await
+                }
+                None => recv.await,
+            };
+            let mut handled = 0;
+            if let Wake::Msg(m) = wake {
+                self.handle(m).await;
+                handled += 1;
+            }
+            while handled < MAX_INPUTS_PER_WAKE {
+                let Ok(m) = rx.try_recv() else { break };
+                self.handle(m).await;
+                handled += 1;
+            }
+            let now = self.now();
+            if self.node.poll_timeout().is_some_and(|t| t <= now) {
+                self.node.handle_timeout(now);
+                self.drain().await;
+            }
+            self.maybe_stop().await;
+            self.closing.retain(|t| !t.is_finished());
+            if handled >= MAX_INPUTS_PER_WAKE {
+                smol::future::yield_now().await;
+            }
+        }
+        self.finish().await;
+    }
+
+    fn stop_deadline(&self) -> Option<Instant> {
+        self.stop_requested.map(|t| t + INVOKE_GRACE)
+    }
+
+    /// Feeds `Stop` once no invoke is running or the grace period is over.
+    async fn maybe_stop(&mut self) {
+        let Some(asked) = self.stop_requested else {
+            return;
+        };
+        if self.node.phase() == Phase::Stopped {
+            return;
+        }
+        if self.invokes.is_empty() || asked.elapsed() >= INVOKE_GRACE {
+            let now = self.now();
+            self.node.handle_input(now, Input::Stop);
+            self.drain().await;
+        }
+    }
+
+    async fn finish(mut self) {
+        for (_, inv) in self.invokes.drain() {
+            drop(inv.task);
+        }
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.try_send(Err(RequestFailure::SessionEnded));
+        }
+        for (_, slot) in self.sockets.drain() {
+            if let Some(w) = slot.writer {
+                let _ = w.try_send(Outgoing::Close(1000, "node stopping".into()));
+                self.closing.push(slot.task);
+            }
+        }
+        let closing = std::mem::take(&mut self.closing);
+        let all = async {
+            for t in closing {
+                t.await;
+            }
+        };
+        all.or(async {
+            Timer::after(CLOSE_GRACE).await;
+        })
+        .await;
+        self.publish_status();
+        self.subscribers.lock().expect("not poisoned").clear();
+        tracing::info!("session stopped");
+    }
+
+    fn publish_status(&self) {
+        *self.status.lock().expect("not poisoned") = self.node.status();
+    }
+
+    async fn handle(&mut self, msg: Msg) {
+        let now = self.now();
+        match msg {
+            Msg::Socket(attempt, ev) => self.socket_event(now, attempt, ev),
+            Msg::InvokeDone { id, outcome } => {
+                let Some(inv) = self.invokes.remove(&id) else {
+                    return;
+                };
+                let ok = matches!(outcome, InvokeOutcome::Ok { .. });
+                let ms = u64::try_from(inv.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                if let InvokeOutcome::Err { code, message } = &outcome {
+                    tracing::info!(
+                        id,
+                        command = inv.command,
+                        code,
+                        message,
+                        ms,
+                        "invoke failed"
+                    );
+                } else {
+                    tracing::info!(id, command = inv.command, ms, "invoke done");
+                }
+                self.emit(Event::Invoke {
+                    id: id.clone(),
+                    command: inv.command,
+                    ok,
+                    ms,
+                });
+                self.node
+                    .handle_input(now, Input::InvokeResult { id, outcome });
+            }
+            Msg::Command(cmd) => self.command(now, cmd).await,
+        }
+        self.drain().await;
+    }
+
+    fn socket_event(&mut self, now: Time, attempt: AttemptId, ev: SocketEvent) {
+        let input = match ev {
+            SocketEvent::Opened(writer) => {
+                let Some(slot) = self.sockets.get_mut(&attempt) else {
+                    // Closed while connecting: dropping the writer closes it.
+                    return;
+                };
+                slot.writer = Some(writer);
+                Input::SocketOpened { attempt }
+            }
+            SocketEvent::Frame(text) => Input::Frame { attempt, text },
+            SocketEvent::Closed { code, reason } => {
+                self.sockets.remove(&attempt);
+                Input::SocketClosed {
+                    attempt,
+                    code,
+                    reason,
+                }
+            }
+            SocketEvent::Failed(error) => {
+                self.sockets.remove(&attempt);
+                Input::SocketFailed { attempt, error }
+            }
+        };
+        self.node.handle_input(now, input);
+    }
+
+    async fn command(&mut self, now: Time, cmd: Command) {
+        match cmd {
+            Command::Request {
+                method,
+                params,
+                timeout,
+                reply,
+            } => match self.node.send_request(now, &method, params, timeout) {
+                Ok(id) => {
+                    self.pending.insert(id, reply);
+                }
+                Err(refused) => {
+                    let _ = reply.try_send(Err(RequestFailure::Refused(refused)));
+                }
+            },
+            Command::Event {
+                event,
+                payload,
+                reply,
+            } => match self.node.send_event(now, &event, payload) {
+                Ok(id) => {
+                    self.pending.insert(id, reply);
+                }
+                Err(refused) => {
+                    let _ = reply.try_send(Err(RequestFailure::Refused(refused)));
+                }
+            },
+            Command::Reconfigure { config, reply } => {
+                let config = with_commands(*config, &self.commands);
+                let old_url = self.node.config().map(|c| c.url().clone());
+                let changed = self.node.config() != Some(&config);
+                let url_changed = old_url.as_ref() != Some(config.url());
+                let url = config.url().as_str().to_owned();
+                self.node.handle_input(now, Input::Config(config));
+                if url_changed {
+                    // The core forgets the old gateway's token on a URL
+                    // change; hand it this gateway's, if one is stored.
+                    let (store, dev) = (self.store.clone(), self.device_id.clone());
+                    let token =
+                        smol::unblock(move || store.load_token(&url, &dev, NODE_ROLE)).await;
+                    let token = token.unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "could not read the stored device token");
+                        None
+                    });
+                    self.node
+                        .handle_input(self.now(), Input::StoredDeviceToken(token));
+                }
+                tracing::info!(changed, "configuration applied");
+                self.emit(Event::Config { changed });
+                let _ = reply.try_send(changed);
+            }
+            Command::Wake => self.node.handle_input(now, Input::Wake),
+            Command::Stop => {
+                if self.stop_requested.is_none() {
+                    tracing::info!(running_invokes = self.invokes.len(), "stopping");
+                    self.stop_requested = Some(Instant::now());
+                }
+                self.maybe_stop().await;
+            }
+        }
+    }
+
+    /// Performs every pending effect.
+    async fn drain(&mut self) {
+        while let Some(effect) = self.node.poll_effect() {
+            self.perform(effect).await;
+        }
+    }
+
+    async fn perform(&mut self, effect: Effect) {
+        match effect {
+            Effect::OpenSocket { attempt, url, tls } => {
+                tracing::info!(attempt = attempt.0, %url, "connecting");
+                self.emit(Event::Connecting {
+                    attempt: attempt.0,
+                    url: url.to_string(),
+                });
+                let task = smol::spawn(socket_task(
+                    attempt,
+                    url,
+                    tls,
+                    self.store.clone(),
+                    self.tx.clone(),
+                ));
+                self.sockets
+                    .insert(attempt, SocketSlot { task, writer: None });
+            }
+            Effect::SendFrame { attempt, text } => self.write(attempt, Outgoing::Text(text)),
+            Effect::SendPing { attempt } => self.write(attempt, Outgoing::Ping),
+            Effect::CloseSocket {
+                attempt,
+                code,
+                reason,
+            } => {
+                if let Some(slot) = self.sockets.remove(&attempt) {
+                    match slot.writer {
+                        Some(w) => {
+                            let _ = w.try_send(Outgoing::Close(code, reason));
+                            self.closing.push(slot.task);
+                        }
+                        // Still connecting: dropping the task abandons it.
+                        None => drop(slot.task),
+                    }
+                }
+            }
+            Effect::Invoke(req) => self.start_invoke(req),
+            Effect::CancelInvoke { id, reason } => {
+                if let Some(inv) = self.invokes.remove(&id) {
+                    drop(inv.task);
+                    let ms = u64::try_from(inv.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    let why = match reason {
+                        CancelReason::Gateway => "cancelled by the gateway",
+                        CancelReason::Deadline => "deadline passed",
+                        CancelReason::Disconnected => "connection ended",
+                    };
+                    tracing::warn!(id, command = inv.command, ms, why, "invoke cancelled");
+                    self.emit(Event::Invoke {
+                        id,
+                        command: inv.command,
+                        ok: false,
+                        ms,
+                    });
+                }
+            }
+            Effect::StoreDeviceToken { url, role, token } => {
+                let (store, dev) = (self.store.clone(), self.device_id.clone());
+                let url_text = url.as_str().to_owned();
+                let role2 = role.clone();
+                match smol::unblock(move || store.store_token(&url_text, &dev, &role2, &token))
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(%url, role, "stored the device token the gateway issued")
+                    }
+                    Err(e) => {
+                        tracing::error!(%url, role, error = %e, "could not store the device token")
+                    }
+                }
+            }
+            Effect::Response { id, result } => {
+                if let Some(reply) = self.pending.remove(&id) {
+                    let _ = reply.try_send(result.map_err(RequestFailure::from));
+                }
+            }
+            Effect::Notify(n) => self.notify(&n),
+        }
+    }
+
+    fn write(&self, attempt: AttemptId, out: Outgoing) {
+        if let Some(w) = self.sockets.get(&attempt).and_then(|s| s.writer.as_ref()) {
+            let _ = w.try_send(out);
+        }
+    }
+
+    fn start_invoke(&mut self, req: InvokeRequest) {
+        let InvokeRequest {
+            id,
+            command,
+            params_json,
+            idempotency_key,
+            ..
+        } = req;
+        let Some(handler) = self.handlers.get(&command) else {
+            // Unreachable while declared commands are the handlers; answer
+            // rather than leave the gateway waiting.
+            let outcome = InvokeOutcome::Err {
+                code: "UNAVAILABLE".into(),
+                message: format!("no handler for {command:?}"),
+            };
+            let _ = self.tx.try_send(Msg::InvokeDone { id, outcome });
+            return;
+        };
+        tracing::info!(id, command, "invoke");
+        let tx = self.tx.clone();
+        let inv_id = id.clone();
+        let name = command.clone();
+        let task = smol::spawn(async move {
+            let outcome =
+                command::run(handler, inv_id.clone(), name, params_json, idempotency_key).await;
+            let _ = tx
+                .send(Msg::InvokeDone {
+                    id: inv_id,
+                    outcome,
+                })
+                .await;
+        });
+        self.invokes.insert(
+            id,
+            RunningInvoke {
+                task,
+                command,
+                started: Instant::now(),
+            },
+        );
+    }
+
+    fn notify(&self, n: &Notification) {
+        match n {
+            Notification::Connected {
+                attempt,
+                conn_id,
+                protocol,
+                ..
+            } => tracing::info!(attempt = attempt.0, conn_id, protocol, "connected"),
+            Notification::Disconnected {
+                attempt,
+                reason,
+                retry_in,
+                ..
+            } => {
+                let (code, why) = event::disconnect_code(reason);
+                let retry_in_ms =
+                    retry_in.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                if matches!(
+                    reason,
+                    DisconnectReason::Stopped | DisconnectReason::ConfigChanged
+                ) {
+                    tracing::info!(attempt = attempt.0, %code, reason = why, retry_in_ms, "disconnected");
+                } else {
+                    tracing::warn!(attempt = attempt.0, %code, reason = why, retry_in_ms, "disconnected");
+                }
+            }
+            Notification::Paused(p) => {
+                tracing::error!(
+                    code = p.code(),
+                    hint = p.hint,
+                    "paused: not reconnecting until the configuration changes"
+                );
+            }
+            Notification::SeqGap { expected, got } => {
+                tracing::warn!(expected, got, "event sequence gap");
+            }
+            Notification::GatewayEvent { event, seq, .. } => {
+                tracing::debug!(event, seq, "gateway event");
+            }
+            Notification::InvokeDropped { id, reason } => {
+                tracing::warn!(id, ?reason, "invoke answer not delivered");
+            }
+            Notification::InvokeRefused {
+                id,
+                command,
+                reason,
+            } => {
+                tracing::warn!(id, command, ?reason, "invoke refused");
+            }
+            Notification::FrameRejected { attempt, reason } => {
+                tracing::warn!(attempt = attempt.0, reason, "frame rejected");
+            }
+        }
+        if let Some(e) = event::from_notification(n) {
+            self.emit(e);
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The application's side of a session: [`NodeBuilder`] configures and
+//! spawns it, [`NodeHandle`] talks to the running driver.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clawnode_core::{DeviceIdentity, NODE_ROLE, NodeOptions, NodeState, SessionConfig, Status};
+use ed25519_dalek::SigningKey;
+use rand_core::{OsRng, RngCore as _};
+use serde_json::Value;
+use smol::Task;
+use smol::channel::{self, Receiver, Sender};
+
+use super::driver::{self, Start, with_commands};
+use super::error::{RequestFailure, StartError};
+use super::msg::{Command, Msg, Subscribers, subscribe};
+use crate::command::{CommandError, Invocation, Registry};
+use crate::event::Event;
+use crate::store::StateDir;
+use crate::which;
+
+/// Builds and spawns a session.
+///
+/// ```no_run
+/// use clawnode_core::{SessionConfig, TlsPolicy};
+/// use clawnode_smol::{NodeBuilder, StateDir};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = SessionConfig::parse("ws://127.0.0.1:18789", TlsPolicy::SystemTrust)?;
+/// let mut builder = NodeBuilder::new(config, StateDir::default_location()?)
+///     .command("demo.echo", |inv| async move { Ok(inv.params) });
+/// let events = builder.events();
+/// let node = builder.spawn()?;
+/// smol::block_on(async {
+///     while let Ok(event) = events.recv().await {
+///         println!("{event}");
+///     }
+/// });
+/// # drop(node);
+/// # Ok(()) }
+/// ```
+pub struct NodeBuilder {
+    config: SessionConfig,
+    store: StateDir,
+    key: Option<SigningKey>,
+    options: Option<NodeOptions>,
+    handlers: Registry,
+    subscribers: Subscribers,
+}
+
+impl fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("config", &self.config)
+            .field("store", &self.store)
+            .field("commands", &self.handlers.names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeBuilder {
+    /// A session for `config`, keeping its identity, device tokens and TOFU
+    /// pins in `store`. The declared commands are exactly the registered
+    /// handlers: whatever `config.client.commands` holds is replaced.
+    pub fn new(config: SessionConfig, store: StateDir) -> Self {
+        NodeBuilder {
+            config,
+            store,
+            key: None,
+            options: None,
+            handlers: Registry::default(),
+            subscribers: Arc::default(),
+        }
+    }
+
+    /// Uses `key` as the device key instead of the state directory's.
+    pub fn signing_key(mut self, key: SigningKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Core options (timeouts, backoff, seed). By default: the core's
+    /// defaults with a random seed.
+    pub fn options(mut self, options: NodeOptions) -> Self {
+        self.options = Some(options);
+        self
+    }
+
+    /// Registers (and declares) a command. The handler runs in its own task,
+    /// off the receive loop; it is dropped when the invoke is cancelled or
+    /// its deadline passes.
+    pub fn command<F, Fut>(mut self, name: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(Invocation) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, CommandError>> + Send + 'static,
+    {
+        self.handlers.insert(name, handler);
+        self
+    }
+
+    /// Registers the built-in `system.which`.
+    pub fn with_system_which(self) -> Self {
+        self.command(which::SYSTEM_WHICH, which::handler)
+    }
+
+    /// A stream of the session's events, from its very first one.
+    pub fn events(&mut self) -> Receiver<Event> {
+        subscribe(&self.subscribers)
+    }
+
+    /// Loads (or creates) the identity and the stored device token, and
+    /// spawns the session on smol's global executor.
+    pub fn spawn(self) -> Result<NodeHandle, StartError> {
+        let key = match self.key {
+            Some(k) => k,
+            None => self.store.load_or_create_identity()?,
+        };
+        let device_id = DeviceIdentity::new(key.clone()).device_id().to_owned();
+        let options = self
+            .options
+            .unwrap_or_else(|| NodeOptions::with_seed(OsRng.next_u64()));
+        let commands = self.handlers.names();
+        let config = with_commands(self.config, &commands);
+        let token = self
+            .store
+            .load_token(config.url().as_str(), &device_id, NODE_ROLE)?;
+        let running = driver::spawn(Start {
+            node: NodeState::new(key, options),
+            store: self.store,
+            device_id: device_id.clone(),
+            handlers: self.handlers,
+            commands,
+            subscribers: self.subscribers.clone(),
+            config,
+            token,
+        });
+        Ok(NodeHandle {
+            tx: running.tx,
+            status: running.status,
+            subscribers: self.subscribers,
+            device_id,
+            task: Some(running.task),
+        })
+    }
+}
+
+/// A running session. Dropping it stops the session gracefully in the
+/// background; [`shutdown`](Self::shutdown) stops it and waits.
+pub struct NodeHandle {
+    tx: Sender<Msg>,
+    status: Arc<Mutex<Status>>,
+    subscribers: Subscribers,
+    device_id: String,
+    task: Option<Task<()>>,
+}
+
+impl fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("device_id", &self.device_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeHandle {
+    /// The device id (lowercase hex SHA-256 of the public key).
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    /// A snapshot of the session, as of its last wake. Its times (e.g.
+    /// `next_retry`) are milliseconds since the session was spawned.
+    pub fn status(&self) -> Status {
+        self.status.lock().expect("not poisoned").clone()
+    }
+
+    /// A stream of the session's events from now on. It ends when the
+    /// session stops. Drop it when no longer read: it is unbounded.
+    pub fn events(&self) -> Receiver<Event> {
+        subscribe(&self.subscribers)
+    }
+
+    async fn call(
+        &self,
+        cmd: Command,
+        rx: Receiver<Result<Value, RequestFailure>>,
+    ) -> Result<Value, RequestFailure> {
+        self.tx
+            .send(Msg::Command(cmd))
+            .await
+            .map_err(|_| RequestFailure::SessionEnded)?;
+        rx.recv().await.unwrap_or(Err(RequestFailure::SessionEnded))
+    }
+
+    /// Sends a request to the gateway and waits for its response. Refused
+    /// while the node is not connected: requests are never queued across
+    /// connections.
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Value,
+        timeout: Option<Duration>,
+    ) -> Result<Value, RequestFailure> {
+        let (reply, rx) = channel::bounded(1);
+        let cmd = Command::Request {
+            method: method.to_owned(),
+            params,
+            timeout,
+            reply,
+        };
+        self.call(cmd, rx).await
+    }
+
+    /// Sends a node event (`node.event`) and waits for the gateway's answer.
+    pub async fn send_event(
+        &self,
+        event: &str,
+        payload: Option<Value>,
+    ) -> Result<Value, RequestFailure> {
+        let (reply, rx) = channel::bounded(1);
+        let cmd = Command::Event {
+            event: event.to_owned(),
+            payload,
+            reply,
+        };
+        self.call(cmd, rx).await
+    }
+
+    /// Applies a new config; returns whether it differed from the one in
+    /// force. An equal config does nothing at all; a changed one causes
+    /// exactly one reconnect (decided by the core). The declared commands
+    /// stay those of the registered handlers.
+    pub async fn reconfigure(&self, config: SessionConfig) -> bool {
+        let (reply, rx) = channel::bounded(1);
+        let cmd = Command::Reconfigure {
+            config: Box::new(config),
+            reply,
+        };
+        if self.tx.send(Msg::Command(cmd)).await.is_err() {
+            return false;
+        }
+        rx.recv().await.unwrap_or(false)
+    }
+
+    /// Tells the session the network came back: a waiting retry starts now.
+    pub fn wake(&self) {
+        let _ = self.tx.try_send(Msg::Command(Command::Wake));
+    }
+
+    /// Stops gracefully: lets running invokes answer (briefly), closes the
+    /// socket with 1000 after the frames already queued, and waits for the
+    /// session task to end.
+    pub async fn shutdown(mut self) {
+        let _ = self.tx.send(Msg::Command(Command::Stop)).await;
+        if let Some(task) = self.task.take() {
+            task.await;
+        }
+    }
+
+    /// Waits until the session ends (after a stop).
+    pub async fn finished(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.await;
+        }
+    }
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            let _ = self.tx.try_send(Msg::Command(Command::Stop));
+            task.detach();
+        }
+    }
+}

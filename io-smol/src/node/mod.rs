@@ -1,0 +1,20 @@
+//! A running node session.
+//!
+//! One task per session (the [`driver`]) feeds a [`clawnode_core::NodeState`]
+//! and performs its effects; each socket attempt is pumped by a task of its
+//! own ([`socket`]). The application holds the public [`handle`] and talks to
+//! the driver over a channel ([`msg`]).
+//!
+//! Modules depend on each other in one direction only, along
+//! `handle` → `driver` → `socket` → `msg` → `error` (a module may skip ahead
+//! in that order, never go back), so none of them needs the others' private
+//! parts.
+
+mod driver;
+mod error;
+mod handle;
+mod msg;
+mod socket;
+
+pub use error::{RequestFailure, StartError};
+pub use handle::{NodeBuilder, NodeHandle};

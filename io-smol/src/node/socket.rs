@@ -1,0 +1,117 @@
+//! The socket pump: one task per attempt opens the socket, then forwards
+//! frames between it and the driver until either side ends it.
+
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::protocol::CloseFrame;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use clawnode_core::{AttemptId, GatewayUrl, SocketError, TlsPolicy};
+use smol::Timer;
+use smol::channel::{self, Sender};
+use smol::future::FutureExt as _;
+use smol::stream::StreamExt as _;
+
+use super::msg::{Msg, Outgoing, SocketEvent};
+use crate::store::StateDir;
+use crate::transport;
+
+/// How long a closing socket may take to finish the close handshake.
+pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(3);
+
+/// Opens the socket of one attempt and pumps it until it ends, reporting
+/// everything to the session tagged with `attempt`.
+pub(super) async fn socket_task(
+    attempt: AttemptId,
+    url: GatewayUrl,
+    tls: TlsPolicy,
+    store: StateDir,
+    tx: Sender<Msg>,
+) {
+    let report = |ev| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(Msg::Socket(attempt, ev)).await;
+        }
+    };
+    let ws = match transport::open(&url, &tls, &store).await {
+        Ok(ws) => ws,
+        Err(e) => return report(SocketEvent::Failed(e)).await,
+    };
+    let (out_tx, out_rx) = channel::unbounded();
+    report(SocketEvent::Opened(out_tx)).await;
+    let (mut sender, mut receiver) = ws.split();
+
+    let reader = async {
+        loop {
+            match receiver.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    report(SocketEvent::Frame(t.as_str().to_owned())).await
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = match frame {
+                        Some(f) => (Some(u16::from(f.code)), f.reason.as_str().to_owned()),
+                        None => (None, String::new()),
+                    };
+                    report(SocketEvent::Closed { code, reason }).await;
+                    // tungstenite queues the close reply and writes it on
+                    // the next read: read on until the peer hangs up, so the
+                    // gateway sees its close answered (RFC 6455 §5.5.1), not
+                    // an abnormal 1006.
+                    let drain = async { while let Some(Ok(_)) = receiver.next().await {} };
+                    drain
+                        .or(async {
+                            Timer::after(CLOSE_GRACE).await;
+                        })
+                        .await;
+                    return;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    report(SocketEvent::Failed(SocketError::Io(format!(
+                        "WebSocket: {e}"
+                    ))))
+                    .await;
+                    return;
+                }
+                None => {
+                    report(SocketEvent::Closed {
+                        code: None,
+                        reason: "connection ended".into(),
+                    })
+                    .await;
+                    return;
+                }
+            }
+        }
+    };
+    let writer = async {
+        let mut close = (1000, String::from("node stopping"));
+        while let Ok(out) = out_rx.recv().await {
+            let msg = match out {
+                Outgoing::Text(t) => Message::text(t),
+                Outgoing::Ping => Message::Ping(Default::default()),
+                Outgoing::Close(code, reason) => {
+                    close = (code, reason);
+                    break;
+                }
+            };
+            if let Err(e) = sender.send(msg).await {
+                report(SocketEvent::Failed(SocketError::Io(format!(
+                    "WebSocket send: {e}"
+                ))))
+                .await;
+                return;
+            }
+        }
+        let frame = CloseFrame {
+            code: CloseCode::from(close.0),
+            reason: close.1.into(),
+        };
+        let _ = sender.close(Some(frame)).await;
+        // Give the peer a moment to answer the close; the reader ends
+        // this task as soon as it does.
+        Timer::after(CLOSE_GRACE).await;
+    };
+    reader.or(writer).await;
+}
