@@ -1,6 +1,7 @@
 //! Session inputs: everything a caller configures, compared by value.
 
 use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::format;
 use alloc::string::{String, ToString};
 use core::fmt;
 
@@ -42,6 +43,12 @@ pub enum ConfigError {
         /// The text given.
         url: String,
     },
+    /// The URL carries credentials (`user:password@host`). Refused: they
+    /// would travel in every log line and event that names the URL.
+    UserInfo {
+        /// The text given, with the credentials blanked out.
+        url: String,
+    },
     /// Plain `ws://` to a host that is not loopback.
     InsecureRemote {
         /// The text given.
@@ -71,6 +78,10 @@ impl fmt::Display for ConfigError {
                 "gateway URL {url:?} has scheme {scheme:?}; use ws:// (loopback) or wss://"
             ),
             ConfigError::MissingHost { url } => write!(f, "gateway URL {url:?} has no host"),
+            ConfigError::UserInfo { url } => write!(
+                f,
+                "gateway URL {url:?} carries credentials; remove them from the URL and configure the token or password instead"
+            ),
             ConfigError::InsecureRemote { url } => write!(
                 f,
                 "gateway URL {url:?} is plain ws:// to a non-loopback host; use wss://"
@@ -96,13 +107,33 @@ impl From<PinError> for ConfigError {
     }
 }
 
+/// `text` with any `user:password@` in its authority replaced by `***@`,
+/// so that no error message can carry a secret typed into a URL.
+fn without_userinfo(text: &str) -> String {
+    let start = text.find("://").map_or(0, |i| i + 3);
+    let rest = &text[start..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..start], &text[start + at..]),
+        None => text.to_string(),
+    }
+}
+
 impl GatewayUrl {
     /// Parses and validates a gateway URL.
+    /// Credentials in the URL are refused, and never echoed in the error.
     pub fn parse(text: &str) -> Result<GatewayUrl, ConfigError> {
+        let shown = without_userinfo(text);
+        let text = shown.as_str();
         let parsed = url::Url::parse(text.trim()).map_err(|e| ConfigError::MalformedUrl {
             url: text.to_string(),
             reason: e.to_string(),
         })?;
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(ConfigError::UserInfo {
+                url: text.to_string(),
+            });
+        }
         let secure = match parsed.scheme() {
             "wss" => true,
             "ws" => false,
@@ -385,6 +416,26 @@ impl SessionConfig {
 mod tests {
     use super::*;
     use alloc::vec::Vec;
+
+    #[test]
+    fn credentials_in_a_url_are_refused_and_never_echoed() {
+        for text in [
+            "ws://user:hunter2@127.0.0.1:18789",
+            "wss://hunter2@gw.example",
+            "wss://u:hunter2@gw.example:99999",
+            "https://u:hunter2@gw.example",
+        ] {
+            let err = GatewayUrl::parse(text).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        let err = GatewayUrl::parse("wss://u:hunter2@gw.example/path@x").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "gateway URL \"wss://***@gw.example/path@x\" carries credentials; remove them from the URL and configure the token or password instead"
+        );
+        assert!(GatewayUrl::parse("wss://gw.example/a@b").is_ok());
+    }
 
     #[test]
     fn url_errors_name_what_is_wrong() {

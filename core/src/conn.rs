@@ -17,6 +17,9 @@ use crate::timer::{Deadline, TimerReason};
 #[derive(Clone, Debug)]
 pub(crate) struct Admitted {
     pub attempt: AttemptId,
+    /// When hello-ok arrived: the connection proves the gateway healthy
+    /// once it has stayed up for `Timeouts::stable_after` since.
+    pub admitted_at: Time,
     pub conn_id: String,
     /// `policy.maxPayload`: no frame sent may be larger.
     pub max_payload: usize,
@@ -24,6 +27,8 @@ pub(crate) struct Admitted {
     pub tick_timeout: Duration,
     pub last_tick: Time,
     pub next_ping: Time,
+    /// Set when a ping goes out: by then a pong or any frame must arrive.
+    pub pong_due: Option<Time>,
     pub last_seq: Option<u64>,
     /// Set by a `shutdown` event: how long the gateway said its restart
     /// takes, so the close that follows is a restart, not a failure.
@@ -93,8 +98,9 @@ impl Conn {
         }
     }
 
-    /// The phase's own deadline. While admitted: the watchdog or the next
-    /// ping, the watchdog on a tie (it is handled first).
+    /// The phase's own deadline. While admitted: the earliest of the
+    /// watchdog, the pong deadline and the next ping, in that order on a
+    /// tie (the order they are handled in).
     pub fn deadline(&self) -> Option<Deadline> {
         let (at, reason) = match self {
             Conn::Waiting { until } => (*until, TimerReason::Retry),
@@ -102,12 +108,18 @@ impl Conn {
             Conn::AwaitChallenge { deadline, .. } => (*deadline, TimerReason::Challenge),
             Conn::AwaitHello { deadline, .. } => (*deadline, TimerReason::Hello),
             Conn::Admitted(a) => {
-                let watchdog = a.last_tick + a.tick_timeout;
-                if a.next_ping < watchdog {
-                    (a.next_ping, TimerReason::Ping)
-                } else {
-                    (watchdog, TimerReason::Tick)
+                let mut due = (a.last_tick + a.tick_timeout, TimerReason::Tick);
+                for (at, reason) in [
+                    (a.pong_due, TimerReason::Pong),
+                    (Some(a.next_ping), TimerReason::Ping),
+                ] {
+                    if let Some(at) = at
+                        && at < due.0
+                    {
+                        due = (at, reason);
+                    }
                 }
+                due
             }
             Conn::Idle | Conn::Paused { .. } | Conn::Stopped => return None,
         };

@@ -45,6 +45,13 @@ pub enum Input {
         /// The frame's text.
         text: String,
     },
+    /// A WebSocket pong arrived on the socket of `attempt`. Drivers feed
+    /// it: while [`Timeouts::pong`](crate::Timeouts::pong) is set, a ping
+    /// that neither a pong nor a frame follows in time closes the socket.
+    Pong {
+        /// The attempt the socket belongs to.
+        attempt: AttemptId,
+    },
     /// The socket of `attempt` closed (the peer's close frame, or EOF).
     SocketClosed {
         /// The attempt the socket belongs to.

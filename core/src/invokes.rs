@@ -23,6 +23,7 @@ use crate::input::{AttemptId, InvokeOutcome};
 use crate::notification::{DropReason, InvokeRefusal, Notification};
 use crate::options::NodeOptions;
 use crate::outbox::Outbox;
+use crate::recent::Recent;
 use crate::time::Time;
 use crate::timer::{Deadline, TimerReason};
 
@@ -49,6 +50,7 @@ pub(crate) struct Scope<'a> {
 struct Running {
     attempt: AttemptId,
     deadline: Time,
+    idempotency_key: Option<String>,
 }
 
 /// `node.invoke.result` params, borrowed.
@@ -85,6 +87,13 @@ pub(crate) struct Invokes {
     /// invoke of a connection that ended stays until the application
     /// answers, so its id is never reused for a newer invoke's answer.
     running: BTreeMap<String, Running>,
+    /// Ids and idempotency keys of invokes that finished: a repeat is
+    /// refused, never run twice.
+    finished_ids: Recent,
+    finished_keys: Recent,
+    /// How long and how many of them are remembered.
+    remember_for: Duration,
+    remember_max: usize,
     /// How many of `running` belong to the admitted connection: kept, not
     /// counted, so the busy check costs the same with 16 running as with 0.
     live_running: usize,
@@ -98,9 +107,13 @@ pub(crate) struct Invokes {
 }
 
 impl Invokes {
-    pub fn new() -> Self {
+    pub fn new(remember_for: Duration, remember_max: usize) -> Self {
         Invokes {
             running: BTreeMap::new(),
+            finished_ids: Recent::default(),
+            finished_keys: Recent::default(),
+            remember_for,
+            remember_max,
             live_running: 0,
             acks: BTreeMap::new(),
             requests: BTreeMap::new(),
@@ -184,6 +197,17 @@ impl Invokes {
                 "node.invoke.request without a string id and command".into(),
             );
         };
+        let key = field("idempotencyKey");
+        let repeated = |this: &Self| {
+            this.finished_ids.contains(&id, now)
+                || key.as_deref().is_some_and(|k| {
+                    this.finished_keys.contains(k, now)
+                        || this
+                            .running
+                            .values()
+                            .any(|r| r.idempotency_key.as_deref() == Some(k))
+                })
+        };
         let refusal = match self.running.get(&id) {
             Some(i) if i.attempt == attempt => Some((InvokeRefusal::Duplicate, "", String::new())),
             // The id is still held by an invoke of a dead connection whose
@@ -192,6 +216,11 @@ impl Invokes {
                 InvokeRefusal::Busy,
                 "UNAVAILABLE",
                 format!("invoke {id:?} from an earlier connection is still finishing"),
+            )),
+            None if repeated(self) => Some((
+                InvokeRefusal::Repeated,
+                "INVALID_REQUEST",
+                format!("invoke {id:?} was already handled; it is not run again"),
             )),
             None if !commands.is_some_and(|c| c.contains(&command)) => Some((
                 InvokeRefusal::Undeclared,
@@ -237,8 +266,14 @@ impl Invokes {
             .unwrap_or(t.default_invoke)
             .min(t.max_invoke);
         let deadline = now.deadline_after(timeout);
-        self.running
-            .insert(id.clone(), Running { attempt, deadline });
+        self.running.insert(
+            id.clone(),
+            Running {
+                attempt,
+                deadline,
+                idempotency_key: key.clone(),
+            },
+        );
         if s.live.is_some() {
             self.live_running += 1;
         }
@@ -249,13 +284,19 @@ impl Invokes {
             command,
             params_json,
             deadline,
-            idempotency_key: field("idempotencyKey"),
+            idempotency_key: key,
         }));
     }
 
     /// `node.invoke.cancel` on `attempt`: cancels the invoke if it is this
     /// connection's.
-    pub fn on_cancel(&mut self, s: Scope<'_>, attempt: AttemptId, payload: Option<&Value>) {
+    pub fn on_cancel(
+        &mut self,
+        s: Scope<'_>,
+        now: Time,
+        attempt: AttemptId,
+        payload: Option<&Value>,
+    ) {
         let id = payload.and_then(|p| {
             p.get("invokeId")
                 .or_else(|| p.get("id"))
@@ -267,7 +308,7 @@ impl Invokes {
                 .reject(attempt, "node.invoke.cancel without invokeId".into());
         };
         if self.running.get(id).is_some_and(|i| i.attempt == attempt) {
-            self.forget(s.live, id);
+            self.forget(s.live, now, id);
             s.out.push(Effect::CancelInvoke {
                 id: id.to_owned(),
                 reason: CancelReason::Gateway,
@@ -276,8 +317,8 @@ impl Invokes {
     }
 
     /// The application's answer to an invoke.
-    pub fn on_answer(&mut self, s: Scope<'_>, id: String, outcome: InvokeOutcome) {
-        let Some(inv) = self.forget(s.live, &id) else {
+    pub fn on_answer(&mut self, s: Scope<'_>, now: Time, id: String, outcome: InvokeOutcome) {
+        let Some(inv) = self.forget(s.live, now, &id) else {
             return dropped(s.out, id, DropReason::NotRunning);
         };
         let Some(link) = s.live.filter(|l| l.attempt == inv.attempt) else {
@@ -367,7 +408,7 @@ impl Invokes {
             .map(|(id, i)| (id.clone(), i.attempt))
             .collect();
         for (id, attempt) in expired {
-            self.forget(s.live, &id);
+            self.forget(s.live, now, &id);
             if s.live.is_some_and(|l| l.attempt == attempt) {
                 s.out.counters.invokes_refused += 1;
                 self.send_error(
@@ -444,11 +485,17 @@ impl Invokes {
         self.send_request(out, live, "node.event", &params, deadline)
     }
 
-    /// Removes a running invoke, keeping the admitted connection's count.
-    fn forget(&mut self, live: Option<Link>, id: &str) -> Option<Running> {
+    /// Removes a running invoke, keeping the admitted connection's count,
+    /// and remembers its id and key so a repeat is refused.
+    fn forget(&mut self, live: Option<Link>, now: Time, id: &str) -> Option<Running> {
         let inv = self.running.remove(id)?;
         if live.is_some_and(|l| l.attempt == inv.attempt) {
             self.live_running = self.live_running.saturating_sub(1);
+        }
+        let (keep, max) = (self.remember_for, self.remember_max);
+        self.finished_ids.insert(id.to_owned(), now, keep, max);
+        if let Some(k) = &inv.idempotency_key {
+            self.finished_keys.insert(k.clone(), now, keep, max);
         }
         Some(inv)
     }

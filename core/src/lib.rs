@@ -36,6 +36,7 @@ mod options;
 mod outbox;
 mod pin;
 mod policy;
+mod recent;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod state;
@@ -56,7 +57,7 @@ pub use input::{AttemptId, Input, InvokeOutcome, SocketError};
 pub use notification::{
     DisconnectReason, DropReason, InvokeRefusal, Notification, PauseKind, PauseReason,
 };
-pub use options::{NodeOptions, Timeouts};
+pub use options::{Limits, NodeOptions, Timeouts};
 pub use pin::{Pin, PinError, PinSet};
 pub use state::NodeState;
 pub use status::{Counters, Phase, Status};

@@ -23,8 +23,12 @@ pub enum Notification {
         conn_id: String,
         /// The negotiated protocol.
         protocol: u32,
-        /// `policy.tickIntervalMs`.
+        /// The tick interval the watchdog uses: `policy.tickIntervalMs`,
+        /// kept within the configured bounds.
         tick_interval_ms: u64,
+        /// `policy.maxPayload`: the largest frame the gateway accepts, and
+        /// so the largest a driver should read from it.
+        max_payload: usize,
         /// `server.version`, when given.
         server_version: Option<String>,
     },
@@ -108,6 +112,9 @@ pub enum InvokeRefusal {
     Busy,
     /// An invoke with the same id is running; ignored.
     Duplicate,
+    /// An invoke with the same id or `idempotencyKey` already finished;
+    /// answered `INVALID_REQUEST` and never run again.
+    Repeated,
     /// The request was malformed.
     Malformed,
 }
@@ -134,6 +141,8 @@ pub enum DisconnectReason {
     HandshakeTimeout,
     /// No tick for twice the tick interval; closed with 4000.
     TickTimeout,
+    /// Neither a pong nor a frame after a ping in time; closed with 4000.
+    PongTimeout,
     /// The config changed; torn down for a new connection.
     ConfigChanged,
     /// The gateway announced a restart (`shutdown` event).

@@ -32,8 +32,28 @@ pub struct Timeouts {
     pub device_token_retry: Duration,
     /// Retries while a gateway announced to be restarting comes back are
     /// drawn from `restart_retry..=2 × restart_retry`, without growing, for
-    /// at most `max_restart_wait` after the announced restart time.
+    /// at most `max_restart_wait` after the announced restart time and at
+    /// most [`Limits::restart_retries`] times.
     pub restart_retry: Duration,
+    /// How long an admitted connection must stay up before it proves the
+    /// gateway healthy: only then does the failure count reset, and only
+    /// then is the next announced restart reconnected at once. A drop
+    /// sooner counts as a failure (flap damping, docs/protocol.md §5).
+    pub stable_after: Duration,
+    /// After a ping, how long the gateway has to show it is alive (a pong
+    /// or any frame) before the socket closes with 4000. `None` turns the
+    /// check off, for a driver whose WebSocket library hides pongs; the
+    /// tick watchdog still runs.
+    pub pong: Option<Duration>,
+    /// The shortest `policy.tickIntervalMs` honoured; a smaller one is
+    /// raised to it.
+    pub min_tick_interval: Duration,
+    /// The longest `policy.tickIntervalMs` honoured; a larger one is
+    /// lowered to it, so no gateway can switch the watchdog off.
+    pub max_tick_interval: Duration,
+    /// How long an invoke id (and its `idempotencyKey`) is remembered after
+    /// it finished, so that a repeat is refused instead of run again.
+    pub remember_invoke: Duration,
 }
 
 impl Default for Timeouts {
@@ -50,6 +70,11 @@ impl Default for Timeouts {
             max_restart_wait: Duration::from_secs(30),
             device_token_retry: Duration::from_millis(250),
             restart_retry: Duration::from_millis(250),
+            stable_after: Duration::from_secs(30),
+            pong: Some(Duration::from_secs(10)),
+            min_tick_interval: Duration::from_secs(1),
+            max_tick_interval: Duration::from_secs(300),
+            remember_invoke: Duration::from_secs(600),
         }
     }
 }
@@ -65,6 +90,40 @@ pub struct NodeOptions {
     pub timeouts: Timeouts,
     /// Reconnect backoff.
     pub backoff: BackoffConfig,
+    /// Bounds on what a peer can make the session hold or do.
+    pub limits: Limits,
+}
+
+/// Bounds on what a gateway can make the session hold or do
+/// (docs/protocol.md §5, §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Invoke ids (and idempotency keys) remembered after they finished;
+    /// the oldest is forgotten first.
+    pub remembered_invokes: usize,
+    /// Unusable frames tolerated within `rejected_window`; one more closes
+    /// the socket with 1008 and counts as a failure.
+    pub rejected_frames: u32,
+    /// The window `rejected_frames` is counted over.
+    pub rejected_window: Duration,
+    /// Quick retries after an announced restart before the backoff applies.
+    pub restart_retries: u32,
+    /// The smallest `policy.maxPayload` admitted: below it even the core's
+    /// own error answers would not fit, and every invoke answer would be
+    /// dropped, so hello-ok is refused as a protocol violation.
+    pub min_max_payload: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            remembered_invokes: 256,
+            rejected_frames: 16,
+            rejected_window: Duration::from_secs(10),
+            restart_retries: 16,
+            min_max_payload: 1024,
+        }
+    }
 }
 
 impl NodeOptions {
@@ -75,6 +134,7 @@ impl NodeOptions {
             max_concurrent_invokes: 16,
             timeouts: Timeouts::default(),
             backoff: BackoffConfig::default(),
+            limits: Limits::default(),
         }
     }
 }

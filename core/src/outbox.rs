@@ -39,6 +39,7 @@ impl Outbox {
 
     /// Reports a frame the session could not use; the connection stays.
     pub fn reject(&mut self, attempt: AttemptId, reason: String) {
+        self.counters.frames_rejected += 1;
         self.notify(Notification::FrameRejected { attempt, reason });
     }
 }

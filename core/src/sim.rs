@@ -22,7 +22,7 @@ mod gateway;
 mod invariants;
 
 pub use gateway::{
-    AttemptPlan, ConnectSeen, ErrorSpec, FakeGateway, GatewayConfig, GatewayLog,
+    AfterAdmit, AttemptPlan, ConnectSeen, ErrorSpec, FakeGateway, GatewayConfig, GatewayLog,
     WALL_CLOCK_BASE_MS, wall,
 };
 pub use invariants::{Invariants, MAX_DRAIN, PRE_HANDSHAKE_MAX_FRAME, Violation};
@@ -402,6 +402,13 @@ impl Sim {
     pub fn gw_silent(&mut self) {
         let a = self.admitted();
         self.gateway.go_silent(a);
+    }
+
+    /// The gateway stops ticking on its admitted connection but still
+    /// answers pings.
+    pub fn gw_stop_ticks(&mut self) {
+        let a = self.admitted();
+        self.gateway.stop_ticks(a);
     }
 
     /// The gateway sends raw text on its admitted connection.

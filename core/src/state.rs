@@ -74,12 +74,24 @@ pub struct NodeState {
     /// retried briefly, not counted (see
     /// [`Timeouts::restart_retry`](crate::Timeouts::restart_retry)).
     restart_window: Option<Time>,
+    /// Quick retries left in the restart window.
+    restart_retries_left: u32,
+    /// When the last announced restart was reconnected at once: another
+    /// within `stable_after` falls back to the backoff.
+    last_quick_restart: Option<Time>,
+    /// Unusable frames on the current attempt since `rejected_since`.
+    rejected: u32,
+    rejected_since: Time,
 }
 
 impl NodeState {
     /// A session for the device whose key is `key`. Nothing happens until a
     /// config is applied with [`Input::Config`].
     pub fn new(key: SigningKey, options: NodeOptions) -> Self {
+        let invokes = Invokes::new(
+            options.timeouts.remember_invoke,
+            options.limits.remembered_invokes,
+        );
         NodeState {
             identity: DeviceIdentity::new(key),
             rng: Rng::new(options.seed),
@@ -90,10 +102,14 @@ impl NodeState {
             conn: Conn::Idle,
             next_attempt: 1,
             out: Outbox::default(),
-            invokes: Invokes::new(),
+            invokes,
             token_retry: TokenRetry::default(),
             last_error: None,
             restart_window: None,
+            restart_retries_left: 0,
+            last_quick_restart: None,
+            rejected: 0,
+            rejected_since: Time::ZERO,
         }
     }
 
@@ -182,7 +198,22 @@ impl NodeState {
                     && !matches!(self.conn, Conn::Opening { .. })
                 {
                     self.out.counters.frames_in += 1;
+                    // Any frame shows the gateway alive, as a pong does.
+                    if let Conn::Admitted(a) = &mut self.conn {
+                        a.pong_due = None;
+                    }
+                    let rejected = self.out.counters.frames_rejected;
                     self.handle_frame(now, attempt, &text);
+                    if self.out.counters.frames_rejected > rejected {
+                        self.frame_rejected(now);
+                    }
+                }
+            }
+            Input::Pong { attempt } => {
+                if let Conn::Admitted(a) = &mut self.conn
+                    && a.attempt == attempt
+                {
+                    a.pong_due = None;
                 }
             }
             Input::SocketClosed {
@@ -201,7 +232,7 @@ impl NodeState {
             }
             Input::InvokeResult { id, outcome } => {
                 let (invokes, scope) = self.invokes();
-                invokes.on_answer(scope, id, outcome);
+                invokes.on_answer(scope, now, id, outcome);
             }
             Input::Wake => {
                 if matches!(self.conn, Conn::Waiting { .. }) {
@@ -249,8 +280,15 @@ impl NodeState {
             Conn::Admitted(a) if a.last_tick + a.tick_timeout <= now => {
                 timeout(DisconnectReason::TickTimeout, (4000, "tick timeout"))
             }
+            Conn::Admitted(a) if a.pong_due.is_some_and(|t| t <= now) => {
+                timeout(DisconnectReason::PongTimeout, (4000, "pong timeout"))
+            }
             Conn::Admitted(a) if a.next_ping <= now => {
-                a.next_ping = now.deadline_after(self.options.timeouts.ping_interval);
+                let t = &self.options.timeouts;
+                a.next_ping = now.deadline_after(t.ping_interval);
+                if a.pong_due.is_none() {
+                    a.pong_due = t.pong.map(|d| now.deadline_after(d));
+                }
                 let attempt = a.attempt;
                 self.out.push(Effect::SendPing { attempt });
                 None
@@ -337,6 +375,7 @@ impl NodeState {
         // New inputs deserve their own first connect (with the configured
         // credentials) and their own bounded device-token retry.
         self.restart_window = None;
+        self.last_quick_restart = None;
         self.token_retry = TokenRetry::default();
         match &self.conn {
             Conn::Stopped => {}
@@ -385,6 +424,7 @@ impl NodeState {
 
     fn resume(&mut self, now: Time) {
         self.restart_window = None;
+        self.last_quick_restart = None;
         self.backoff.reset();
         self.token_retry = TokenRetry::default();
         self.start_attempt(now);

@@ -39,6 +39,8 @@ pub struct Counters {
     pub frames_in: u64,
     /// Frames sent.
     pub frames_out: u64,
+    /// Frames from the gateway the session could not use.
+    pub frames_rejected: u64,
     /// Invokes handed to the application.
     pub invokes: u64,
     /// Invoke results sent on behalf of the application.

@@ -23,6 +23,9 @@ pub enum TimerReason {
     Tick,
     /// The next outbound WebSocket ping.
     Ping,
+    /// A pong (or any frame) must follow the last ping by then, or the
+    /// socket closes with 4000.
+    Pong,
     /// The next connection attempt.
     Retry,
     /// An invoke's deadline: the core answers `TIMEOUT` in the
@@ -41,6 +44,7 @@ impl TimerReason {
             TimerReason::Hello => "hello",
             TimerReason::Tick => "tick",
             TimerReason::Ping => "ping",
+            TimerReason::Pong => "pong",
             TimerReason::Retry => "retry",
             TimerReason::InvokeExpiry => "invoke expiry",
             TimerReason::RequestExpiry => "request expiry",

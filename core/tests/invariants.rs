@@ -89,6 +89,7 @@ fn flags_connected_without_hello_ok_and_twice() {
         conn_id: "c".into(),
         protocol: 4,
         tick_interval_ms: 30_000,
+        max_payload: 1 << 20,
         server_version: None,
     });
     assert_eq!(

@@ -1,11 +1,13 @@
 //! A gateway that announced a restart and is not back in time: the node
 //! keeps retrying briefly instead of climbing the backoff, and none of it
-//! counts as a failure.
+//! counts as a failure, for a bounded time and a bounded number of retries.
 
 use core::time::Duration;
 
 use clawnode_core::sim::{GatewayConfig, Sim, loopback_config};
-use clawnode_core::{Backoff, BackoffConfig, DisconnectReason, Effect, Notification, Timeouts};
+use clawnode_core::{
+    Backoff, BackoffConfig, DisconnectReason, Effect, Limits, Notification, Timeouts,
+};
 
 fn retries(sim: &Sim, mark: usize) -> Vec<(DisconnectReason, Duration)> {
     sim.effects_since(mark)
@@ -60,6 +62,7 @@ fn a_restart_that_overruns_is_retried_briefly_and_not_counted() {
 
 #[test]
 fn the_restart_window_ends_and_the_backoff_resumes() {
+    let quick = Limits::default().restart_retries;
     let mut sim = Sim::new(GatewayConfig::default());
     sim.apply(loopback_config());
     assert!(sim.run_until_connected(Duration::from_secs(5)));
@@ -71,6 +74,7 @@ fn the_restart_window_ends_and_the_backoff_resumes() {
     let t = Timeouts::default();
     let window_end = at + Duration::from_millis(1000) + t.max_restart_wait;
     let mut counted = 0;
+    let mut uncounted = 0;
     for (time, e) in &sim.log[mark..] {
         if let Effect::Notify(Notification::Disconnected {
             reason: DisconnectReason::Failed(_),
@@ -78,7 +82,8 @@ fn the_restart_window_ends_and_the_backoff_resumes() {
             ..
         }) = e
         {
-            if *time < window_end {
+            if *time < window_end && uncounted < quick {
+                uncounted += 1;
                 assert!(t.restart_retry <= *d && *d <= t.restart_retry * 2, "{d:?}");
             } else {
                 counted += 1;
@@ -87,5 +92,6 @@ fn the_restart_window_ends_and_the_backoff_resumes() {
             }
         }
     }
+    assert_eq!(uncounted, quick, "the quick retries are bounded in number");
     assert!(counted >= 3, "the backoff resumed after the window");
 }

@@ -162,7 +162,9 @@ fn seed_identical_config_resupplied_10000_times_does_nothing_then_a_pin_change_r
         ..GatewayConfig::default()
     };
     let mut sim = connected(gw, pinned_config(&[pin(0xa1)]));
-    sim.run_for(secs(45));
+    // Between pings, with the last pong in: only the session's own
+    // schedule moves the next deadline.
+    sim.run_for(secs(50));
     let mark = sim.mark();
     let deadline = sim.node.poll_timeout();
     let status = sim.node.status();
@@ -293,7 +295,8 @@ fn tick_timeout_closes_with_4000_and_reconnects() {
     assert!(last_tick < sim.now);
     let mark = sim.mark();
     let silent_from = sim.now;
-    sim.gw_silent();
+    // Pongs still come: only the missing ticks can trip the watchdog.
+    sim.gw_stop_ticks();
     sim.run_for(secs(200));
     let closes: Vec<_> = sim.log[mark..]
         .iter()
@@ -369,7 +372,7 @@ fn seq_gaps_are_notified() {
 // ---- reconnect and backoff ---------------------------------------------------
 
 #[test]
-fn backoff_stays_in_bounds_widens_and_resets_after_hello_ok() {
+fn backoff_stays_in_bounds_widens_and_resets_after_a_stable_connection() {
     let mut sim = started(refusing(), []);
     sim.run_for(secs(60));
     let c = BackoffConfig::default();
@@ -394,9 +397,18 @@ fn backoff_stays_in_bounds_widens_and_resets_after_hello_ok() {
         let failed_at = opens[i].0 + Duration::from_millis(5);
         assert_eq!(opens[i + 1].0, failed_at + retry.unwrap());
     }
-    // Recover, then fail once: the delay is back in the first band.
+    // Recover and drop at once: a flap counts as one more failure.
+    let failures = d.len() as u32;
     sim.gateway.config.default_plan = AttemptPlan::Normal;
     assert!(sim.run_until_connected(secs(60)));
+    let d = fail_once(&mut sim);
+    let (lo, hi) = Backoff::bounds(&c, failures + 1);
+    let r = d[0].2.unwrap();
+    assert!(lo <= r && r <= hi, "{r:?} after a flap: {lo:?}..={hi:?}");
+    // Recover and stay up past `stable_after`, then fail once: the delay is
+    // back in the first band.
+    assert!(sim.run_until_cond(secs(120), |s| s.connected_count() == 2));
+    sim.run_for(NodeOptions::with_seed(0).timeouts.stable_after);
     let d = fail_once(&mut sim);
     assert_eq!(d.len(), 1);
     let (lo, hi) = Backoff::bounds(&c, 1);
@@ -848,10 +860,55 @@ fn duplicate_invoke_id_is_not_delivered_twice() {
     sim.answer("inv-1", ok("1"));
     sim.run_for(Duration::from_millis(10));
     assert_eq!(result_for(&sim, "inv-1").len(), 1);
-    // Once finished, the same id may run again.
+    // Finished, the same id is answered as a repeat and never run again:
+    // just after, half a second later, and on a new connection.
+    for wait in [Duration::ZERO, Duration::from_millis(500)] {
+        sim.run_for(wait);
+        sim.gw_invoke("inv-1", "echo", None, None);
+        sim.run_for(Duration::from_millis(10));
+    }
+    sim.gw_close(1006);
+    assert!(sim.run_until_cond(secs(10), |s| s.connected_count() == 2));
     sim.gw_invoke("inv-1", "echo", None, None);
     sim.run_for(Duration::from_millis(10));
-    assert_eq!(sim.app.invokes.len(), 2);
+    assert_eq!(sim.app.invokes.len(), 1);
+    let repeats = result_for(&sim, "inv-1");
+    assert_eq!(repeats.len(), 4);
+    for r in &repeats[1..] {
+        assert_eq!(r["error"]["code"], "INVALID_REQUEST", "{r}");
+    }
+    let refused = sim
+        .notifications()
+        .filter(|n| {
+            matches!(
+                n,
+                Notification::InvokeRefused {
+                    reason: InvokeRefusal::Repeated,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(refused, 3);
+}
+
+#[test]
+fn an_idempotency_key_runs_once_whatever_the_invoke_id() {
+    let mut sim = connected(GatewayConfig::default(), loopback_config());
+    let a = sim.gateway.admitted().unwrap();
+    let invoke = |id: &str| json!({"id": id, "command": "echo", "idempotencyKey": "key-1"});
+    sim.gateway.invoke_payload(sim.now, a, invoke("inv-1"));
+    sim.gateway.invoke_payload(sim.now, a, invoke("inv-2"));
+    sim.run_for(Duration::from_millis(10));
+    assert_eq!(sim.app.invokes.len(), 1, "a running key");
+    sim.answer("inv-1", ok("1"));
+    sim.gateway.invoke_payload(sim.now, a, invoke("inv-3"));
+    sim.run_for(Duration::from_millis(10));
+    assert_eq!(sim.app.invokes.len(), 1, "a finished key");
+    assert_eq!(
+        result_for(&sim, "inv-3")[0]["error"]["code"],
+        "INVALID_REQUEST"
+    );
 }
 
 #[test]
@@ -1418,7 +1475,7 @@ fn a_url_change_during_the_device_token_retry_sends_no_foreign_token() {
 #[test]
 fn even_the_cores_own_invoke_answers_respect_max_payload() {
     let gw = GatewayConfig {
-        max_payload: 200,
+        max_payload: 1024,
         ..GatewayConfig::default()
     };
     let options = NodeOptions {
@@ -1428,10 +1485,12 @@ fn even_the_cores_own_invoke_answers_respect_max_payload() {
     let mut sim = Sim::with(sim::test_key(1), options, gw);
     sim.apply(loopback_config());
     assert!(sim.run_until_connected(secs(5)));
-    // Undeclared, busy, and timed out: each answer would be ~250 bytes.
-    sim.gw_invoke("inv-a", "echo", None, Some(1000));
-    sim.gw_invoke("inv-b", "echo", None, None);
-    sim.gw_invoke("inv-c", "not.declared", None, None);
+    // Busy, undeclared, and timed out, with ids long enough that no
+    // answer fits in 1 KiB.
+    let id = |c: char| format!("inv-{}", c.to_string().repeat(1000));
+    sim.gw_invoke(&id('a'), "echo", None, Some(1000));
+    sim.gw_invoke(&id('b'), "echo", None, None);
+    sim.gw_invoke(&id('c'), "not.declared", None, None);
     sim.run_for(secs(2));
     assert!(sim.results().is_empty());
     let dropped: Vec<_> = sim
@@ -1444,6 +1503,27 @@ fn even_the_cores_own_invoke_answers_respect_max_payload() {
             _ => None,
         })
         .collect();
-    assert_eq!(dropped, vec!["inv-b", "inv-c", "inv-a"]);
+    assert_eq!(dropped, vec![id('b'), id('c'), id('a')]);
     assert_eq!(sim.node.status().phase, Phase::Connected);
+}
+
+#[test]
+fn a_max_payload_too_small_for_any_answer_is_refused_at_hello_ok() {
+    let gw = GatewayConfig {
+        max_payload: 0,
+        ..GatewayConfig::default()
+    };
+    let mut sim = Sim::new(gw);
+    sim.apply(loopback_config());
+    sim.run_for(secs(5));
+    assert_eq!(sim.connected_count(), 0);
+    let d = disconnects(&sim, 0);
+    let DisconnectReason::ProtocolViolation(why) = &d[0].1 else {
+        panic!("{d:?}");
+    };
+    assert_eq!(
+        why,
+        "hello-ok policy.maxPayload of 0 bytes is below the 1024 bytes an invoke answer needs"
+    );
+    assert!(d[0].2.is_some(), "backed off, not paused");
 }

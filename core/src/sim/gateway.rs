@@ -129,6 +129,24 @@ pub enum AttemptPlan {
     TlsFailure,
 }
 
+/// What a hostile or broken gateway (or a proxy in front of one) does right
+/// after admitting a node: the peer behaviour that used to drive reconnect
+/// storms.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AfterAdmit {
+    /// Close with this code.
+    Close(u16),
+    /// Announce a restart (`shutdown`, no `restartExpectedMs`) and close
+    /// with 1012.
+    Restart,
+    /// Reset the socket (no close frame).
+    Reset,
+    /// Go half-open: nothing more arrives, pings go unanswered.
+    Silent,
+    /// Send this many unusable frames, at once.
+    Garbage(u32),
+}
+
 /// Settings of the fake gateway.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
@@ -162,6 +180,11 @@ pub struct GatewayConfig {
     pub handshake_timeout: Option<Duration>,
     /// The plan for attempts without a scripted one.
     pub default_plan: AttemptPlan,
+    /// `policy.tickIntervalMs` to announce, when it differs from the
+    /// interval the gateway really ticks at (a lying or broken gateway).
+    pub announced_tick_ms: Option<u64>,
+    /// What to do right after every admission.
+    pub after_admit: Option<AfterAdmit>,
 }
 
 impl Default for GatewayConfig {
@@ -180,6 +203,8 @@ impl Default for GatewayConfig {
             seq_gap_every: None,
             handshake_timeout: None,
             default_plan: AttemptPlan::Normal,
+            announced_tick_ms: None,
+            after_admit: None,
         }
     }
 }
@@ -470,6 +495,14 @@ impl FakeGateway {
         }
     }
 
+    /// Stops the ticks on `attempt`; everything else (pongs, responses)
+    /// goes on: an application layer that hung over a live socket.
+    pub fn stop_ticks(&mut self, attempt: AttemptId) {
+        if let Some(s) = self.sockets.get_mut(&attempt.0) {
+            s.next_tick = None;
+        }
+    }
+
     /// Sends an event on `attempt`, with the next `seq` when `with_seq`.
     pub fn event(
         &mut self,
@@ -520,6 +553,27 @@ impl FakeGateway {
         }
         if let Some(t) = timeout_ms {
             p.insert("timeoutMs".into(), t.into());
+        }
+        self.send(
+            now,
+            attempt,
+            json!({"type":"event","event":"node.invoke.request","payload":Value::Object(p)}),
+        );
+    }
+
+    /// Sends `node.invoke.request` with these payload fields (`id` among
+    /// them) merged over `nodeId`.
+    pub fn invoke_payload(&mut self, now: Time, attempt: AttemptId, fields: Value) {
+        let Some(s) = self.sockets.get_mut(&attempt.0) else {
+            return;
+        };
+        let mut p = Map::new();
+        p.insert("nodeId".into(), s.device_id.as_str().into());
+        if let Value::Object(f) = fields {
+            p.extend(f);
+        }
+        if let Some(id) = p.get("id").and_then(Value::as_str) {
+            s.invokes.push(id.into());
         }
         self.send(
             now,
@@ -653,12 +707,13 @@ impl FakeGateway {
     /// The node sent a ping.
     pub fn on_ping(&mut self, now: Time, attempt: AttemptId) {
         self.log.pings.push((now, attempt));
-        let open = self
-            .sockets
-            .get(&attempt.0)
-            .is_some_and(|s| s.phase != Phase::Closed);
-        if !open && !self.sockets.contains_key(&attempt.0) {
-            self.violation(format!("ping on attempt {attempt}, which never opened"));
+        let Some(s) = self.sockets.get(&attempt.0) else {
+            return self.violation(format!("ping on attempt {attempt}, which never opened"));
+        };
+        // A WebSocket answers pings by itself, unless the peer went silent.
+        if s.phase != Phase::Closed && !s.silent {
+            let at = self.deliver_at(now);
+            self.push(at, Input::Pong { attempt });
         }
     }
 
@@ -818,7 +873,7 @@ impl FakeGateway {
             "policy": {
                 "maxPayload": self.config.max_payload,
                 "maxBufferedBytes": self.config.max_payload.saturating_mul(2),
-                "tickIntervalMs": tick,
+                "tickIntervalMs": self.config.announced_tick_ms.unwrap_or(tick),
             },
         });
         self.send(
@@ -826,6 +881,27 @@ impl FakeGateway {
             attempt,
             json!({"type":"res","id":id,"ok":true,"payload":hello}),
         );
+        match self.config.after_admit.clone() {
+            None => {}
+            Some(AfterAdmit::Close(code)) => self.close(now, attempt, code, "hostile close"),
+            Some(AfterAdmit::Restart) => {
+                self.event(
+                    now,
+                    attempt,
+                    "shutdown",
+                    json!({"reason": "restart"}),
+                    false,
+                );
+                self.close(now, attempt, 1012, "service restart");
+            }
+            Some(AfterAdmit::Reset) => self.reset(now, attempt),
+            Some(AfterAdmit::Silent) => self.go_silent(attempt),
+            Some(AfterAdmit::Garbage(n)) => {
+                for i in 0..n {
+                    self.send_raw(now, attempt, &format!("garbage {i}"));
+                }
+            }
+        }
     }
 
     /// The gateway's auth rules: the shared token, else the issued device

@@ -129,6 +129,12 @@ pub struct Invariants {
     failures: u32,
     /// Until when failures are a restarting gateway not being back yet.
     restart_window: Option<Time>,
+    /// Quick retries left in the restart window.
+    restart_retries_left: u32,
+    /// When the last announced restart was reconnected at once.
+    last_quick_restart: Option<Time>,
+    /// When the live attempt was admitted.
+    admitted_at: Option<Time>,
     paused: bool,
     stopped: bool,
     /// A `Disconnected` with no retry and not for a stop: `Paused` is due next.
@@ -149,6 +155,9 @@ impl Invariants {
             config: None,
             failures: 0,
             restart_window: None,
+            restart_retries_left: 0,
+            last_quick_restart: None,
+            admitted_at: None,
             paused: false,
             stopped: false,
             expect_pause: false,
@@ -367,6 +376,7 @@ impl Invariants {
                     // The core resets its backoff on any config change.
                     self.failures = 0;
                     self.restart_window = None;
+                    self.last_quick_restart = None;
                 }
                 StepKind::Config { changed }
             }
@@ -679,7 +689,9 @@ impl Invariants {
                         format!("Connected #{} for attempt {attempt}", t.connected),
                     );
                 }
-                self.failures = 0;
+                // Flap damping: the failures are forgotten only once the
+                // admission has stayed up for `stable_after`.
+                self.admitted_at = Some(now);
                 self.restart_window = None;
                 Ok(())
             }
@@ -715,6 +727,13 @@ impl Invariants {
                     );
                 }
                 t.ended = true;
+                let stable_after = self.options.timeouts.stable_after;
+                if let Some(at) = self.admitted_at.take()
+                    && *was_connected
+                    && at + stable_after <= now
+                {
+                    self.failures = 0;
+                }
                 self.check_retry(now, reason, *retry_in)
             }
             Notification::Paused(_) => {
@@ -728,6 +747,7 @@ impl Invariants {
                 self.paused = true;
                 self.failures = 0;
                 self.restart_window = None;
+                self.last_quick_restart = None;
                 Ok(())
             }
             Notification::InvokeRefused { .. }
@@ -759,16 +779,31 @@ impl Invariants {
                 "config-change-reconnects-at-once",
                 format!("ConfigChanged with retry_in {other:?}"),
             ),
-            (DisconnectReason::GatewayRestart, Some(d)) if d <= t.max_restart_wait => {
+            // An announced restart is reconnected at once only once per
+            // stable stretch; otherwise it is a counted failure (below).
+            (DisconnectReason::GatewayRestart, Some(d))
+                if self.failures == 0
+                    && self
+                        .last_quick_restart
+                        .is_none_or(|at| at + t.stable_after <= now) =>
+            {
+                if d > t.max_restart_wait {
+                    return violation(
+                        "restart-wait-bounded",
+                        format!(
+                            "GatewayRestart with retry_in {d:?} (max {:?})",
+                            t.max_restart_wait
+                        ),
+                    );
+                }
+                self.last_quick_restart = Some(now);
+                self.restart_retries_left = self.options.limits.restart_retries;
                 self.restart_window = Some(now + d + t.max_restart_wait);
                 Ok(())
             }
-            (DisconnectReason::GatewayRestart, other) => violation(
+            (DisconnectReason::GatewayRestart, None) => violation(
                 "restart-wait-bounded",
-                format!(
-                    "GatewayRestart with retry_in {other:?} (max {:?})",
-                    t.max_restart_wait
-                ),
+                "GatewayRestart without a retry".into(),
             ),
             (_, None) => {
                 self.expect_pause = true;
@@ -797,8 +832,12 @@ impl Invariants {
                 let raised = err
                     .and_then(|e| e.retry_after_ms)
                     .map(|ms| Duration::from_millis(ms).min(c.max_retry_after));
-                let (lo, hi) = if self.restart_window.is_some_and(|u| now < u) {
-                    // A restarting gateway not back yet: short, flat, uncounted.
+                let (lo, hi) = if self.restart_window.is_some_and(|u| now < u)
+                    && self.restart_retries_left > 0
+                {
+                    // A restarting gateway not back yet: short, flat,
+                    // uncounted, and only so many times.
+                    self.restart_retries_left -= 1;
                     (t.restart_retry, t.restart_retry.saturating_mul(2))
                 } else {
                     self.failures = self.failures.saturating_add(1);

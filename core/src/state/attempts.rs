@@ -3,6 +3,7 @@
 
 use alloc::borrow::ToOwned;
 use alloc::boxed::Box;
+use alloc::format;
 use alloc::string::String;
 use core::time::Duration;
 
@@ -45,6 +46,8 @@ impl NodeState {
         let attempt = AttemptId(self.next_attempt);
         self.next_attempt += 1;
         self.out.counters.attempts += 1;
+        self.rejected = 0;
+        self.rejected_since = now;
         self.out.push(Effect::OpenSocket {
             attempt,
             url: config.url().clone(),
@@ -94,11 +97,64 @@ impl NodeState {
         self.end_attempt(now, DisconnectReason::Failed(error), None, next);
     }
 
+    /// The gateway announced a restart (a `shutdown` event, or close
+    /// 1012). Reconnected at once, then retried quickly while it comes back
+    /// — but only once per healthy stretch: a restart on a connection that
+    /// has not proved stable, or within `stable_after` of the last quick
+    /// one, is a failure like any other, so a gateway that admits and
+    /// restarts in a loop meets the backoff (docs/protocol.md §5).
     fn restart_next(&mut self, now: Time, wait: Duration) -> Next {
+        self.credit_stable_connection(now);
         let t = self.options.timeouts;
+        let recent = self
+            .last_quick_restart
+            .is_some_and(|at| now < at + t.stable_after);
+        if recent || self.backoff.failures() > 0 {
+            return Next::BACKOFF;
+        }
+        self.last_quick_restart = Some(now);
+        self.restart_retries_left = self.options.limits.restart_retries;
         let wait = wait.min(t.max_restart_wait);
         self.restart_window = Some(now + wait + t.max_restart_wait);
         Next::After(wait)
+    }
+
+    /// Flap damping: an admission forgets the failures before it only once
+    /// it has stayed up for `stable_after`, so a gateway that admits and
+    /// drops at once climbs the backoff like one that refuses
+    /// (docs/protocol.md §5).
+    fn credit_stable_connection(&mut self, now: Time) {
+        if let Conn::Admitted(a) = &self.conn
+            && a.admitted_at + self.options.timeouts.stable_after <= now
+        {
+            self.backoff.reset();
+        }
+    }
+
+    /// Counts an unusable frame on the current attempt. A peer that keeps
+    /// sending them is closed with 1008 and backed off, so garbage can
+    /// neither flood the application with notifications nor hold the
+    /// connection.
+    pub(super) fn frame_rejected(&mut self, now: Time) {
+        let limits = self.options.limits;
+        if self.rejected_since + limits.rejected_window <= now {
+            self.rejected = 0;
+            self.rejected_since = now;
+        }
+        self.rejected += 1;
+        if self.rejected > limits.rejected_frames && self.conn.attempt().is_some() {
+            let why = format!(
+                "{} unusable frames within {} ms",
+                self.rejected,
+                millis(limits.rejected_window)
+            );
+            self.end_attempt(
+                now,
+                DisconnectReason::ProtocolViolation(why),
+                Some((1008, "too many invalid frames")),
+                Next::BACKOFF,
+            );
+        }
     }
 
     /// Ends the current attempt: closes its socket if `close` is given,
@@ -114,6 +170,7 @@ impl NodeState {
             return;
         };
         let was_connected = matches!(self.conn, Conn::Admitted(_));
+        self.credit_stable_connection(now);
         if let Some((code, why)) = close {
             self.out.push(Effect::CloseSocket {
                 attempt,
@@ -127,7 +184,11 @@ impl NodeState {
 
         let (retry_in, pause) = match next {
             Next::Now => (Some(Duration::ZERO), None),
-            Next::Backoff { retry_after } if self.restart_window.is_some_and(|u| now < u) => {
+            Next::Backoff { retry_after }
+                if self.restart_window.is_some_and(|u| now < u)
+                    && self.restart_retries_left > 0 =>
+            {
+                self.restart_retries_left -= 1;
                 let r = millis(self.options.timeouts.restart_retry);
                 let drawn = Duration::from_millis(self.rng.between(r, r.saturating_mul(2)));
                 let raised = retry_after.map(|d| d.min(self.backoff.config().max_retry_after));

@@ -121,29 +121,48 @@ impl NodeState {
                 Next::Pause(reason, cause),
             );
         };
+        // Clamped, so that no gateway can turn the watchdog into a loop
+        // (1 ms) or switch it off (1e12 ms).
+        let t = &self.options.timeouts;
         let tick_ms = hello
             .tick_interval_ms
             .filter(|t| *t > 0)
-            .unwrap_or(millis(self.options.timeouts.default_tick_interval));
+            .unwrap_or(millis(t.default_tick_interval))
+            .min(millis(t.max_tick_interval))
+            .max(millis(t.min_tick_interval))
+            .max(1);
         let max_payload = hello
             .max_payload
             .map(|m| usize::try_from(m).unwrap_or(usize::MAX))
             .unwrap_or(DEFAULT_MAX_PAYLOAD);
+        let floor = self.options.limits.min_max_payload;
+        if max_payload < floor {
+            let why = format!(
+                "hello-ok policy.maxPayload of {max_payload} bytes is below the {floor} bytes an invoke answer needs"
+            );
+            return self.end_attempt(
+                now,
+                DisconnectReason::ProtocolViolation(why),
+                Some((1002, "maxPayload too small")),
+                Next::BACKOFF,
+            );
+        }
         let conn_id = hello.conn_id.unwrap_or_default();
         let role = hello.role.unwrap_or_else(|| NODE_ROLE.into());
 
         self.restart_window = None;
-        self.backoff.reset();
         self.token_retry = TokenRetry::default();
         self.out.counters.admissions += 1;
         self.invokes.admitted();
         self.conn = Conn::Admitted(Box::new(Admitted {
             attempt,
+            admitted_at: now,
             conn_id: conn_id.clone(),
             max_payload,
             tick_timeout: Duration::from_millis(tick_ms.saturating_mul(2)),
             last_tick: now,
             next_ping: now.deadline_after(self.options.timeouts.ping_interval),
+            pong_due: None,
             last_seq: None,
             restart_expected: None,
         }));
@@ -164,6 +183,7 @@ impl NodeState {
             conn_id,
             protocol,
             tick_interval_ms: tick_ms,
+            max_payload,
             server_version: hello.server_version,
         });
     }
@@ -235,7 +255,7 @@ impl NodeState {
                     }
                     "node.invoke.cancel" => {
                         let (invokes, scope) = self.invokes();
-                        invokes.on_cancel(scope, attempt, payload.as_ref());
+                        invokes.on_cancel(scope, now, attempt, payload.as_ref());
                     }
                     _ => {
                         if event == "shutdown" {

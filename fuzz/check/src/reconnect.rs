@@ -176,8 +176,16 @@ struct Model {
     /// When the node said it would retry, while waiting.
     retry_at: Option<Time>,
     /// Until when failures are a restarting gateway not back yet: retried
-    /// every 250–500 ms, not counted (at most 30 s past the announced wait).
+    /// every 250–500 ms, not counted (at most 30 s past the announced wait,
+    /// and at most 16 times).
     restart_until: Option<Time>,
+    restart_retries: u32,
+    /// When the last announced restart was reconnected at once: another
+    /// within 30 s is a counted failure.
+    quick_restart_at: Option<Time>,
+    /// When the live connection was admitted: it resets the failures only
+    /// if it lasts 30 s (flap damping).
+    connected_at: Option<Time>,
 }
 
 /// Runs `data` as a `reconnect_inputs` scenario. Besides every invariant of
@@ -211,6 +219,9 @@ fn run(sc: &Scenario) -> Sim {
         failures: 0,
         retry_at: None,
         restart_until: None,
+        restart_retries: 0,
+        quick_restart_at: None,
+        connected_at: None,
     };
     for op in &sc.ops {
         let mark = sim.mark();
@@ -227,6 +238,7 @@ fn run(sc: &Scenario) -> Sim {
                     // Any change of config resets the backoff (docs/protocol.md §8).
                     model.failures = 0;
                     model.restart_until = None;
+                    model.quick_restart_at = None;
                 }
                 current = Some(*pick);
             }
@@ -293,14 +305,28 @@ fn observe(model: &mut Model, effects: &[(Time, Effect)], driven_by_time: bool, 
                 reason, retry_in, ..
             }) => {
                 model.retry_at = retry_in.map(|d| *at + d);
+                if model
+                    .connected_at
+                    .take()
+                    .is_some_and(|c| c + Duration::from_secs(30) <= *at)
+                {
+                    model.failures = 0;
+                }
                 let Some(d) = *retry_in else {
                     model.failures = 0;
                     continue;
                 };
-                let restarting = model.restart_until.is_some_and(|u| *at < u);
+                let restarting =
+                    model.restart_until.is_some_and(|u| *at < u) && model.restart_retries > 0;
+                let quick_restart = model.failures == 0
+                    && model
+                        .quick_restart_at
+                        .is_none_or(|q| q + Duration::from_secs(30) <= *at);
                 let (counted, retry_after) = match reason {
-                    DisconnectReason::GatewayRestart => {
+                    DisconnectReason::GatewayRestart if quick_restart => {
                         model.restart_until = Some(*at + d + Duration::from_secs(30));
+                        model.restart_retries = 16;
+                        model.quick_restart_at = Some(*at);
                         (false, None)
                     }
                     DisconnectReason::ConfigChanged => (false, None),
@@ -328,6 +354,7 @@ fn observe(model: &mut Model, effects: &[(Time, Effect)], driven_by_time: bool, 
                     _ => (true, None),
                 };
                 if counted && restarting {
+                    model.restart_retries -= 1;
                     let raised = retry_after
                         .unwrap_or_default()
                         .min(Duration::from_secs(300));
@@ -350,12 +377,13 @@ fn observe(model: &mut Model, effects: &[(Time, Effect)], driven_by_time: bool, 
                 }
             }
             e if is_connected(e) => {
-                model.failures = 0;
+                model.connected_at = Some(*at);
                 model.restart_until = None;
             }
             Effect::Notify(Notification::Paused(_)) => {
                 model.failures = 0;
                 model.restart_until = None;
+                model.quick_restart_at = None;
             }
             _ => {}
         }

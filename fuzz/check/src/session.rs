@@ -698,8 +698,9 @@ pub(crate) fn seeds() -> Vec<(String, Vec<u8>)> {
         (
             "small-max-payload",
             vec![
+                // 16 × 64: the smallest maxPayload admitted (1 KiB).
                 Policy {
-                    max_payload: 8,
+                    max_payload: 16,
                     tick_secs: 2,
                 },
                 Config(base),
@@ -826,10 +827,11 @@ mod tests {
                 .iter()
                 .any(|n| matches!(n, Notification::SeqGap { .. }))
         );
+        // Silence is caught by the pong check before the tick watchdog.
         assert!(notes(&s).iter().any(|n| matches!(
             n,
             Notification::Disconnected {
-                reason: DisconnectReason::TickTimeout,
+                reason: DisconnectReason::PongTimeout,
                 ..
             }
         )));

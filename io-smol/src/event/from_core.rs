@@ -45,6 +45,7 @@ pub(crate) fn disconnect_code(reason: &DisconnectReason) -> (DisconnectCode, Str
             (code("HANDSHAKE_TIMEOUT"), "no hello-ok in time".into())
         }
         DisconnectReason::TickTimeout => (DisconnectCode::Close(4000), "tick timeout".into()),
+        DisconnectReason::PongTimeout => (DisconnectCode::Close(4000), "pong timeout".into()),
         DisconnectReason::ConfigChanged => (code("CONFIG_CHANGED"), "configuration changed".into()),
         DisconnectReason::GatewayRestart => {
             (code("GATEWAY_RESTART"), "the gateway is restarting".into())
@@ -76,6 +77,7 @@ pub(crate) fn from_notification(n: &Notification) -> Option<Event> {
             protocol,
             tick_interval_ms,
             server_version,
+            ..
         } => Event::Connected {
             attempt: attempt.0,
             conn_id: conn_id.clone(),

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clawnode_core::{
-    AttemptId, CancelReason, DisconnectReason, Effect, Input, InvokeOutcome, InvokeRequest,
-    NODE_ROLE, NodeState, Notification, Phase, RequestId, Secret, SessionConfig, Status, Time,
+    AttemptId, CancelReason, Deadline, DisconnectReason, Effect, Input, InvokeOutcome,
+    InvokeRequest, NODE_ROLE, NodeState, Notification, Phase, RequestId, Secret, SessionConfig,
+    Status, Time,
 };
 use smol::channel::{self, Receiver, Sender};
 use smol::future::FutureExt as _;
@@ -77,6 +78,7 @@ pub(super) fn spawn(start: Start) -> Running {
         subscribers: start.subscribers,
         status: status.clone(),
         stop_requested: None,
+        last_deadline: None,
     };
     let task = smol::spawn(session.run(rx, start.config, start.token));
     Running { tx, status, task }
@@ -112,6 +114,8 @@ struct Session {
     status: Arc<Mutex<Status>>,
     /// When a graceful stop was asked for, and until when invokes may finish.
     stop_requested: Option<Instant>,
+    /// The core's last deadline, logged (with its reason) when it changes.
+    last_deadline: Option<Deadline>,
 }
 
 enum Wake {
@@ -143,13 +147,17 @@ impl Session {
             if self.node.phase() == Phase::Stopped {
                 break;
             }
-            let deadline = [
-                self.node.poll_timeout().map(|t| self.instant(t)),
-                self.stop_deadline(),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let next = self.node.poll_deadline();
+            if next != self.last_deadline {
+                if let Some(d) = next {
+                    tracing::debug!(at_ms = d.at.as_millis(), reason = %d.reason, "next deadline");
+                }
+                self.last_deadline = next;
+            }
+            let deadline = [next.map(|d| self.instant(d.at)), self.stop_deadline()]
+                .into_iter()
+                .flatten()
+                .min();
             let recv = async { rx.recv().await.map(Wake::Msg).unwrap_or(Wake::Timer) };
             let wake = match deadline {
                 Some(at) => {
@@ -283,6 +291,7 @@ impl Session {
                 Input::SocketOpened { attempt }
             }
             SocketEvent::Frame(text) => Input::Frame { attempt, text },
+            SocketEvent::Pong => Input::Pong { attempt },
             SocketEvent::Closed { code, reason } => {
                 self.sockets.remove(&attempt);
                 Input::SocketClosed {

@@ -48,6 +48,8 @@ pub(super) enum SocketEvent {
     /// Open: the driver writes through the sender from now on.
     Opened(Sender<Outgoing>),
     Frame(String),
+    /// A pong: the gateway answered a ping.
+    Pong,
     Closed {
         code: Option<u16>,
         reason: String,

@@ -66,6 +66,7 @@ pub(super) async fn socket_task(
                         .await;
                     return;
                 }
+                Some(Ok(Message::Pong(_))) => report(SocketEvent::Pong).await,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     report(SocketEvent::Failed(SocketError::Io(format!(
