@@ -46,6 +46,7 @@
 mod command;
 mod event;
 pub mod file_config;
+mod frame_limit;
 mod node;
 mod store;
 mod tls;

@@ -11,6 +11,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 
+use crate::frame_limit::{FrameLimit, Limited};
 use crate::store::StateDir;
 use crate::tls::{self, Observed, Trust};
 
@@ -60,7 +61,7 @@ impl AsyncWrite for Io {
     }
 }
 
-pub(crate) type Ws = WebSocketStream<Io>;
+pub(crate) type Ws = WebSocketStream<Limited<Io>>;
 
 async fn tcp(url: &GatewayUrl) -> Result<TcpStream, SocketError> {
     let stream = TcpStream::connect((url.host(), url.port()))
@@ -164,16 +165,18 @@ pub(crate) async fn open_io(
     Ok(Io::Tls(Box::new(stream)))
 }
 
-/// Opens the WebSocket of one attempt.
+/// Opens the WebSocket of one attempt. Its inbound messages are held to
+/// the returned limit: 64 KiB until the driver raises it to the gateway's
+/// `policy.maxPayload` on admission (docs/protocol.md §2).
 pub(crate) async fn open(
     url: &GatewayUrl,
     policy: &TlsPolicy,
     store: &StateDir,
-) -> Result<Ws, SocketError> {
-    let io = open_io(url, policy, store).await?;
-    // Before hello-ok frames are capped at 64 KiB and after it at the
-    // gateway's maxPayload (25 MiB observed); leave room above that so the
-    // core, not the transport, decides what is too big.
+) -> Result<(Ws, FrameLimit), SocketError> {
+    let limit = FrameLimit::new();
+    let io = Limited::new(open_io(url, policy, store).await?, limit.clone());
+    // `Limited` enforces the handshake-dependent limit before a frame is
+    // buffered; tungstenite's fixed limits only back it up.
     let config = WebSocketConfig::default()
         .max_message_size(Some(64 << 20))
         .max_frame_size(Some(64 << 20));
@@ -181,7 +184,7 @@ pub(crate) async fn open(
         async_tungstenite::client_async_with_config(url.as_str(), io, Some(config))
             .await
             .map_err(|e| SocketError::Io(format!("WebSocket upgrade at {url}: {e}")))?;
-    Ok(ws)
+    Ok((ws, limit))
 }
 
 /// What `probe` learned about a TLS server's certificate.

@@ -12,6 +12,8 @@ use clawnode_core::{
     Status, Time,
 };
 use smol::channel::{self, Receiver, Sender};
+
+use crate::frame_limit::FrameLimit;
 use smol::future::FutureExt as _;
 use smol::{Task, Timer};
 
@@ -88,6 +90,10 @@ pub(super) fn spawn(start: Start) -> Running {
 struct SocketSlot {
     task: Task<()>,
     writer: Option<Sender<Outgoing>>,
+    limit: Option<FrameLimit>,
+    /// Told each time a frame of this socket was handled: until admission
+    /// the socket reads the next frame only then.
+    handled: Option<Sender<()>>,
 }
 
 /// A command handler's task: dropping it cancels the invoke.
@@ -247,7 +253,20 @@ impl Session {
     async fn handle(&mut self, msg: Msg) {
         let now = self.now();
         match msg {
-            Msg::Socket(attempt, ev) => self.socket_event(now, attempt, ev),
+            Msg::Socket(attempt, ev) => {
+                let frame = matches!(ev, SocketEvent::Frame(_));
+                self.socket_event(now, attempt, ev);
+                if frame {
+                    // Its effects (a raised frame limit among them) first,
+                    // then the socket may read on.
+                    self.drain().await;
+                    if let Some(handled) =
+                        self.sockets.get(&attempt).and_then(|s| s.handled.as_ref())
+                    {
+                        let _ = handled.try_send(());
+                    }
+                }
+            }
             Msg::InvokeDone { id, outcome } => {
                 let Some(inv) = self.invokes.remove(&id) else {
                     return;
@@ -282,12 +301,14 @@ impl Session {
 
     fn socket_event(&mut self, now: Time, attempt: AttemptId, ev: SocketEvent) {
         let input = match ev {
-            SocketEvent::Opened(writer) => {
+            SocketEvent::Opened(writer, limit, handled) => {
                 let Some(slot) = self.sockets.get_mut(&attempt) else {
                     // Closed while connecting: dropping the writer closes it.
                     return;
                 };
                 slot.writer = Some(writer);
+                slot.limit = Some(limit);
+                slot.handled = Some(handled);
                 Input::SocketOpened { attempt }
             }
             SocketEvent::Frame(text) => Input::Frame { attempt, text },
@@ -392,8 +413,15 @@ impl Session {
                     self.store.clone(),
                     self.tx.clone(),
                 ));
-                self.sockets
-                    .insert(attempt, SocketSlot { task, writer: None });
+                self.sockets.insert(
+                    attempt,
+                    SocketSlot {
+                        task,
+                        writer: None,
+                        limit: None,
+                        handled: None,
+                    },
+                );
             }
             Effect::SendFrame { attempt, text } => self.write(attempt, Outgoing::Text(text)),
             Effect::SendPing { attempt } => self.write(attempt, Outgoing::Ping),
@@ -510,8 +538,15 @@ impl Session {
                 attempt,
                 conn_id,
                 protocol,
+                max_payload,
                 ..
-            } => tracing::info!(attempt = attempt.0, conn_id, protocol, "connected"),
+            } => {
+                // Admitted: the gateway may now send up to its maxPayload.
+                if let Some(limit) = self.sockets.get(attempt).and_then(|s| s.limit.as_ref()) {
+                    limit.raise(*max_payload);
+                }
+                tracing::info!(attempt = attempt.0, conn_id, protocol, "connected");
+            }
             Notification::Disconnected {
                 attempt,
                 reason,

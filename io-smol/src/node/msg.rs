@@ -11,6 +11,7 @@ use smol::channel::{self, Receiver, Sender};
 
 use super::error::RequestFailure;
 use crate::event::Event;
+use crate::frame_limit::FrameLimit;
 
 /// Where the answer to a request goes.
 pub(super) type Reply = Sender<Result<Value, RequestFailure>>;
@@ -45,8 +46,10 @@ pub(super) enum Outgoing {
 
 /// What a socket task reports about its socket.
 pub(super) enum SocketEvent {
-    /// Open: the driver writes through the sender from now on.
-    Opened(Sender<Outgoing>),
+    /// Open: the driver writes through the sender from now on, raises the
+    /// inbound frame limit on admission, and says through the last sender
+    /// when it has handled a frame.
+    Opened(Sender<Outgoing>, FrameLimit, Sender<()>),
     Frame(String),
     /// A pong: the gateway answered a ping.
     Pong,

@@ -34,19 +34,26 @@ pub(super) async fn socket_task(
             let _ = tx.send(Msg::Socket(attempt, ev)).await;
         }
     };
-    let ws = match transport::open(&url, &tls, &store).await {
-        Ok(ws) => ws,
+    let (ws, limit) = match transport::open(&url, &tls, &store).await {
+        Ok(opened) => opened,
         Err(e) => return report(SocketEvent::Failed(e)).await,
     };
     let (out_tx, out_rx) = channel::unbounded();
-    report(SocketEvent::Opened(out_tx)).await;
+    let (handled_tx, handled_rx) = channel::bounded(1);
+    report(SocketEvent::Opened(out_tx, limit.clone(), handled_tx)).await;
     let (mut sender, mut receiver) = ws.split();
 
     let reader = async {
         loop {
             match receiver.next().await {
                 Some(Ok(Message::Text(t))) => {
-                    report(SocketEvent::Frame(t.as_str().to_owned())).await
+                    report(SocketEvent::Frame(t.as_str().to_owned())).await;
+                    // Until admission, one frame at a time: the frame after
+                    // hello-ok must meet the raised limit, not the
+                    // handshake's (see `frame_limit`).
+                    if !limit.is_raised() && handled_rx.recv().await.is_err() {
+                        return;
+                    }
                 }
                 Some(Ok(Message::Close(frame))) => {
                     let (code, reason) = match frame {
