@@ -243,6 +243,33 @@ pub(crate) fn request<P: Serialize + ?Sized>(id: &str, method: &str, params: &P)
     serde_json::to_string(&frame).expect("request frames always serialise")
 }
 
+/// `node.invoke.result` params, borrowed.
+#[derive(Serialize)]
+pub(crate) struct ResultParams<'a> {
+    pub id: &'a str,
+    #[serde(rename = "nodeId")]
+    pub node_id: &'a str,
+    pub ok: bool,
+    #[serde(rename = "payloadJSON", skip_serializing_if = "Option::is_none")]
+    pub payload_json: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody<'a>>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ErrorBody<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
+}
+
+/// `node.event` params, borrowed.
+#[derive(Serialize)]
+pub(crate) struct EventParams<'a> {
+    pub event: &'a str,
+    #[serde(rename = "payloadJSON", skip_serializing_if = "Option::is_none")]
+    pub payload_json: Option<&'a str>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::effect::{
     CancelReason, Effect, InvokeRequest, RequestError, RequestId, SendRefusal, SendRefused,
 };
-use crate::frame;
+use crate::frame::{self, ErrorBody, EventParams, ResultParams};
 use crate::input::{AttemptId, InvokeOutcome};
 use crate::notification::{DropReason, InvokeRefusal, Notification};
 use crate::options::NodeOptions;
@@ -51,33 +51,6 @@ struct Running {
     attempt: AttemptId,
     deadline: Time,
     idempotency_key: Option<String>,
-}
-
-/// `node.invoke.result` params, borrowed.
-#[derive(Serialize)]
-struct ResultParams<'a> {
-    id: &'a str,
-    #[serde(rename = "nodeId")]
-    node_id: &'a str,
-    ok: bool,
-    #[serde(rename = "payloadJSON", skip_serializing_if = "Option::is_none")]
-    payload_json: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ErrorBody<'a>>,
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    message: &'a str,
-}
-
-/// `node.event` params, borrowed.
-#[derive(Serialize)]
-struct EventParams<'a> {
-    event: &'a str,
-    #[serde(rename = "payloadJSON", skip_serializing_if = "Option::is_none")]
-    payload_json: Option<&'a str>,
 }
 
 /// The invokes running and the requests in flight.

@@ -161,3 +161,33 @@ fn flags_a_stale_input_that_changes_something_through_the_wrapper() {
             .is_ok()
     );
 }
+
+#[test]
+fn flags_an_invoke_id_handed_to_the_application_twice() {
+    let mut inv = checker();
+    open(&mut inv, A1);
+    inv.observe_input(T, &Input::SocketOpened { attempt: A1 });
+    inv.observe_effect(T, &frame(A1, "connect")).unwrap();
+    let hello = r#"{"type":"res","id":"x-connect","ok":true,"payload":{"type":"hello-ok"}}"#;
+    let request = r#"{"type":"event","event":"node.invoke.request","payload":{"id":"i1","nodeId":"n","command":"echo"}}"#;
+    for text in [hello, request, request] {
+        inv.observe_input(
+            T,
+            &Input::Frame {
+                attempt: A1,
+                text: text.into(),
+            },
+        );
+    }
+    let invoke = Effect::Invoke(clawnode_core::InvokeRequest {
+        attempt: A1,
+        id: "i1".into(),
+        command: "echo".into(),
+        params_json: None,
+        deadline: T + Duration::from_secs(30),
+        idempotency_key: None,
+    });
+    inv.observe_effect(T, &invoke).unwrap();
+    let later = T + Duration::from_secs(5);
+    assert_eq!(rule(inv.observe_effect(later, &invoke)), "invoke-runs-once");
+}

@@ -107,7 +107,10 @@ enum StepKind {
 ///   (or, when paused, a stored device token arrives);
 /// - an invoke result goes out only on the attempt its request came in on,
 ///   carries this device's id, and each request is answered at most once;
-/// - `Invoke` effects carry only declared commands;
+/// - `Invoke` effects carry only declared commands, and no id reaches the
+///   application twice while the core remembers it;
+/// - while connected a deadline is always set, no later than twice the
+///   longest tick interval honoured (the watchdog cannot be switched off);
 /// - frames respect 64 KiB before the handshake and `policy.maxPayload`
 ///   after it;
 /// - the status agrees with what was emitted (no "connected" on an ended
@@ -142,6 +145,10 @@ pub struct Invariants {
     step: StepKind,
     steps: u64,
     effects_seen: u64,
+    /// The latest time seen in an input or effect.
+    now: Time,
+    /// Invoke ids handed to the application, with when.
+    handed: BTreeMap<String, Time>,
 }
 
 impl Invariants {
@@ -164,6 +171,8 @@ impl Invariants {
             step: StepKind::Other,
             steps: 0,
             effects_seen: 0,
+            now: Time::ZERO,
+            handed: BTreeMap::new(),
         }
     }
 
@@ -367,7 +376,8 @@ impl Invariants {
     /// Records an input about to be fed to the node (call it before
     /// `handle_input`). Needed to know which sockets opened, which died and
     /// which hello-oks arrived.
-    pub fn observe_input(&mut self, _now: Time, input: &Input) {
+    pub fn observe_input(&mut self, now: Time, input: &Input) {
+        self.now = self.now.max(now);
         let kind = match input {
             Input::Config(c) => {
                 let changed = self.config.as_ref() != Some(c);
@@ -441,6 +451,7 @@ impl Invariants {
     /// Checks one effect drained from the node at `now`.
     pub fn observe_effect(&mut self, now: Time, effect: &Effect) -> Result<(), Violation> {
         self.effects_seen += 1;
+        self.now = self.now.max(now);
         if self.expect_pause && !matches!(effect, Effect::Notify(Notification::Paused(_))) {
             return violation(
                 "disconnect-without-retry-pauses",
@@ -487,6 +498,21 @@ impl Invariants {
                         format!("Invoke of undeclared command {:?}", req.command),
                     );
                 }
+                // The core remembers finished ids for `remember_invoke`, and
+                // at least the last `remembered_invokes` of them: within
+                // both, an id never reaches the application twice.
+                let o = &self.options;
+                let remembered = self.handed.len() < o.limits.remembered_invokes;
+                if let Some(first) = self.handed.get(&req.id)
+                    && remembered
+                    && now < *first + o.timeouts.remember_invoke
+                {
+                    return violation(
+                        "invoke-runs-once",
+                        format!("Invoke {:?} handed to the application again", req.id),
+                    );
+                }
+                self.handed.insert(req.id.clone(), now);
                 let t = &self.attempts[&req.attempt.0];
                 if !t.invokes_in.contains_key(&req.id) {
                     return violation(
@@ -911,6 +937,20 @@ impl Invariants {
                     status.phase, self.paused
                 ),
             );
+        }
+        // The watchdog is always armed while connected, and no hello-ok can
+        // push it past twice the longest tick interval honoured.
+        if status.phase == Phase::Connected {
+            let bound = self.now + 2 * self.options.timeouts.max_tick_interval;
+            match node.poll_timeout() {
+                Some(t) if t <= bound => {}
+                other => {
+                    return violation(
+                        "watchdog-armed",
+                        format!("connected with next deadline {other:?} (bound {bound:?})"),
+                    );
+                }
+            }
         }
         if self.stopped && status.phase != Phase::Stopped {
             return violation(
