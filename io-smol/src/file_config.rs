@@ -16,6 +16,7 @@
 //! environment's.
 
 use std::fmt;
+use std::io::Read as _;
 use std::path::Path;
 
 use clawnode_core::{
@@ -81,12 +82,21 @@ pub enum SettingsError {
         /// Why.
         source: std::io::Error,
     },
+    /// The config file is larger than [`MAX_CONFIG_BYTES`].
+    #[error("config file {path} is larger than {limit} bytes; is it the right file?")]
+    TooLarge {
+        /// The file.
+        path: String,
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// The config file is not valid TOML or has an unknown key or a wrong type.
     #[error("config file {path}: {message}")]
     Parse {
         /// The file.
         path: String,
-        /// The parser's message, naming the key.
+        /// What is wrong, where (line, column) and in which key. Never the
+        /// value of a secret setting (see [`Settings::from_toml`]).
         message: String,
     },
     /// No URL anywhere.
@@ -100,28 +110,49 @@ pub enum SettingsError {
     Config(#[from] ConfigError),
 }
 
+/// The largest config file read, in bytes: far more than any real config
+/// (a few hundred bytes), small enough that `--config /dev/zero` or a log
+/// file given by mistake fails at once instead of eating memory.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
 impl Settings {
     /// Parses a TOML document; `origin` names it in errors.
+    ///
+    /// The parser's messages quote the offending value (`invalid type:
+    /// integer `123…``), and its `Display` even the whole line: for a
+    /// secret (a token given without quotes, say) that would put the
+    /// secret on a terminal or in a log. So errors carry only the parser's
+    /// message and position, and for a key that may hold a secret
+    /// ([`is_secret_key`]) not even the message: the key, line and column
+    /// are enough to find the mistake.
     pub fn from_toml(text: &str, origin: &str) -> Result<Settings, SettingsError> {
         toml::from_str(text).map_err(|e| SettingsError::Parse {
             path: origin.to_owned(),
-            message: e.message().to_owned()
-                + &e.span()
-                    .map(|s| {
-                        let line = text[..s.start].matches('\n').count() + 1;
-                        format!(" (line {line})")
-                    })
-                    .unwrap_or_default(),
+            message: describe_toml_error(e, text),
         })
     }
 
-    /// Reads and parses a TOML file.
+    /// Reads and parses a TOML file of at most [`MAX_CONFIG_BYTES`].
     pub fn from_file(path: &Path) -> Result<Settings, SettingsError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+        let read_err = |source| SettingsError::Read {
             path: origin.clone(),
             source,
-        })?;
+        };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        // One byte more than allowed tells a file at the limit from a
+        // larger one; the bound holds for files that never end
+        // (/dev/zero) or lie about their size (/proc).
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(read_err)?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(SettingsError::TooLarge {
+                path: origin,
+                limit: MAX_CONFIG_BYTES,
+            });
+        }
         Settings::from_toml(&text, &origin)
     }
 
@@ -200,6 +231,76 @@ impl Settings {
     }
 }
 
+/// Whether a config key (one part of a dotted key) may hold a secret: a
+/// token (shared, bootstrap or device), a password, or anything named like
+/// one. Broad on purpose: a false positive only shortens an error message.
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.trim().trim_matches(['"', '\'']).to_ascii_lowercase();
+    [
+        "token",
+        "password",
+        "passwd",
+        "secret",
+        "private",
+        "credential",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+/// The text of a TOML error: message, position and key, with the message
+/// left out when the error concerns a key that may hold a secret.
+fn describe_toml_error(mut e: toml::de::Error, text: &str) -> String {
+    let at = e.span().map(|s| s.start.min(text.len()));
+    let position = at.map(|at| {
+        let before = &text[..at];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        (line, column)
+    });
+    // The key path the deserializer was in, if any. `toml` keeps it private
+    // but prints it as "in `a.b`" when it has no input to quote; with the
+    // input gone its Display is also free of the document's text.
+    e.set_input(None);
+    let shown = e.to_string();
+    let path = shown
+        .lines()
+        .filter_map(|l| l.strip_prefix("in `")?.strip_suffix('`'))
+        .next_back()
+        .map(str::to_owned);
+    // The key the error's line assigns, for syntax errors (no path).
+    let line_key = at.and_then(|at| {
+        let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let line = &text[start..];
+        let (key, _) = line.split_once('=')?;
+        Some(key.trim().to_owned()).filter(|k| !k.is_empty() && !k.contains('\n'))
+    });
+    let key = path.clone().or(line_key.clone());
+    let secret = [&path, &line_key]
+        .into_iter()
+        .flatten()
+        .any(|k| k.split('.').any(is_secret_key));
+    // serde's message for a misspelt key names keys only, and is the one
+    // that helps most; every other message may quote the value.
+    let names_keys_only = e.message().starts_with("unknown field `");
+    let redact = secret && !names_keys_only;
+    let mut message = if !redact {
+        e.message().to_owned()
+    } else if path.is_some() {
+        // A value the deserializer refused: secrets are all strings.
+        "invalid value (not shown: it may be a secret); it must be a quoted string".to_owned()
+    } else {
+        "invalid TOML (not shown: the line may hold a secret)".to_owned()
+    };
+    if let Some(key) = key.filter(|_| redact || path.is_some()) {
+        message = format!("`{key}`: {message}");
+    }
+    if let Some((line, column)) = position {
+        message += &format!(" (line {line}, column {column})");
+    }
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +326,97 @@ mod tests {
         );
         let err = Settings::from_toml("tls = \"maybe\"\n", "f.toml").unwrap_err();
         assert!(err.to_string().contains("maybe"), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_never_echo_secrets() {
+        let cases = [
+            (
+                "url = \"ws://127.0.0.1:1\"\ntoken = 123456789\n",
+                "token",
+                2,
+            ),
+            ("password = 987654321\n", "password", 1),
+            ("token = 123456789\npassword = 987654321\n", "password", 2),
+            ("token = 123456789.5\n", "token", 1),
+            ("token = [123456789]\n", "token", 1),
+            ("token = { a = 123456789 }\n", "token", 1),
+            // Syntax errors on a secret's line: no path, the line's key.
+            ("token = 123456789abc\n", "token", 1),
+            ("password = \"987654321\n", "password", 1),
+            ("\"bootstrap_token\" = 123456789\n", "bootstrap_token", 1),
+            ("device_token = 987654321\n", "device_token", 1),
+        ];
+        for (text, key, line) in cases {
+            let err = Settings::from_toml(text, "f.toml").unwrap_err();
+            for shown in [err.to_string(), format!("{err:?}")] {
+                assert!(
+                    !shown.contains("123456789") && !shown.contains("987654321"),
+                    "{text:?} leaked: {shown}"
+                );
+                assert!(shown.contains("f.toml"), "{shown}");
+                assert!(shown.contains(&format!("line {line}")), "{shown}");
+                if !key.ends_with("_token") {
+                    assert!(shown.contains(&format!("`{key}`")), "{shown}");
+                }
+            }
+        }
+        // Other keys keep the parser's message, value included.
+        let err = Settings::from_toml("url = 123456789\n", "f.toml").unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.contains("`url`") && shown.contains("123456789") && shown.contains("column 7"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn secret_keys_are_recognised() {
+        for k in [
+            "token",
+            "password",
+            "bootstrap_token",
+            "deviceToken",
+            "\"Password\"",
+        ] {
+            assert!(is_secret_key(k), "{k}");
+        }
+        for k in [
+            "url",
+            "tls",
+            "display_name",
+            "session_id",
+            "tls_fingerprints",
+        ] {
+            assert!(!is_secret_key(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn config_files_are_read_up_to_a_limit() {
+        let err = Settings::from_file(Path::new("/dev/zero")).unwrap_err();
+        assert!(matches!(err, SettingsError::TooLarge { .. }), "{err:?}");
+        let shown = err.to_string();
+        assert!(
+            shown.contains("/dev/zero") && shown.contains(&MAX_CONFIG_BYTES.to_string()),
+            "{shown}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        // Exactly at the limit: read (and parsed).
+        let at = dir.path().join("at.toml");
+        let mut text = String::from("url = \"ws://127.0.0.1:1\"\n");
+        text += &"#".repeat(MAX_CONFIG_BYTES as usize - text.len() - 1);
+        text += "\n";
+        std::fs::write(&at, &text).unwrap();
+        let s = Settings::from_file(&at).unwrap();
+        assert_eq!(s.url.as_deref(), Some("ws://127.0.0.1:1"));
+        // One byte more: refused.
+        let over = dir.path().join("over.toml");
+        std::fs::write(&over, text + " ").unwrap();
+        assert!(matches!(
+            Settings::from_file(&over),
+            Err(SettingsError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_signal::{Signal, Signals};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -54,12 +56,15 @@ struct RunArgs {
     /// The gateway URL: ws://127.0.0.1:PORT (loopback) or wss://HOST:PORT.
     #[arg(long, value_name = "URL")]
     url: Option<String>,
-    /// The gateway token (also read from OPENCLAW_GATEWAY_TOKEN).
+    /// The gateway token. Visible to every local user in the process list
+    /// (/proc/PID/cmdline): prefer OPENCLAW_GATEWAY_TOKEN or `token` in the
+    /// --config file.
     #[arg(long, value_name = "T")]
-    token: Option<String>,
-    /// The gateway password.
+    token: Option<SecretArg>,
+    /// The gateway password. Visible to every local user in the process
+    /// list (/proc/PID/cmdline): prefer `password` in the --config file.
     #[arg(long, value_name = "P")]
-    password: Option<String>,
+    password: Option<SecretArg>,
     /// Accept the gateway's certificate iff its SHA-256 is this (repeatable).
     #[arg(long = "tls-fingerprint", value_name = "FP")]
     tls_fingerprints: Vec<String>,
@@ -81,6 +86,23 @@ struct RunArgs {
     /// Exit with status 3 when the session pauses (needs a person).
     #[arg(long)]
     exit_on_pause: bool,
+}
+
+/// A secret given on the command line: kept out of `Debug` output (clap's
+/// derive needs `Debug`, and a stray `{:?}` must not print it).
+#[derive(Clone)]
+struct SecretArg(String);
+
+impl From<String> for SecretArg {
+    fn from(s: String) -> Self {
+        SecretArg(s)
+    }
+}
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
@@ -216,8 +238,8 @@ fn run(args: RunArgs) -> ExitCode {
         file: args.config.clone(),
         cli: Settings {
             url: args.url.clone(),
-            token: args.token.clone(),
-            password: args.password.clone(),
+            token: args.token.clone().map(|t| t.0),
+            password: args.password.clone().map(|p| p.0),
             tls_fingerprints: Some(args.tls_fingerprints.clone()),
             tls: args
                 .tofu
@@ -249,28 +271,32 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(1, format!("cannot install signal handlers: {e}")),
     };
+    let mut printer = Printer::start(args.events);
 
     enum Wake {
         Event(Option<Event>),
         Signal(Option<Signal>),
     }
     smol::block_on(async move {
-        loop {
-            let wake = async { Wake::Event(events.recv().await.ok()) }
-                .or(async { Wake::Signal(signals.next().await.and_then(Result::ok)) })
+        let code = loop {
+            // Signals first: a flood of events must not keep a stop waiting
+            // (`or` polls its first future first).
+            let wake = async { Wake::Signal(signals.next().await.and_then(Result::ok)) }
+                .or(async { Wake::Event(events.recv().await.ok()) })
                 .await;
             match wake {
                 // Gateway events are the embedder's business; the node
                 // host only logs them (at debug level).
                 Wake::Event(Some(Event::GatewayEvent { .. })) => {}
                 Wake::Event(Some(event)) => {
-                    print_event(args.events, &event);
+                    printer.print(&event);
                     if args.exit_on_pause && matches!(event, Event::Paused { .. }) {
-                        node.shutdown().await;
-                        return ExitCode::from(EXIT_PAUSED);
+                        let stop_by = Instant::now() + STOP_BUDGET;
+                        stop(node, stop_by).await;
+                        break ExitCode::from(EXIT_PAUSED);
                     }
                 }
-                Wake::Event(None) => return ExitCode::SUCCESS,
+                Wake::Event(None) => break ExitCode::SUCCESS,
                 Wake::Signal(Some(Signal::Hup)) => match sources.config() {
                     Ok(config) => {
                         node.reconfigure(config).await;
@@ -281,41 +307,193 @@ fn run(args: RunArgs) -> ExitCode {
                     ),
                 },
                 Wake::Signal(Some(sig)) => {
+                    // The budget starts at the signal, whatever stdout does:
+                    // the writer thread is not waited for here.
+                    let stop_by = Instant::now() + STOP_BUDGET;
                     tracing::info!(signal = ?sig, "stopping (send it again to exit at once)");
                     let second = async {
                         signals.next().await;
                         false
                     };
-                    let stopped = async {
-                        node.shutdown().await;
-                        true
-                    };
-                    if !stopped.or(second).await {
+                    if !stop(node, stop_by).or(second).await {
                         return ExitCode::from(130);
                     }
-                    // Print what the stop itself reported.
-                    while let Ok(event) = events.try_recv() {
-                        if !matches!(event, Event::GatewayEvent { .. }) {
-                            print_event(args.events, &event);
-                        }
-                    }
-                    return ExitCode::SUCCESS;
+                    break ExitCode::SUCCESS;
                 }
                 Wake::Signal(None) => {}
             }
+        };
+        // Print what the stop itself reported, as far as stdout takes it.
+        while let Ok(event) = events.try_recv() {
+            if !matches!(event, Event::GatewayEvent { .. }) {
+                printer.print(&event);
+            }
         }
+        printer.finish(FLUSH_BUDGET);
+        code
     })
 }
 
-fn print_event(format: EventFormat, event: &Event) {
+/// How long a stop may take from the signal (or the pause) until the
+/// process moves on to exit, whatever the gateway or stdout do.
+///
+/// A graceful stop lets running invokes answer and closes the socket with
+/// 1000, but it waits on the gateway (the close
+/// handshake, up to 3 s) and on command handlers (up to 2 s): a supervisor
+/// sending SIGTERM expects an exit within a few seconds, so the host cuts
+/// the wait short. The close frame itself goes out at once; only waiting
+/// for its answer is cut.
+///
+/// With [`FLUSH_BUDGET`] this keeps the exit within 1.4 s of the signal,
+/// leaving a margin under the 2 s a supervisor should ever have to wait.
+const STOP_BUDGET: Duration = Duration::from_millis(1200);
+/// How long the exit waits for stdout to take the lines still queued.
+const FLUSH_BUDGET: Duration = Duration::from_millis(200);
+
+/// Stops the session gracefully, giving up at `deadline`; `true` either way
+/// (it is what a second signal races against).
+async fn stop(node: clawnode_smol::NodeHandle, deadline: Instant) -> bool {
+    let stopped = async {
+        node.shutdown().await;
+        true
+    };
+    let late = async {
+        smol::Timer::at(deadline).await;
+        false
+    };
+    if !stopped.or(late).await {
+        tracing::warn!(
+            budget_ms = STOP_BUDGET.as_millis() as u64,
+            "the session did not stop in time; exiting anyway"
+        );
+    }
+    true
+}
+
+/// How many lines may wait for stdout. Past that, events are dropped and
+/// counted (see [`Printer::print`]).
+const STDOUT_QUEUE: usize = 1024;
+
+/// Prints events on stdout from a thread of its own.
+///
+/// A write to stdout blocks as long as the reader does not read (a pipe
+/// nobody drains, a terminal paused with Ctrl-S). Were it written on the
+/// task that also waits for signals, SIGTERM would wait for the reader, and
+/// events would pile up meanwhile. So the signal task only formats a line
+/// and hands it over without waiting; the writer thread is the only one that
+/// ever blocks on stdout, and the process exits without it when it must.
+///
+/// Overflow policy, as for the session's event streams: when the queue is
+/// full the newest event is dropped and counted, and one `lagged` line with
+/// the count takes the place of the dropped ones. Until that line is
+/// queued every later event is dropped too, so it lands exactly where the
+/// hole is: queued by [`print`](Self::print) ahead of the next event that
+/// finds room, or written by the writer thread itself as soon as it has
+/// caught up (the queue is empty), whichever comes first.
+struct Printer {
+    format: EventFormat,
+    tx: Option<mpsc::SyncSender<String>>,
+    /// Events dropped and not yet reported in a `lagged` line; taken (with
+    /// `swap`) by whichever of the two threads reports them.
+    dropped: Arc<AtomicU64>,
+    /// Signalled by the writer thread when it has written everything.
+    done: mpsc::Receiver<()>,
+}
+
+impl Printer {
+    fn start(format: EventFormat) -> Printer {
+        let (tx, rx) = mpsc::sync_channel::<String>(STDOUT_QUEUE);
+        let (done_tx, done) = mpsc::channel();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let pending = dropped.clone();
+        let spawned = std::thread::Builder::new()
+            .name("stdout".into())
+            .spawn(move || {
+                let mut out = std::io::stdout().lock();
+                loop {
+                    let text = match rx.try_recv() {
+                        Ok(text) => text,
+                        Err(empty_or_closed) => {
+                            // Caught up: the hole, if any, is right here.
+                            let n = pending.swap(0, Ordering::SeqCst);
+                            if n > 0 {
+                                line(format, &Event::Lagged { dropped: n })
+                            } else if empty_or_closed == mpsc::TryRecvError::Disconnected {
+                                break;
+                            } else {
+                                match rx.recv() {
+                                    Ok(text) => text,
+                                    Err(_) => continue,
+                                }
+                            }
+                        }
+                    };
+                    // A reader that went away (EPIPE) ends the printing,
+                    // not the node.
+                    if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
+                        return;
+                    }
+                }
+                let _ = done_tx.send(());
+            });
+        // Without the thread there is nowhere to print: the node runs on.
+        let tx = spawned.is_ok().then_some(tx);
+        Printer {
+            format,
+            tx,
+            dropped,
+            done,
+        }
+    }
+
+    /// Queues `event`'s line without ever waiting (see [`Printer`] for what
+    /// happens when the queue is full). A `lagged` event from the session
+    /// (this loop itself fell behind) adds to the count.
+    fn print(&mut self, event: &Event) {
+        let Some(tx) = &self.tx else { return };
+        let (mut pending, event) = match event {
+            Event::Lagged { dropped } => (*dropped, None),
+            e => (0, Some(e)),
+        };
+        pending += self.dropped.swap(0, Ordering::SeqCst);
+        if pending > 0 {
+            let lagged = Event::Lagged { dropped: pending };
+            match tx.try_send(line(self.format, &lagged)) {
+                Ok(()) => {}
+                Err(mpsc::TrySendError::Full(_)) => {
+                    let n = pending + u64::from(event.is_some());
+                    self.dropped.fetch_add(n, Ordering::SeqCst);
+                    return;
+                }
+                Err(mpsc::TrySendError::Disconnected(_)) => return,
+            }
+        }
+        if let Some(e) = event
+            && let Err(mpsc::TrySendError::Full(_)) = tx.try_send(line(self.format, e))
+        {
+            self.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Lets the writer thread write what is queued, for at most `budget`:
+    /// a stalled stdout must not hold the exit.
+    fn finish(mut self, budget: Duration) {
+        if let Some(tx) = self.tx.take() {
+            // Closing the queue lets the thread end once it is written.
+            drop(tx);
+            let _ = self.done.recv_timeout(budget);
+        }
+    }
+}
+
+/// One line of `event` in `format`, stamped now.
+fn line(format: EventFormat, event: &Event) -> String {
     let ts = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0);
-    let mut out = std::io::stdout().lock();
-    let _ = match format {
-        EventFormat::Json => writeln!(out, "{}", event.to_json(ts)),
-        EventFormat::Text => writeln!(out, "{event}"),
-    };
-    let _ = out.flush();
+    match format {
+        EventFormat::Json => event.to_json(ts).to_string(),
+        EventFormat::Text => event.to_string(),
+    }
 }

@@ -11,7 +11,10 @@
 //! Every write goes to a temporary file in the same directory, is fsynced,
 //! then renamed (or hard-linked, where an existing file must never be
 //! replaced) into place, and the directory is fsynced: a crash leaves either
-//! the old file or the new one, never half of one.
+//! the old file or the new one, never half of one. A crash (or SIGKILL)
+//! between the write and the rename leaves the temporary file: it is
+//! created mode 0600, like the file it becomes, and removed at the next
+//! start ([`StateDir::remove_stale_temp_files`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
@@ -133,7 +136,12 @@ impl StateDir {
 
     /// Loads the device key, creating it if (and only if) no identity file
     /// exists. An unreadable or corrupt file is an error, never a new key.
+    ///
+    /// Every start goes through here, so it first removes the temporary
+    /// files an earlier process left behind
+    /// ([`remove_stale_temp_files`](Self::remove_stale_temp_files)).
     pub fn load_or_create_identity(&self) -> Result<SigningKey, StoreError> {
+        self.clean_up();
         let path = self.identity_path();
         match self.load_identity()? {
             Some(k) => Ok(k),
@@ -304,6 +312,69 @@ impl StateDir {
         }
     }
 
+    /// Removes the temporary files that writers killed mid-write left in
+    /// the state directory and its `tokens/` and `pins/` folders; returns
+    /// how many were removed.
+    ///
+    /// Such a file may hold a private key or a device token (it is mode
+    /// 0600, but it should not outlive the write). A temporary file is
+    /// stale when the process named in it (`.NAME.PID.N.tmp`) is gone, or,
+    /// in case that process id was reused, when it is older than ten
+    /// minutes: a write takes milliseconds. Files of live
+    /// writers (another process sharing the directory, or this one) are
+    /// left alone, and so is everything not named like a temporary file.
+    pub fn remove_stale_temp_files(&self) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for dir in [
+            self.root.clone(),
+            self.root.join("tokens"),
+            self.root.join("pins"),
+        ] {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("listing", &dir)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io_err("listing", &dir))?;
+                let name = entry.file_name();
+                let Some(pid) = name.to_str().and_then(temp_file_pid) else {
+                    continue;
+                };
+                let path = entry.path();
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= STALE_TEMP_AGE);
+                let stale = old || !process_alive(pid);
+                if !stale || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                    continue;
+                }
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "removed a stale temporary file");
+                        removed += 1;
+                    }
+                    // Its writer (or another cleaner) got there first.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("removing", &path)(e)),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// [`remove_stale_temp_files`](Self::remove_stale_temp_files), logging
+    /// a failure instead of returning it: leftovers are worth a warning,
+    /// not a refusal to start.
+    pub(crate) fn clean_up(&self) {
+        if let Err(e) = self.remove_stale_temp_files() {
+            tracing::warn!(error = %e, "could not remove stale temporary files");
+        }
+    }
+
     fn ensure_dir(&self, dir: &Path) -> Result<(), StoreError> {
         if dir.is_dir() {
             return Ok(());
@@ -314,6 +385,30 @@ impl StateDir {
             .create(dir)
             .map_err(io_err("creating directory", dir))
     }
+}
+
+/// How old a temporary file must be to be removed even though a process
+/// with the id in its name is running (that id may have been reused).
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The process id in a temporary file's name (`.NAME.PID.N.tmp`, see
+/// [`write_temp`]); `None` for any other name.
+fn temp_file_pid(name: &str) -> Option<u32> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = inner.rsplitn(3, '.');
+    let counter = parts.next()?;
+    let pid = parts.next()?;
+    let _file = parts.next().filter(|f| !f.is_empty())?;
+    counter.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Whether process `pid` exists (this one always does). Without `/proc`
+/// every process counts as alive, leaving only the age to go by.
+fn process_alive(pid: u32) -> bool {
+    pid == std::process::id()
+        || !Path::new("/proc/self").exists()
+        || Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn short_hash(s: &str) -> String {
@@ -341,6 +436,14 @@ fn read_optional(path: &Path) -> Result<Option<String>, StoreError> {
 }
 
 /// Writes `bytes` to a fresh temporary file beside `path`, fsynced, mode 0600.
+///
+/// The mode is given to `open(2)` itself (`O_CREAT|O_EXCL`, mode 0600, then
+/// narrowed by the umask, never widened): the file is private from its first
+/// byte, where a chmod after writing would leave a window in which the key
+/// is readable under the umask's mode, and a kill in that window a readable
+/// leftover. The name carries the process id so that the next start can
+/// tell a dead writer's leftovers from a live writer's file
+/// ([`StateDir::remove_stale_temp_files`]).
 fn write_temp(path: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
@@ -429,6 +532,82 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("identity.json")]);
+    }
+
+    #[test]
+    fn temporary_files_are_private_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.json");
+        // Empty, as right after creation: already 0600.
+        let tmp = write_temp(&path, b"").unwrap();
+        assert_eq!(
+            fs::metadata(&tmp).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let tmp = write_temp(&path, b"secret").unwrap();
+        assert_eq!(
+            fs::metadata(&tmp).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let name = tmp.file_name().unwrap().to_str().unwrap();
+        assert_eq!(temp_file_pid(name), Some(std::process::id()), "{name}");
+    }
+
+    #[test]
+    fn stale_temporary_files_are_removed_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::new(dir.path().join("state"));
+        let (tokens, pins) = (store.path().join("tokens"), store.path().join("pins"));
+        for d in [&tokens, &pins] {
+            fs::create_dir_all(d).unwrap();
+        }
+        // No process can have this id (pid_max is at most 2^22).
+        let dead = 999_999_999u32;
+        let me = std::process::id();
+        let stale = [
+            store.path().join(format!(".identity.json.{dead}.0.tmp")),
+            tokens.join(format!(".0123abcd.json.{dead}.7.tmp")),
+            pins.join(format!(".89ef.json.{dead}.12.tmp")),
+        ];
+        let kept = [
+            // A live writer's (here: this process's) file in progress.
+            store.path().join(format!(".identity.json.{me}.3.tmp")),
+            // Not named like clawnode's temporary files.
+            store.path().join("notes.tmp"),
+            store.path().join(format!(".{dead}.0.tmp")),
+            tokens.join("0123abcd.json"),
+        ];
+        for f in stale.iter().chain(&kept) {
+            fs::write(f, "k").unwrap();
+        }
+        store.load_or_create_identity().unwrap();
+        for f in &stale {
+            assert!(!f.exists(), "{} left behind", f.display());
+        }
+        for f in &kept {
+            assert!(f.exists(), "{} removed", f.display());
+        }
+        assert_eq!(store.remove_stale_temp_files().unwrap(), 0);
+        // A missing directory is nothing to clean.
+        let empty = StateDir::new(dir.path().join("none"));
+        assert_eq!(empty.remove_stale_temp_files().unwrap(), 0);
+    }
+
+    #[test]
+    fn temporary_file_names_are_recognised() {
+        assert_eq!(temp_file_pid(".identity.json.42.0.tmp"), Some(42));
+        assert_eq!(temp_file_pid(".a.b.c.json.42.17.tmp"), Some(42));
+        for other in [
+            "identity.json",
+            ".identity.json",
+            "identity.json.42.0.tmp",
+            ".identity.json.x.0.tmp",
+            ".identity.json.42.x.tmp",
+            ".42.0.tmp",
+            ".identity.json.42.0.tmp~",
+        ] {
+            assert_eq!(temp_file_pid(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -566,3 +566,66 @@ fn a_close_from_the_gateway_is_answered_not_dropped() {
     });
     smol::block_on(within(node.shutdown()));
 }
+
+/// An event stream nobody reads holds a bounded number of events while the
+/// session keeps serving the gateway, and tells its reader how many it
+/// missed once it reads again.
+#[test]
+fn an_unread_event_stream_stays_bounded_and_reports_what_it_missed() {
+    const FLOOD: u64 = 3000;
+    let gw = FakeGateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut builder = NodeBuilder::new(node_config(&gw.url()), StateDir::new(dir.path()));
+    let events = builder.events();
+    let node = builder.spawn().unwrap();
+    smol::block_on(async {
+        let mut ws = accept_connected(&gw, &events).await;
+        // The gateway answers a request only after flooding the node: the
+        // session handles one socket's frames in order, so once the answer
+        // is in, every event of the flood has been offered to the stream.
+        let gateway = async {
+            let req = recv(&mut ws).await.unwrap();
+            for i in 0..FLOOD {
+                send(
+                    &mut ws,
+                    json!({"type":"event","event":"flood","payload":{"i":i}}),
+                )
+                .await;
+            }
+            send(
+                &mut ws,
+                json!({"type":"res","id":req["id"],"ok":true,"payload":{}}),
+            )
+            .await;
+        };
+        let client = async {
+            node.request("barrier", json!({}), Some(Duration::from_secs(30)))
+                .await
+                .unwrap()
+        };
+        within(smol::future::zip(gateway, client)).await;
+        let buffer = crate::node::EVENT_BUFFER;
+        assert_eq!(events.len(), buffer, "the stream is full, not larger");
+        let kept: Vec<u64> = std::iter::from_fn(|| events.try_recv().ok())
+            .map(|e| match e {
+                Event::GatewayEvent { payload, .. } => payload.unwrap()["i"].as_u64().unwrap(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let expected: Vec<u64> = (0..buffer as u64).collect();
+        assert_eq!(kept, expected, "the oldest are kept, in order");
+        // Room again: the next event comes after the count of the missed.
+        send(&mut ws, json!({"type":"event","event":"after"})).await;
+        assert_eq!(
+            within(events.recv()).await.unwrap(),
+            Event::Lagged {
+                dropped: FLOOD - buffer as u64
+            }
+        );
+        assert!(matches!(
+            within(events.recv()).await.unwrap(),
+            Event::GatewayEvent { ref event, .. } if event == "after"
+        ));
+        smol::future::zip(within(node.shutdown()), drain_until_closed(&mut ws)).await;
+    });
+}

@@ -81,6 +81,16 @@ fn usage_errors_exit_2_naming_the_bad_value() {
         &clawnode(&["probe", "--url", "ws://127.0.0.1:1"], d),
         "wss://",
     );
+    // A config file is read up to 1 MiB, not forever.
+    let out = clawnode(&["run", "--config", "/dev/zero"], d);
+    assert_usage_error(&out, "/dev/zero");
+    assert_usage_error(&out, "1048576 bytes");
+    // A secret in a broken config file is not echoed.
+    let secret = d.join("secret.toml");
+    std::fs::write(&secret, "url = \"ws://127.0.0.1:1\"\ntoken = 123456789\n").unwrap();
+    let out = clawnode(&["run", "--config", secret.to_str().unwrap()], d);
+    assert_usage_error(&out, "`token`");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("123456789"));
 }
 
 #[test]
@@ -352,4 +362,266 @@ fn exit_on_pause_exits_3() {
         assert!(!paused["hint"].as_str().unwrap().is_empty());
     });
     assert_eq!(wait(&mut child), Some(3));
+}
+
+/// With stdout a pipe nobody reads, flooded with events, SIGTERM still
+/// makes `clawnode` close with 1000 and exit within 2 s.
+#[test]
+fn sigterm_exits_promptly_while_stdout_is_stalled() {
+    stalled_stdout_then_sigterm(true);
+}
+
+/// The same, with a gateway that no longer reads either (the close is
+/// never answered): the host gives up waiting and still exits within 2 s.
+#[test]
+fn sigterm_exits_promptly_while_stdout_and_the_gateway_are_stalled() {
+    stalled_stdout_then_sigterm(false);
+}
+
+/// Every event of the flood skips a seq, so each becomes a printed
+/// `seq_gap` line of some 70 bytes: far more than a pipe holds (64 KiB)
+/// plus the host's queue.
+const FLOOD: u64 = 10_000;
+
+/// A `clawnode run --events json` whose stdout nobody has read, after a
+/// flood of `FLOOD - 1` gap events and one invoke; stderr goes to a file.
+struct Stalled {
+    _dir: tempfile::TempDir,
+    child: Child,
+    stdout: std::process::ChildStdout,
+    ws: Ws,
+    stderr_path: std::path::PathBuf,
+}
+
+impl Stalled {
+    fn start() -> Stalled {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = Gateway::start();
+        let state = dir.path().join("state");
+        let stderr_path = dir.path().join("stderr.log");
+        let mut child = Command::new(BIN)
+            .args(["run", "--url", &gw.url(), "--events", "json"])
+            .args(["--state-dir", state.to_str().unwrap()])
+            .env("OPENCLAW_GATEWAY_TOKEN", "env-token")
+            .stdout(Stdio::piped())
+            // A file: stderr must not stall too.
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        // Held open and not read.
+        let stdout = child.stdout.take().unwrap();
+        let ws = smol::block_on(async {
+            let mut ws = gw.accept().await;
+            let req = challenge(&mut ws).await;
+            let device_id = req["params"]["device"]["id"].clone();
+            send(
+                &mut ws,
+                json!({"type":"res","id":req["id"],"ok":true,"payload":{
+                "type":"hello-ok","protocol":4,"server":{"version":"t","connId":"c"},
+                "features":{"methods":[],"events":[]},"snapshot":{},"auth":{"role":"node","scopes":[]},
+                "policy":{"maxPayload":1000000,"maxBufferedBytes":1000000,"tickIntervalMs":30000}}}),
+            )
+            .await;
+            for i in 0..FLOOD {
+                send(
+                    &mut ws,
+                    json!({"type":"event","event":"flood","seq":2 * i + 1}),
+                )
+                .await;
+            }
+            // An invoke is answered only once the flood before it was
+            // handled: one socket's frames are handled in order.
+            send(
+                &mut ws,
+                json!({"type":"event","event":"node.invoke.request","payload":{
+                    "id":"inv-1","nodeId":device_id,"command":"system.which",
+                    "paramsJSON":"{\"bins\":[\"sh\"]}","timeoutMs":30000}}),
+            )
+            .await;
+            let result = recv(&mut ws).await.expect("the invoke result");
+            assert_eq!(result["method"], "node.invoke.result", "{result}");
+            send(
+                &mut ws,
+                json!({"type":"res","id":result["id"],"ok":true,"payload":{}}),
+            )
+            .await;
+            ws
+        });
+        // Let the host print until stdout blocks.
+        std::thread::sleep(Duration::from_millis(500));
+        let mut s = Stalled {
+            _dir: dir,
+            child,
+            stdout,
+            ws,
+            stderr_path,
+        };
+        assert!(s.child.try_wait().unwrap().is_none(), "{}", s.stderr());
+        s
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+/// The lines of `text`, each a JSON object.
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+/// Once stdout is read again, one `lagged` line accounts for every event
+/// that did not fit, even though no further event comes.
+#[test]
+fn a_stalled_stdout_read_again_gets_the_count_of_what_it_missed() {
+    let Stalled {
+        _dir,
+        mut child,
+        stdout,
+        mut ws,
+        stderr_path,
+    } = Stalled::start();
+    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let reader = BufReader::new(stdout);
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The gap events report `got` = 3, 5, …, LAST. Between two printed
+    // ones, every missing one must be covered by `lagged` lines in between
+    // (their count may be larger: it also covers gateway events, which the
+    // host does not print); the same holds after the last printed one.
+    const LAST: u64 = 2 * (FLOOD - 1) + 1;
+    let (mut prev_got, mut lagged_since, mut notices, mut printed) = (1u64, 0u64, 0, 0u64);
+    let mut total_dropped = 0;
+    loop {
+        let trailing_missing = (LAST - prev_got) / 2;
+        if trailing_missing == 0 || (lagged_since >= trailing_missing && notices > 0) {
+            break;
+        }
+        let line = lines.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| {
+            panic!(
+                "up to got={prev_got}, {lagged_since} dropped since, {trailing_missing} unaccounted: {}",
+                stderr()
+            )
+        });
+        let v: Value = serde_json::from_str(&line).unwrap();
+        match v["event"].as_str().unwrap() {
+            "seq_gap" => {
+                let got = v["got"].as_u64().unwrap();
+                let missing = (got - prev_got) / 2 - 1;
+                assert!(
+                    missing <= lagged_since,
+                    "{missing} gap events before {v} missing, {lagged_since} reported"
+                );
+                prev_got = got;
+                lagged_since = 0;
+                printed += 1;
+            }
+            "lagged" => {
+                notices += 1;
+                let n = v["dropped"].as_u64().unwrap();
+                lagged_since += n;
+                total_dropped += n;
+            }
+            _ => {}
+        }
+    }
+    assert!(notices > 0, "stdout was stalled: something was dropped");
+    eprintln!(
+        "MEASURE stalled_then_read printed_gaps={printed} of {} lagged_lines={notices} dropped_total={total_dropped}",
+        FLOOD - 1
+    );
+    kill(&child, "-TERM");
+    smol::block_on(async { while let Some(Ok(_)) = within(ws.next()).await {} });
+    drop(ws);
+    assert_eq!(wait(&mut child), Some(0), "{}", stderr());
+}
+
+fn stalled_stdout_then_sigterm(gateway_answers: bool) {
+    let Stalled {
+        _dir,
+        mut child,
+        mut stdout,
+        mut ws,
+        stderr_path,
+    } = Stalled::start();
+    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let peak_rss_kib = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
+
+    /// Reads to the end of the socket; the close code seen, if any.
+    async fn close_code(ws: &mut Ws) -> Option<u16> {
+        let mut code = None;
+        loop {
+            match within(ws.next()).await {
+                Some(Ok(Message::Close(f))) => code = f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                _ => return code,
+            }
+        }
+    }
+
+    let sent = std::time::Instant::now();
+    kill(&child, "-TERM");
+    let (status, elapsed, code) = smol::block_on(async {
+        let exited = async {
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    return (status, sent.elapsed());
+                }
+                if sent.elapsed() > Duration::from_secs(10) {
+                    let _ = child.kill();
+                    panic!("clawnode did not exit: {}", stderr());
+                }
+                smol::Timer::after(Duration::from_millis(5)).await;
+            }
+        };
+        if gateway_answers {
+            // Read on, answering the close handshake, then hang up
+            // (dropping the socket), as a gateway does.
+            let closed = async move { close_code(&mut ws).await };
+            let ((status, elapsed), code) = smol::future::zip(exited, closed).await;
+            (status, elapsed, code)
+        } else {
+            // Read nothing until the node is gone; the close frame it sent
+            // is still in the socket.
+            let (status, elapsed) = exited.await;
+            (status, elapsed, close_code(&mut ws).await)
+        }
+    });
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
+    let lines = json_lines(&out);
+    eprintln!(
+        "MEASURE gateway_answers_close={gateway_answers} sigterm_to_exit_ms={} \
+         stdout_stalled_bytes={} stdout_lines={} of {} gaps, peak_rss_kib={}",
+        elapsed.as_millis(),
+        out.len(),
+        lines.len(),
+        FLOOD - 1,
+        peak_rss_kib.map_or("?".into(), |k| k.to_string()),
+    );
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "exit took {elapsed:?}: {}",
+        stderr()
+    );
+    assert_eq!(status.code(), Some(0), "{}", stderr());
+    assert_eq!(code, Some(1000), "a graceful close: {}", stderr());
+    // stdout really was stalled: it holds a fraction of the gaps.
+    let gaps = lines.iter().filter(|l| l["event"] == "seq_gap").count() as u64;
+    assert!(gaps > 0 && gaps < FLOOD / 2, "{gaps} gap lines");
 }

@@ -90,6 +90,9 @@ enum Wire<'a> {
         payload: Option<&'a Value>,
         seq: Option<u64>,
     },
+    Lagged {
+        dropped: u64,
+    },
 }
 
 impl<'a> From<&'a Event> for Wire<'a> {
@@ -163,6 +166,7 @@ impl<'a> From<&'a Event> for Wire<'a> {
                 payload: payload.as_ref(),
                 seq: *seq,
             },
+            Event::Lagged { dropped } => Wire::Lagged { dropped: *dropped },
         }
     }
 }
@@ -327,6 +331,10 @@ mod tests {
                     seq: None,
                 },
                 r#"{"event":"gateway_event","name":"tick","payload":null,"seq":null,"ts":7}"#,
+            ),
+            (
+                Event::Lagged { dropped: 42 },
+                r#"{"dropped":42,"event":"lagged","ts":7}"#,
             ),
         ];
         cases.into_iter().map(|(e, l)| (e, l.to_owned())).collect()

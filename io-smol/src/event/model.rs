@@ -110,6 +110,20 @@ pub enum Event {
         /// Its seq.
         seq: Option<u64>,
     },
+    /// This stream fell behind and `dropped` events were left out here.
+    ///
+    /// Each stream holds a bounded number of events; the session never
+    /// waits for a slow reader (it would stop serving the gateway). When a
+    /// stream is full the newest events are dropped and counted, and this
+    /// notice takes their place once there is room again: ahead of the next
+    /// event that fits, or as the stream's last event when the session
+    /// ends. So a reader always learns where its stream has a hole. Dropped
+    /// events are not replayed: [`crate::NodeHandle::status`] gives the
+    /// current state.
+    Lagged {
+        /// How many events were dropped.
+        dropped: u64,
+    },
 }
 
 impl Event {
@@ -124,6 +138,7 @@ impl Event {
             Event::Invoke { .. } => "invoke",
             Event::SeqGap { .. } => "seq_gap",
             Event::GatewayEvent { .. } => "gateway_event",
+            Event::Lagged { .. } => "lagged",
         }
     }
 }
@@ -191,6 +206,12 @@ impl fmt::Display for Event {
                 Some(s) => write!(f, "gateway event {event} (seq {s})"),
                 None => write!(f, "gateway event {event}"),
             },
+            Event::Lagged { dropped } => {
+                write!(
+                    f,
+                    "lagged: {dropped} events dropped (the reader fell behind)"
+                )
+            }
         }
     }
 }

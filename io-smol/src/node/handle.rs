@@ -106,15 +106,27 @@ impl NodeBuilder {
     }
 
     /// A stream of the session's events, from its very first one.
+    ///
+    /// The stream holds a bounded number of events (1024): the session
+    /// never waits for its reader. If it is not read fast enough, newer
+    /// events are dropped and an [`Event::Lagged`] with their count comes
+    /// in their place once there is room. Drop it when no longer read.
     pub fn events(&mut self) -> Receiver<Event> {
         subscribe(&self.subscribers)
     }
 
     /// Loads (or creates) the identity and the stored device token, and
-    /// spawns the session on smol's global executor.
+    /// spawns the session on smol's global executor. Temporary files left
+    /// in the state directory by a killed process are removed first
+    /// ([`StateDir::remove_stale_temp_files`]).
     pub fn spawn(self) -> Result<NodeHandle, StartError> {
         let key = match self.key {
-            Some(k) => k,
+            Some(k) => {
+                // Loading the identity would have done it: a start is when
+                // a killed writer's leftovers go.
+                self.store.clean_up();
+                k
+            }
             None => self.store.load_or_create_identity()?,
         };
         let device_id = DeviceIdentity::new(key.clone()).device_id().to_owned();
@@ -177,7 +189,9 @@ impl NodeHandle {
     }
 
     /// A stream of the session's events from now on. It ends when the
-    /// session stops. Drop it when no longer read: it is unbounded.
+    /// session stops. Bounded like [`NodeBuilder::events`]: a stream not
+    /// read fast enough loses its newest events and gets an
+    /// [`Event::Lagged`] with their count instead.
     pub fn events(&self) -> Receiver<Event> {
         subscribe(&self.subscribers)
     }

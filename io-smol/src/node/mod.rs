@@ -18,3 +18,5 @@ mod socket;
 
 pub use error::{RequestFailure, StartError};
 pub use handle::{NodeBuilder, NodeHandle};
+#[cfg(test)]
+pub(crate) use msg::EVENT_BUFFER;

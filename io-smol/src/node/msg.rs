@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clawnode_core::{AttemptId, InvokeOutcome, SessionConfig, SocketError};
 use serde_json::Value;
-use smol::channel::{self, Receiver, Sender};
+use smol::channel::{self, Receiver, Sender, TrySendError};
 
 use super::error::RequestFailure;
 use crate::event::Event;
@@ -72,13 +72,164 @@ pub(super) enum Msg {
     Command(Command),
 }
 
+/// How many events one subscriber's stream holds before the driver starts
+/// dropping them (see [`Subscriber::offer`]).
+///
+/// Gateway events arrive as fast as the peer sends them (a flood of
+/// broadcasts, or of `seq` gaps, docs/protocol.md §2), and a reader can stall
+/// for good (`clawnode` writing to a pipe nobody reads): an unbounded stream
+/// would grow without limit. 1024 events are a few hundred KiB at most and
+/// cover any burst a reader that keeps up at all can absorb.
+pub(crate) const EVENT_BUFFER: usize = 1024;
+
+/// One event stream handed out, and how many events it has missed.
+pub(super) struct Subscriber {
+    tx: Sender<Event>,
+    /// Events dropped since the last [`Event::Lagged`] notice went out.
+    dropped: u64,
+}
+
+impl Subscriber {
+    /// Queues `event` without ever waiting; `false` once the receiver is
+    /// gone (the subscriber is then forgotten).
+    ///
+    /// Overflow policy: when the stream is full the *newest* event is
+    /// dropped and counted. The driver cannot take back what is already
+    /// queued, and must never wait for a reader (it would stop serving the
+    /// gateway, pings included). The count is delivered as one
+    /// [`Event::Lagged`] once there is room again, ahead of the next event
+    /// that fits (or when the session ends), and until then every event is
+    /// dropped, so the notice sits exactly where the stream has its hole and
+    /// says how big it is: nothing is lost silently.
+    pub(super) fn offer(&mut self, event: &Event) -> bool {
+        if !self.flush_lagged() {
+            return false;
+        }
+        if self.dropped > 0 {
+            // Still no room for the notice: this event joins the hole.
+            self.dropped += 1;
+            return true;
+        }
+        self.push(event.clone())
+    }
+
+    /// Delivers the pending [`Event::Lagged`] notice if there is room;
+    /// `false` once the receiver is gone.
+    pub(super) fn flush_lagged(&mut self) -> bool {
+        if self.dropped == 0 {
+            return true;
+        }
+        let lagged = Event::Lagged {
+            dropped: self.dropped,
+        };
+        match self.tx.try_send(lagged) {
+            Ok(()) => {
+                self.dropped = 0;
+                true
+            }
+            Err(TrySendError::Full(_)) => true,
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn push(&mut self, event: Event) -> bool {
+        match self.tx.try_send(event) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.dropped += 1;
+                true
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
 /// The event streams handed out, shared by the handle (which adds to them)
 /// and the driver (which sends on them and drops the closed ones).
-pub(super) type Subscribers = Arc<Mutex<Vec<Sender<Event>>>>;
+pub(super) type Subscribers = Arc<Mutex<Vec<Subscriber>>>;
 
-/// A new event stream.
+/// A new event stream, bounded to [`EVENT_BUFFER`] events.
 pub(super) fn subscribe(subs: &Subscribers) -> Receiver<Event> {
-    let (tx, rx) = channel::unbounded();
-    subs.lock().expect("not poisoned").push(tx);
+    subscribe_with(subs, EVENT_BUFFER)
+}
+
+/// A new event stream holding at most `capacity` events.
+pub(super) fn subscribe_with(subs: &Subscribers, capacity: usize) -> Receiver<Event> {
+    let (tx, rx) = channel::bounded(capacity);
+    subs.lock()
+        .expect("not poisoned")
+        .push(Subscriber { tx, dropped: 0 });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(changed: bool) -> Event {
+        Event::Config { changed }
+    }
+
+    fn drain(rx: &Receiver<Event>) -> Vec<Event> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[test]
+    fn a_full_stream_drops_the_newest_and_says_how_many_when_room_frees_up() {
+        let subs = Subscribers::default();
+        let rx = subscribe_with(&subs, 3);
+        let mut guard = subs.lock().unwrap();
+        let sub = &mut guard[0];
+        for i in 0..10 {
+            assert!(sub.offer(&Event::Invoke {
+                id: i.to_string(),
+                command: "c".into(),
+                ok: true,
+                ms: 0,
+            }));
+        }
+        let first: Vec<String> = drain(&rx)
+            .into_iter()
+            .map(|e| match e {
+                Event::Invoke { id, .. } => id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(first, ["0", "1", "2"], "the oldest are kept, in order");
+        // Room again: the notice comes first, then the event.
+        assert!(sub.offer(&config(true)));
+        assert_eq!(
+            drain(&rx),
+            [Event::Lagged { dropped: 7 }, config(true)],
+            "7 dropped, counted once"
+        );
+        // Nothing pending: no notice.
+        assert!(sub.offer(&config(false)));
+        assert_eq!(drain(&rx), [config(false)]);
+    }
+
+    #[test]
+    fn a_notice_that_does_not_fit_keeps_counting() {
+        let subs = Subscribers::default();
+        let rx = subscribe_with(&subs, 2);
+        let mut guard = subs.lock().unwrap();
+        let sub = &mut guard[0];
+        for _ in 0..4 {
+            sub.offer(&config(true));
+        }
+        // One slot frees: the notice takes it, the event is counted anew.
+        rx.try_recv().unwrap();
+        assert!(sub.offer(&config(false)));
+        assert_eq!(
+            drain(&rx),
+            [config(true), Event::Lagged { dropped: 2 }],
+            "the notice took the only free slot"
+        );
+        // The event that did not fit is reported by the next notice.
+        assert!(sub.flush_lagged());
+        assert_eq!(drain(&rx), [Event::Lagged { dropped: 1 }]);
+        // A closed stream is reported, so the driver forgets it.
+        drop(rx);
+        assert!(!sub.offer(&config(true)));
+    }
 }
