@@ -3,7 +3,8 @@
 //! One task per session (the [`driver`]) feeds a [`clawnode_core::NodeState`]
 //! and performs its effects; each socket attempt is pumped by a task of its
 //! own ([`socket`]). The application holds the public [`handle`] and talks to
-//! the driver over a channel ([`msg`]).
+//! the driver over a channel ([`msg`]). What a peer can make the driver log
+//! is bounded by [`log_limit`].
 //!
 //! Modules depend on each other in one direction only, along
 //! `handle` → `driver` → `socket` → `msg` → `error` (a module may skip ahead
@@ -13,6 +14,7 @@
 mod driver;
 mod error;
 mod handle;
+mod log_limit;
 mod msg;
 mod socket;
 
