@@ -179,8 +179,8 @@ async fn challenge(ws: &mut Ws) -> Value {
     recv(ws).await.expect("connect request")
 }
 
-async fn admit(ws: &mut Ws) {
-    let req = challenge(ws).await;
+/// Admits the node whose connect request is `req`.
+async fn hello_ok(ws: &mut Ws, req: &Value) {
     send(
         ws,
         json!({"type":"res","id":req["id"],"ok":true,"payload":{
@@ -189,6 +189,13 @@ async fn admit(ws: &mut Ws) {
         "policy":{"maxPayload":1000000,"maxBufferedBytes":1000000,"tickIntervalMs":30000}}}),
     )
     .await;
+}
+
+/// Challenges the node and admits it; returns its connect request.
+async fn admit(ws: &mut Ws) -> Value {
+    let req = challenge(ws).await;
+    hello_ok(ws, &req).await;
+    req
 }
 
 struct Gateway {
@@ -289,14 +296,7 @@ fn sighup_applies_the_file_through_the_core_and_sigterm_stops_with_1000() {
         assert_eq!(req["params"]["commands"], json!(["system.which"]));
         assert_eq!(req["params"]["client"]["platform"], "linux");
         assert_eq!(req["params"]["client"]["id"], "node-host");
-        send(
-            &mut ws,
-            json!({"type":"res","id":req["id"],"ok":true,"payload":{
-            "type":"hello-ok","protocol":4,"server":{"version":"t","connId":"c"},
-            "features":{"methods":[],"events":[]},"snapshot":{},"auth":{"role":"node","scopes":[]},
-            "policy":{"maxPayload":1000000,"maxBufferedBytes":1000000,"tickIntervalMs":30000}}}),
-        )
-        .await;
+        hello_ok(&mut ws, &req).await;
         let connecting = next_event(&events, "connecting");
         assert_eq!(connecting["attempt"], 1);
         let connected = next_event(&events, "connected");
@@ -412,16 +412,8 @@ impl Stalled {
         let stdout = child.stdout.take().unwrap();
         let ws = smol::block_on(async {
             let mut ws = gw.accept().await;
-            let req = challenge(&mut ws).await;
+            let req = admit(&mut ws).await;
             let device_id = req["params"]["device"]["id"].clone();
-            send(
-                &mut ws,
-                json!({"type":"res","id":req["id"],"ok":true,"payload":{
-                "type":"hello-ok","protocol":4,"server":{"version":"t","connId":"c"},
-                "features":{"methods":[],"events":[]},"snapshot":{},"auth":{"role":"node","scopes":[]},
-                "policy":{"maxPayload":1000000,"maxBufferedBytes":1000000,"tickIntervalMs":30000}}}),
-            )
-            .await;
             for i in 0..FLOOD {
                 send(
                     &mut ws,

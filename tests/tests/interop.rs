@@ -5,7 +5,7 @@
 //! one TLS gateway for scenarios 1, 2, 3 and 7 (they only disturb their own
 //! node) and one plain gateway for 9 and 10 (they disturb their node through
 //! a [`Tap`]); the disruptive scenarios 4, 5, 6 and 8 get their own. Tests
-//! are named `sNN_...` after the scenario numbers; every node has a
+//! are numbered `sNN_...` and named for what they check; every node has a
 //! unique display name so the gateway log can be searched for it.
 //!
 //! Measurements are printed with `eprintln!` as `MEASURE sNN ...` lines
