@@ -8,6 +8,7 @@
 
 mod attempts;
 mod frames;
+mod next;
 
 use alloc::string::ToString;
 use core::time::Duration;
@@ -30,7 +31,7 @@ use crate::status::{Phase, Status};
 use crate::time::Time;
 use crate::timer::Deadline;
 
-use attempts::Next;
+use next::Next;
 
 /// The one device-token retry after a shared-token mismatch
 /// (docs/protocol.md §3, §4). Reset by new inputs and by an admission.

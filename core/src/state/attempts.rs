@@ -11,31 +11,12 @@ use crate::backoff::Backoff;
 use crate::conn::Conn;
 use crate::effect::Effect;
 use crate::input::{AttemptId, SocketError};
-use crate::notification::{DisconnectReason, Notification, PauseReason};
-use crate::policy::{self, PauseCause, Verdict};
+use crate::notification::{DisconnectReason, Notification};
+use crate::policy::{self, Verdict};
 use crate::time::{Time, millis};
 
 use super::NodeState;
-
-/// What to do once an attempt has ended.
-pub(super) enum Next {
-    /// Start a new attempt at once.
-    Now,
-    /// Wait for the backoff (recording one more failure).
-    Backoff { retry_after: Option<Duration> },
-    /// Wait from the slow band.
-    Slow,
-    /// Wait exactly this long, not counted as a failure.
-    After(Duration),
-    /// Pause.
-    Pause(Box<PauseReason>, PauseCause),
-    /// Stop.
-    Stop,
-}
-
-impl Next {
-    pub(super) const BACKOFF: Next = Next::Backoff { retry_after: None };
-}
+use super::next::Next;
 
 impl NodeState {
     pub(super) fn start_attempt(&mut self, now: Time) {

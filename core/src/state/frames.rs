@@ -21,7 +21,7 @@ use crate::policy::{self, AuthContext, Verdict};
 use crate::time::{Time, millis};
 use crate::{MAX_PROTOCOL, MIN_PROTOCOL, NODE_ROLE};
 
-use super::attempts::Next;
+use super::next::Next;
 use super::{NodeState, TokenRetry};
 
 impl NodeState {
