@@ -107,13 +107,14 @@ impl From<PinError> for ConfigError {
     }
 }
 
-/// `text` with any `user:password@` in its authority replaced by `***@`,
-/// so that no error message can carry a secret typed into a URL.
+/// `text` for an error message: everything between `://` and the last `@`
+/// replaced by `***`, so that no message can carry a secret typed into a
+/// URL — even one the URL parser could not make sense of (a password
+/// holding `/`, say). A path with an `@` is blanked too; only error text
+/// uses this.
 fn without_userinfo(text: &str) -> String {
     let start = text.find("://").map_or(0, |i| i + 3);
-    let rest = &text[start..];
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
+    match text[start..].rfind('@') {
         Some(at) => format!("{}***{}", &text[..start], &text[start + at..]),
         None => text.to_string(),
     }
@@ -123,15 +124,13 @@ impl GatewayUrl {
     /// Parses and validates a gateway URL.
     /// Credentials in the URL are refused, and never echoed in the error.
     pub fn parse(text: &str) -> Result<GatewayUrl, ConfigError> {
-        let shown = without_userinfo(text);
-        let text = shown.as_str();
         let parsed = url::Url::parse(text.trim()).map_err(|e| ConfigError::MalformedUrl {
-            url: text.to_string(),
+            url: without_userinfo(text),
             reason: e.to_string(),
         })?;
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(ConfigError::UserInfo {
-                url: text.to_string(),
+                url: without_userinfo(text),
             });
         }
         let secure = match parsed.scheme() {
@@ -424,6 +423,8 @@ mod tests {
             "wss://hunter2@gw.example",
             "wss://u:hunter2@gw.example:99999",
             "https://u:hunter2@gw.example",
+            "wss://admin:hunter2/x@gw.example",
+            "wss://admin:hun#ter2@gw.example",
         ] {
             let err = GatewayUrl::parse(text).unwrap_err();
             let shown = format!("{err} {err:?}");
@@ -432,9 +433,10 @@ mod tests {
         let err = GatewayUrl::parse("wss://u:hunter2@gw.example/path@x").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "gateway URL \"wss://***@gw.example/path@x\" carries credentials; remove them from the URL and configure the token or password instead"
+            "gateway URL \"wss://***@x\" carries credentials; remove them from the URL and configure the token or password instead"
         );
         assert!(GatewayUrl::parse("wss://gw.example/a@b").is_ok());
+        assert_eq!(without_userinfo("wss://gw/x"), "wss://gw/x");
     }
 
     #[test]

@@ -171,6 +171,14 @@ impl Invokes {
             );
         };
         let key = field("idempotencyKey");
+        let max = options.limits.max_invoke_id;
+        if id.len() > max || key.as_ref().is_some_and(|k| k.len() > max) {
+            s.out.counters.invokes_refused += 1;
+            return s.out.reject(
+                attempt,
+                format!("node.invoke.request with an id or idempotencyKey over {max} bytes"),
+            );
+        }
         let repeated = |this: &Self| {
             this.finished_ids.contains(&id, now)
                 || key.as_deref().is_some_and(|k| {

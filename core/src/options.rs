@@ -101,6 +101,10 @@ pub struct Limits {
     /// Invoke ids (and idempotency keys) remembered after they finished;
     /// the oldest is forgotten first.
     pub remembered_invokes: usize,
+    /// The longest invoke id or idempotency key accepted, in bytes: they
+    /// are remembered, so their size must be bounded too. The gateway's are
+    /// UUIDs (36 bytes); a longer one is reported and not answered.
+    pub max_invoke_id: usize,
     /// Unusable frames tolerated within `rejected_window`; one more closes
     /// the socket with 1008 and counts as a failure.
     pub rejected_frames: u32,
@@ -118,6 +122,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             remembered_invokes: 256,
+            max_invoke_id: 256,
             rejected_frames: 16,
             rejected_window: Duration::from_secs(10),
             restart_retries: 16,

@@ -196,6 +196,34 @@ fn garbage_closes_the_socket_after_a_bounded_number_of_rejections() {
     assert_eq!(why, "17 unusable frames within 10000 ms");
 }
 
+#[test]
+fn invoke_ids_and_keys_are_bounded_in_size() {
+    let mut sim = Sim::new(GatewayConfig::default());
+    sim.apply(loopback_config());
+    assert!(sim.run_until_connected(Duration::from_secs(5)));
+    let a = sim.gateway.admitted().unwrap();
+    let long = "i".repeat(257);
+    for fields in [
+        serde_json::json!({"id": long, "command": "echo"}),
+        serde_json::json!({"id": "ok-id", "command": "echo", "idempotencyKey": long}),
+    ] {
+        sim.gateway.invoke_payload(sim.now, a, fields);
+    }
+    sim.run_for(Duration::from_millis(20));
+    assert!(sim.app.invokes.is_empty());
+    let rejected: Vec<&str> = sim
+        .notifications()
+        .filter_map(|n| match n {
+            Notification::FrameRejected { reason, .. } => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rejected,
+        vec!["node.invoke.request with an id or idempotencyKey over 256 bytes"; 2]
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 

@@ -11,18 +11,40 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clawnode_tests::{Node, NodeOptions, clawnode_bin};
 use serde_json::{Value, json};
+use tungstenite::handshake::server::{Request, Response};
 use tungstenite::{Message, WebSocket};
 
 type Peer = WebSocket<TcpStream>;
 
-/// A loopback listener; `serve` runs on its own thread for each connection.
+/// A loopback listener; `serve` runs for each connection in turn.
 fn listen(serve: impl Fn(usize, Peer) + Send + 'static) -> u16 {
+    listen_with_headers(0, serve)
+}
+
+/// [`listen`], with `extra` bytes of further headers in the upgrade
+/// response, as a reverse proxy adds them.
+fn listen_with_headers(extra: usize, serve: impl Fn(usize, Peer) + Send + 'static) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
         for (i, tcp) in listener.incoming().enumerate() {
             let Ok(tcp) = tcp else { return };
-            let Ok(ws) = tungstenite::accept(tcp) else {
+            // The callback's signature is tungstenite's; its error type is
+            // never built here.
+            #[allow(clippy::result_large_err)]
+            let add = |_: &Request, mut response: Response| {
+                let h = response.headers_mut();
+                for n in 0..extra / 64 {
+                    let name = format!("x-proxy-{n}");
+                    let value = "v".repeat(50);
+                    h.insert(
+                        tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                        value.parse().expect("value"),
+                    );
+                }
+                Ok(response)
+            };
+            let Ok(ws) = tungstenite::accept_hdr(tcp, add) else {
                 continue;
             };
             serve(i, ws);
@@ -201,4 +223,15 @@ fn a_repeated_invoke_id_is_answered_but_never_run_twice() {
     }
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(node.named_since(0, "invoke").len(), 1, "{}", node.dump());
+}
+
+#[test]
+fn a_long_upgrade_response_from_a_proxy_still_connects() {
+    let port = listen_with_headers(2048, |_, mut ws| {
+        if admit(&mut ws, 1 << 20).is_some() {
+            let _ = ws.read();
+        }
+    });
+    let node = node(port, "proxy-headers");
+    node.expect(0, "connected", Duration::from_secs(20));
 }

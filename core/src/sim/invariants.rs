@@ -502,6 +502,8 @@ impl Invariants {
                 // at least the last `remembered_invokes` of them: within
                 // both, an id never reaches the application twice.
                 let o = &self.options;
+                let keep = o.timeouts.remember_invoke;
+                self.handed.retain(|_, at| now < *at + keep);
                 let remembered = self.handed.len() < o.limits.remembered_invokes;
                 if let Some(first) = self.handed.get(&req.id)
                     && remembered

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clawnode_core::{
     AttemptId, CancelReason, Deadline, DisconnectReason, Effect, Input, InvokeOutcome,
     InvokeRequest, NODE_ROLE, NodeState, Notification, Phase, RequestId, Secret, SessionConfig,
-    Status, Time,
+    SocketError, Status, Time,
 };
 use smol::channel::{self, Receiver, Sender};
 
@@ -28,6 +28,8 @@ use crate::store::StateDir;
 /// At most this many inputs are handled per wake before the session task
 /// yields, so that one busy session cannot starve others on the executor.
 const MAX_INPUTS_PER_WAKE: usize = 64;
+/// Frames that may wait for a socket's writer; see `Session::write`.
+pub(super) const WRITE_QUEUE: usize = 256;
 /// How long a graceful stop waits for running invokes to answer.
 const INVOKE_GRACE: Duration = Duration::from_secs(2);
 
@@ -82,6 +84,7 @@ pub(super) fn spawn(start: Start) -> Running {
         status: status.clone(),
         stop_requested: None,
         last_deadline: None,
+        stalled: Vec::new(),
         log_limits: PeerLogLimits::default(),
     };
     let task = smol::spawn(session.run(rx, start.config, start.token));
@@ -124,6 +127,8 @@ struct Session {
     stop_requested: Option<Instant>,
     /// The core's last deadline, logged (with its reason) when it changes.
     last_deadline: Option<Deadline>,
+    /// Sockets whose write queue filled up: failed after the drain.
+    stalled: Vec<AttemptId>,
     /// Rate limits of the logs a peer can trigger at will.
     log_limits: PeerLogLimits,
 }
@@ -268,11 +273,13 @@ impl Session {
         let now = self.now();
         match msg {
             Msg::Socket(attempt, ev) => {
-                let frame = matches!(ev, SocketEvent::Frame(_));
+                let read = matches!(ev, SocketEvent::Frame(_) | SocketEvent::Pong);
                 self.socket_event(now, attempt, ev);
-                if frame {
+                if read {
                     // Its effects (a raised frame limit among them) first,
-                    // then the socket may read on.
+                    // then the socket may read on: one frame in flight per
+                    // socket, so a flooding peer meets TCP backpressure,
+                    // not a growing queue.
                     self.drain().await;
                     if let Some(handled) =
                         self.sockets.get(&attempt).and_then(|s| s.handled.as_ref())
@@ -407,8 +414,27 @@ impl Session {
 
     /// Performs every pending effect.
     async fn drain(&mut self) {
-        while let Some(effect) = self.node.poll_effect() {
-            self.perform(effect).await;
+        loop {
+            while let Some(effect) = self.node.poll_effect() {
+                self.perform(effect).await;
+            }
+            let Some(attempt) = self.stalled.pop() else {
+                return;
+            };
+            tracing::warn!(
+                attempt = attempt.0,
+                queued = WRITE_QUEUE,
+                "the gateway is not reading; failing its socket"
+            );
+            let error = SocketError::Io(format!(
+                "the gateway is not reading: {WRITE_QUEUE} frames queued"
+            ));
+            // Dropping the slot cancels its socket task: nothing more is
+            // read from or written to a peer that stopped reading.
+            self.sockets.remove(&attempt);
+            let now = self.now();
+            self.node
+                .handle_input(now, Input::SocketFailed { attempt, error });
         }
     }
 
@@ -498,9 +524,19 @@ impl Session {
         }
     }
 
-    fn write(&self, attempt: AttemptId, out: Outgoing) {
-        if let Some(w) = self.sockets.get(&attempt).and_then(|s| s.writer.as_ref()) {
-            let _ = w.try_send(out);
+    /// Queues `out` for the socket of `attempt`. The queue is bounded: a
+    /// gateway that stops reading fills it, and its socket is then failed
+    /// (the core backs off) instead of the queue growing.
+    fn write(&mut self, attempt: AttemptId, out: Outgoing) {
+        let Some(slot) = self.sockets.get_mut(&attempt) else {
+            return;
+        };
+        if let Some(w) = &slot.writer
+            && w.try_send(out).is_err()
+            && !w.is_closed()
+        {
+            slot.writer = None;
+            self.stalled.push(attempt);
         }
     }
 
@@ -559,7 +595,7 @@ impl Session {
                 if let Some(limit) = self.sockets.get(attempt).and_then(|s| s.limit.as_ref()) {
                     limit.raise(*max_payload);
                 }
-                tracing::info!(attempt = attempt.0, conn_id, protocol, "connected");
+                tracing::info!(attempt = attempt.0, conn_id = %clip(conn_id), protocol, "connected");
             }
             Notification::Disconnected {
                 attempt,
@@ -574,15 +610,15 @@ impl Session {
                     reason,
                     DisconnectReason::Stopped | DisconnectReason::ConfigChanged
                 ) {
-                    tracing::info!(attempt = attempt.0, %code, reason = why, retry_in_ms, "disconnected");
+                    tracing::info!(attempt = attempt.0, %code, reason = %clip(&why), retry_in_ms, "disconnected");
                 } else {
-                    tracing::warn!(attempt = attempt.0, %code, reason = why, retry_in_ms, "disconnected");
+                    tracing::warn!(attempt = attempt.0, %code, reason = %clip(&why), retry_in_ms, "disconnected");
                 }
             }
             Notification::Paused(p) => {
                 tracing::error!(
-                    code = p.code(),
-                    hint = p.hint,
+                    code = %clip(p.code()),
+                    hint = %clip(&p.hint),
                     "paused: not reconnecting until the configuration changes"
                 );
             }
@@ -592,10 +628,12 @@ impl Session {
                 }
             }
             Notification::GatewayEvent { event, seq, .. } => {
-                tracing::debug!(event, seq, "gateway event");
+                tracing::debug!(event = %clip(event), seq, "gateway event");
             }
             Notification::InvokeDropped { id, reason } => {
-                tracing::warn!(id, ?reason, "invoke answer not delivered");
+                if self.log_limits.invoke_dropped.allow(Instant::now()) {
+                    tracing::warn!(id = %clip(id), reason = %clip(&format!("{reason:?}")), "invoke answer not delivered");
+                }
             }
             Notification::InvokeRefused {
                 id,

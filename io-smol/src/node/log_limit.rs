@@ -34,6 +34,7 @@ pub(super) struct PeerLogLimits {
     pub frame_rejected: LogLimit,
     pub seq_gap: LogLimit,
     pub invoke_refused: LogLimit,
+    pub invoke_dropped: LogLimit,
 }
 
 impl Default for PeerLogLimits {
@@ -42,6 +43,11 @@ impl Default for PeerLogLimits {
             frame_rejected: LogLimit::new("frame rejected", LOGS_PER_WINDOW, LOG_WINDOW),
             seq_gap: LogLimit::new("event sequence gap", LOGS_PER_WINDOW, LOG_WINDOW),
             invoke_refused: LogLimit::new("invoke refused", LOGS_PER_WINDOW, LOG_WINDOW),
+            invoke_dropped: LogLimit::new(
+                "invoke answer not delivered",
+                LOGS_PER_WINDOW,
+                LOG_WINDOW,
+            ),
         }
     }
 }
@@ -53,6 +59,7 @@ impl PeerLogLimits {
             &mut self.frame_rejected,
             &mut self.seq_gap,
             &mut self.invoke_refused,
+            &mut self.invoke_dropped,
         ] {
             l.flush();
         }

@@ -12,6 +12,7 @@ use smol::channel::{self, Sender};
 use smol::future::FutureExt as _;
 use smol::stream::StreamExt as _;
 
+use super::driver::WRITE_QUEUE;
 use super::msg::{Msg, Outgoing, SocketEvent};
 use crate::store::StateDir;
 use crate::transport;
@@ -38,9 +39,9 @@ pub(super) async fn socket_task(
         Ok(opened) => opened,
         Err(e) => return report(SocketEvent::Failed(e)).await,
     };
-    let (out_tx, out_rx) = channel::unbounded();
+    let (out_tx, out_rx) = channel::bounded(WRITE_QUEUE);
     let (handled_tx, handled_rx) = channel::bounded(1);
-    report(SocketEvent::Opened(out_tx, limit.clone(), handled_tx)).await;
+    report(SocketEvent::Opened(out_tx, limit, handled_tx)).await;
     let (mut sender, mut receiver) = ws.split();
 
     let reader = async {
@@ -48,11 +49,13 @@ pub(super) async fn socket_task(
             match receiver.next().await {
                 Some(Ok(Message::Text(t))) => {
                     report(SocketEvent::Frame(t.as_str().to_owned())).await;
-                    // Until admission, one frame at a time: the frame after
-                    // hello-ok must meet the raised limit, not the
-                    // handshake's (see `frame_limit`).
-                    if !limit.is_raised() && handled_rx.recv().await.is_err() {
-                        return;
+                    // One frame at a time: a flood meets TCP backpressure,
+                    // and the frame after hello-ok meets the raised limit,
+                    // not the handshake's (see `frame_limit`).
+                    if handled_rx.recv().await.is_err() {
+                        // The driver ended the attempt: let the writer send
+                        // its close frame.
+                        std::future::pending::<()>().await;
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
@@ -73,7 +76,12 @@ pub(super) async fn socket_task(
                         .await;
                     return;
                 }
-                Some(Ok(Message::Pong(_))) => report(SocketEvent::Pong).await,
+                Some(Ok(Message::Pong(_))) => {
+                    report(SocketEvent::Pong).await;
+                    if handled_rx.recv().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     report(SocketEvent::Failed(SocketError::Io(format!(
