@@ -235,3 +235,39 @@ fn a_long_upgrade_response_from_a_proxy_still_connects() {
     let node = node(port, "proxy-headers");
     node.expect(0, "connected", Duration::from_secs(20));
 }
+
+#[test]
+fn a_gateway_that_stops_reading_gets_its_socket_failed_not_a_growing_queue() {
+    let port = listen(|i, mut ws| {
+        if i > 0 {
+            return;
+        }
+        let Some(req) = admit(&mut ws, 25 << 20) else {
+            return;
+        };
+        let node_id = req["params"]["device"]["id"].clone();
+        // Invokes as fast as the node takes them; its answers are never read.
+        for n in 0..200_000 {
+            let invoke = json!({"type":"event","event":"node.invoke.request","payload":{
+                "id":format!("inv-{n}"),"nodeId":node_id,"command":"system.which",
+                "paramsJSON":"{\"bins\":[\"sh\"]}","timeoutMs":5000}});
+            if ws.send(Message::text(invoke.to_string())).is_err() {
+                return;
+            }
+        }
+    });
+    let node = node(port, "not-reading");
+    let (ci, _) = node.expect(0, "connected", Duration::from_secs(20));
+    let (_, disc) = node.expect(ci, "disconnected", Duration::from_secs(120));
+    let peak = peak_rss_kib(node.pid());
+    eprintln!("MEASURE hostile not_reading peak_rss_kib={peak} disconnect={disc}");
+    assert!(
+        disc["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the gateway is not reading"),
+        "{disc}\n{}",
+        node.dump()
+    );
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+}
