@@ -7,29 +7,28 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clawnode_core::{
-    AttemptId, CancelReason, Deadline, DisconnectReason, Effect, Input, InvokeOutcome,
-    InvokeRequest, NODE_ROLE, NodeState, Notification, Phase, RequestId, Secret, SessionConfig,
-    SocketError, Status, Time,
+    AttemptId, CancelReason, Deadline, Effect, Input, InvokeOutcome, InvokeRequest, NODE_ROLE,
+    NodeState, Phase, RequestId, Secret, SessionConfig, SocketError, Status, Time,
 };
 use smol::channel::{self, Receiver, Sender};
 
-use super::log_limit::{PeerLogLimits, clip};
+use super::log_limit::PeerLogLimits;
+
+mod notify;
 use crate::frame_limit::FrameLimit;
 use smol::future::FutureExt as _;
 use smol::{Task, Timer};
 
 use super::error::RequestFailure;
-use super::msg::{Command, Msg, Outgoing, Reply, SocketEvent, Subscribers};
+use super::msg::{Command, Msg, Outgoing, Reply, SocketEvent, Subscribers, WRITE_QUEUE};
 use super::socket::{CLOSE_GRACE, socket_task};
 use crate::command::{self, Registry};
-use crate::event::{self, Event};
+use crate::event::Event;
 use crate::store::StateDir;
 
 /// At most this many inputs are handled per wake before the session task
 /// yields, so that one busy session cannot starve others on the executor.
 const MAX_INPUTS_PER_WAKE: usize = 64;
-/// Frames that may wait for a socket's writer; see `Session::write`.
-pub(super) const WRITE_QUEUE: usize = 256;
 /// How long a graceful stop waits for running invokes to answer.
 const INVOKE_GRACE: Duration = Duration::from_secs(2);
 
@@ -580,78 +579,5 @@ impl Session {
                 started: Instant::now(),
             },
         );
-    }
-
-    fn notify(&mut self, n: &Notification) {
-        match n {
-            Notification::Connected {
-                attempt,
-                conn_id,
-                protocol,
-                max_payload,
-                ..
-            } => {
-                // Admitted: the gateway may now send up to its maxPayload.
-                if let Some(limit) = self.sockets.get(attempt).and_then(|s| s.limit.as_ref()) {
-                    limit.raise(*max_payload);
-                }
-                tracing::info!(attempt = attempt.0, conn_id = %clip(conn_id), protocol, "connected");
-            }
-            Notification::Disconnected {
-                attempt,
-                reason,
-                retry_in,
-                ..
-            } => {
-                let (code, why) = event::disconnect_code(reason);
-                let retry_in_ms =
-                    retry_in.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                if matches!(
-                    reason,
-                    DisconnectReason::Stopped | DisconnectReason::ConfigChanged
-                ) {
-                    tracing::info!(attempt = attempt.0, %code, reason = %clip(&why), retry_in_ms, "disconnected");
-                } else {
-                    tracing::warn!(attempt = attempt.0, %code, reason = %clip(&why), retry_in_ms, "disconnected");
-                }
-            }
-            Notification::Paused(p) => {
-                tracing::error!(
-                    code = %clip(p.code()),
-                    hint = %clip(&p.hint),
-                    "paused: not reconnecting until the configuration changes"
-                );
-            }
-            Notification::SeqGap { expected, got } => {
-                if self.log_limits.seq_gap.allow(Instant::now()) {
-                    tracing::warn!(expected, got, "event sequence gap");
-                }
-            }
-            Notification::GatewayEvent { event, seq, .. } => {
-                tracing::debug!(event = %clip(event), seq, "gateway event");
-            }
-            Notification::InvokeDropped { id, reason } => {
-                if self.log_limits.invoke_dropped.allow(Instant::now()) {
-                    tracing::warn!(id = %clip(id), reason = %clip(&format!("{reason:?}")), "invoke answer not delivered");
-                }
-            }
-            Notification::InvokeRefused {
-                id,
-                command,
-                reason,
-            } => {
-                if self.log_limits.invoke_refused.allow(Instant::now()) {
-                    tracing::warn!(id = %clip(id), command = %clip(command), ?reason, "invoke refused");
-                }
-            }
-            Notification::FrameRejected { attempt, reason } => {
-                if self.log_limits.frame_rejected.allow(Instant::now()) {
-                    tracing::warn!(attempt = attempt.0, reason = %clip(reason), "frame rejected");
-                }
-            }
-        }
-        if let Some(e) = event::from_notification(n) {
-            self.emit(e);
-        }
     }
 }

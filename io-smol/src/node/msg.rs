@@ -37,6 +37,11 @@ pub(super) enum Command {
     Stop,
 }
 
+/// Frames that may wait for a socket's writer: a gateway that stops
+/// reading fills the queue, and the driver then fails its socket instead of
+/// letting the queue grow.
+pub(super) const WRITE_QUEUE: usize = 256;
+
 /// What the driver asks a socket task to write.
 pub(super) enum Outgoing {
     Text(String),

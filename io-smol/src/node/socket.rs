@@ -12,8 +12,7 @@ use smol::channel::{self, Sender};
 use smol::future::FutureExt as _;
 use smol::stream::StreamExt as _;
 
-use super::driver::WRITE_QUEUE;
-use super::msg::{Msg, Outgoing, SocketEvent};
+use super::msg::{Msg, Outgoing, SocketEvent, WRITE_QUEUE};
 use crate::store::StateDir;
 use crate::transport;
 
