@@ -60,6 +60,8 @@ pub(crate) struct Invokes {
     /// invoke of a connection that ended stays until the application
     /// answers, so its id is never reused for a newer invoke's answer.
     running: BTreeMap<String, Running>,
+    /// The idempotency keys of `running`, for a lookup, not a scan.
+    running_keys: BTreeSet<String>,
     /// Ids and idempotency keys of invokes that finished: a repeat is
     /// refused, never run twice.
     finished_ids: Recent,
@@ -83,6 +85,7 @@ impl Invokes {
     pub fn new(remember_for: Duration, remember_max: usize) -> Self {
         Invokes {
             running: BTreeMap::new(),
+            running_keys: BTreeSet::new(),
             finished_ids: Recent::default(),
             finished_keys: Recent::default(),
             remember_for,
@@ -182,11 +185,7 @@ impl Invokes {
         let repeated = |this: &Self| {
             this.finished_ids.contains(&id, now)
                 || key.as_deref().is_some_and(|k| {
-                    this.finished_keys.contains(k, now)
-                        || this
-                            .running
-                            .values()
-                            .any(|r| r.idempotency_key.as_deref() == Some(k))
+                    this.finished_keys.contains(k, now) || this.running_keys.contains(k)
                 })
         };
         let refusal = match self.running.get(&id) {
@@ -247,6 +246,9 @@ impl Invokes {
             .unwrap_or(t.default_invoke)
             .min(t.max_invoke);
         let deadline = now.deadline_after(timeout);
+        if let Some(k) = &key {
+            self.running_keys.insert(k.clone());
+        }
         self.running.insert(
             id.clone(),
             Running {
@@ -476,6 +478,7 @@ impl Invokes {
         let (keep, max) = (self.remember_for, self.remember_max);
         self.finished_ids.insert(id.to_owned(), now, keep, max);
         if let Some(k) = &inv.idempotency_key {
+            self.running_keys.remove(k);
             self.finished_keys.insert(k.clone(), now, keep, max);
         }
         Some(inv)
