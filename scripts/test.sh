@@ -36,5 +36,9 @@ cargo build -p clawnode-smol --bin clawnode
 step "tests (unit, simulation, property, and interop against the real gateway)"
 cargo test --workspace --all-targets
 
+step "bounded model check of the session policy: the deepest level within about 60 s"
+CLAWNODE_MODEL_SECS=60 cargo test -p clawnode-core --test model -- --nocapture 2>&1 \
+    | grep -E '^(MEASURE model|model check|test result)|violated|^  [A-Z]'
+
 step "the README's first command, scripted: scripts/demo.sh --once"
 scripts/demo.sh --once

@@ -54,7 +54,7 @@ struct Running {
 }
 
 /// The invokes running and the requests in flight.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Invokes {
     /// Invokes handed to the application and not yet answered, by id. An
     /// invoke of a connection that ended stays until the application
@@ -95,6 +95,29 @@ impl Invokes {
             requests: BTreeMap::new(),
             next_frame: 1,
         }
+    }
+
+    /// Hashes what decides the bookkeeping's future (feature `sim`).
+    #[cfg(feature = "sim")]
+    pub fn fingerprint(&self, h: &mut impl core::hash::Hasher, now: Time, next_attempt: u64) {
+        use core::hash::Hash as _;
+        for (id, r) in &self.running {
+            let rel = next_attempt.saturating_sub(r.attempt.0);
+            (
+                id,
+                rel,
+                r.deadline.saturating_since(now),
+                &r.idempotency_key,
+            )
+                .hash(h);
+        }
+        self.live_running.hash(h);
+        self.acks.len().hash(h);
+        for deadline in self.requests.values() {
+            deadline.saturating_since(now).hash(h);
+        }
+        self.finished_ids.fingerprint(h, now);
+        self.finished_keys.fingerprint(h, now);
     }
 
     /// Invokes running now, on any connection.

@@ -12,7 +12,7 @@ use crate::input::AttemptId;
 use crate::notification::Notification;
 use crate::status::Counters;
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Outbox {
     effects: VecDeque<Effect>,
     pub counters: Counters,

@@ -11,7 +11,7 @@ use core::time::Duration;
 
 use crate::time::Time;
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Recent {
     /// Each string with the time it is forgotten.
     until: BTreeMap<String, Time>,
@@ -21,6 +21,17 @@ pub(crate) struct Recent {
 }
 
 impl Recent {
+    /// Hashes what is remembered at `now` (feature `sim`).
+    #[cfg(feature = "sim")]
+    pub fn fingerprint(&self, h: &mut impl core::hash::Hasher, now: Time) {
+        use core::hash::Hash as _;
+        for (s, t) in &self.until {
+            if now < *t {
+                (s, t.saturating_since(now)).hash(h);
+            }
+        }
+    }
+
     /// Whether `s` is remembered at `now`.
     pub fn contains(&self, s: &str, now: Time) -> bool {
         self.until.get(s).is_some_and(|t| now < *t)

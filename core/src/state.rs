@@ -7,6 +7,8 @@
 //! the next begins; [`attempts`] and [`frames`] hold the two halves of that.
 
 mod attempts;
+#[cfg(feature = "sim")]
+mod fingerprint;
 mod frames;
 mod next;
 
@@ -57,7 +59,7 @@ struct TokenRetry {
 ///   reached ([`poll_deadline`](Self::poll_deadline) also says why).
 /// - Time never goes backwards; the same seed and the same inputs give the
 ///   same effects.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct NodeState {
     identity: DeviceIdentity,
     options: NodeOptions,

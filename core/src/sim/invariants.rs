@@ -16,7 +16,7 @@ use crate::time::Time;
 use crate::{
     AttemptId, DisconnectReason, Effect, GatewayError, Input, Notification, RequestId, SendRefused,
 };
-use crate::{NodeOptions, NodeState, Phase, Status};
+use crate::{NodeOptions, NodeState, PauseKind, Phase, Status};
 
 /// Effects drained in one step beyond which draining is taken not to
 /// terminate.
@@ -104,11 +104,14 @@ enum StepKind {
 ///   clamped), is zero for a config change, at most `max_restart_wait` for a
 ///   gateway restart, and absent only for a stop or a pause;
 /// - a paused or stopped session opens no socket until its config changes
-///   (or, when paused, a stored device token arrives);
+///   in the input that caused the pause (or, paused on credentials, a
+///   stored device token arrives);
 /// - an invoke result goes out only on the attempt its request came in on,
 ///   carries this device's id, and each request is answered at most once;
 /// - `Invoke` effects carry only declared commands, and no id reaches the
 ///   application twice while the core remembers it;
+/// - no wedge: outside `Idle`, `Paused` and `Stopped` a deadline is always
+///   set;
 /// - while connected a deadline is always set, no later than twice the
 ///   longest tick interval honoured (the watchdog cannot be switched off);
 /// - frames respect 64 KiB before the handshake and `policy.maxPayload`
@@ -139,6 +142,8 @@ pub struct Invariants {
     /// When the live attempt was admitted.
     admitted_at: Option<Time>,
     paused: bool,
+    /// What paused the session, and the config then.
+    pause: Option<(PauseKind, Option<SessionConfig>)>,
     stopped: bool,
     /// A `Disconnected` with no retry and not for a stop: `Paused` is due next.
     expect_pause: bool,
@@ -166,6 +171,7 @@ impl Invariants {
             last_quick_restart: None,
             admitted_at: None,
             paused: false,
+            pause: None,
             stopped: false,
             expect_pause: false,
             step: StepKind::Other,
@@ -577,20 +583,38 @@ impl Invariants {
             );
         }
         if self.paused {
-            let allowed = matches!(
-                self.step,
-                StepKind::Config { changed: true } | StepKind::StoredToken
-            );
+            // Only a change of the input that caused the pause resumes it
+            // (docs/protocol.md §8): trust inputs for a TLS failure, URL or
+            // credentials (or a stored device token) for refused
+            // credentials, anything else for the rest.
+            let (kind, at_pause) = self.pause.clone().unwrap_or((PauseKind::Protocol, None));
+            let now = self.config.as_ref();
+            let allowed = match (self.step, kind) {
+                (StepKind::StoredToken, PauseKind::Auth) => true,
+                (StepKind::Config { changed: true }, PauseKind::PinMismatch | PauseKind::Tls) => {
+                    match (&at_pause, now) {
+                        (Some(a), Some(n)) => a.trust_differs(n),
+                        _ => true,
+                    }
+                }
+                (StepKind::Config { changed: true }, PauseKind::Auth) => match (&at_pause, now) {
+                    (Some(a), Some(n)) => a.url() != n.url() || a.credentials != n.credentials,
+                    _ => true,
+                },
+                (StepKind::Config { changed: true }, _) => true,
+                _ => false,
+            };
             if !allowed {
                 return violation(
                     "paused-makes-no-attempt",
                     format!(
-                        "OpenSocket {attempt} while paused, on a {:?} step",
+                        "OpenSocket {attempt} while paused ({kind:?}), on a {:?} step",
                         self.step
                     ),
                 );
             }
             self.paused = false;
+            self.pause = None;
         }
         if let Some(last) = self.last {
             if attempt.0 <= last {
@@ -764,7 +788,7 @@ impl Invariants {
                 }
                 self.check_retry(now, reason, *retry_in)
             }
-            Notification::Paused(_) => {
+            Notification::Paused(reason) => {
                 if !self.expect_pause {
                     return violation(
                         "pause-follows-a-disconnect",
@@ -773,6 +797,7 @@ impl Invariants {
                 }
                 self.expect_pause = false;
                 self.paused = true;
+                self.pause = Some((reason.kind, self.config.clone()));
                 self.failures = 0;
                 self.restart_window = None;
                 self.last_quick_restart = None;
@@ -938,6 +963,17 @@ impl Invariants {
                     "phase {:?} but Paused announced: {}",
                     status.phase, self.paused
                 ),
+            );
+        }
+        // No wedge: a session that is neither idle, paused nor stopped always
+        // has a deadline (a retry, a handshake timeout, the watchdog), so a
+        // driver waiting on it can never wait forever.
+        if !matches!(status.phase, Phase::Idle | Phase::Paused | Phase::Stopped)
+            && node.poll_timeout().is_none()
+        {
+            return violation(
+                "no-wedge",
+                format!("phase {:?} with no deadline", status.phase),
             );
         }
         // The watchdog is always armed while connected, and no hello-ok can
