@@ -20,8 +20,12 @@ impl Rng {
         if hi <= lo {
             return lo;
         }
-        let span = hi - lo + 1;
-        lo + self.0.next_u64() % span
+        // `hi - lo + 1` overflows for the full range, where every draw is
+        // in range anyway.
+        match (hi - lo).checked_add(1) {
+            Some(span) => lo + self.0.next_u64() % span,
+            None => self.0.next_u64(),
+        }
     }
 }
 
@@ -155,6 +159,21 @@ mod tests {
             let (lo, hi) = Backoff::bounds(&c, a.0.failures());
             assert!(lo <= da && da <= hi);
         }
+    }
+
+    #[test]
+    fn between_draws_every_value_of_its_span_and_nothing_else() {
+        let mut r = Rng::new(3);
+        for (lo, hi) in [(0u64, 2u64), (5, 9), (1000, 1001)] {
+            let mut seen = alloc::collections::BTreeSet::new();
+            for _ in 0..2000 {
+                seen.insert(r.between(lo, hi));
+            }
+            assert_eq!(seen, (lo..=hi).collect(), "{lo}..={hi}");
+        }
+        assert_eq!(r.between(5, 5), 5);
+        assert_eq!(r.between(9, 3), 9, "an empty span gives lo");
+        assert!(r.between(0, u64::MAX) <= u64::MAX, "the widest span draws");
     }
 
     #[test]
