@@ -173,7 +173,8 @@ mod tests {
         }
         assert_eq!(r.between(5, 5), 5);
         assert_eq!(r.between(9, 3), 9, "an empty span gives lo");
-        assert!(r.between(0, u64::MAX) <= u64::MAX, "the widest span draws");
+        // The widest span draws without overflowing.
+        let _ = r.between(0, u64::MAX);
     }
 
     #[test]
