@@ -319,6 +319,21 @@ impl FakeGateway {
         self.plans.push_back(plan);
     }
 
+    /// From now on a healthy gateway: no scripted plans, no outage, no
+    /// hostile behaviour; sockets already open keep theirs.
+    pub fn behave(&mut self) {
+        self.plans.clear();
+        self.down_until = None;
+        self.config.default_plan = AttemptPlan::Normal;
+        self.config.after_admit = None;
+        self.config.announced_tick_ms = None;
+        // Only ever raised while sockets may be open: a frame the node sized
+        // for the old limit still fits.
+        let defaults = GatewayConfig::default();
+        self.config.max_payload = self.config.max_payload.max(defaults.max_payload);
+        self.config.tick_interval_ms = defaults.tick_interval_ms;
+    }
+
     /// Refuses every socket until `until` (a restart or an outage).
     pub fn down_until(&mut self, until: Time) {
         self.down_until = Some(until);

@@ -328,6 +328,28 @@ fn run(sc: &Scenario) -> Sim {
             );
         }
     }
+    // Recovery: from wherever the inputs left it, with the gateway then
+    // healthy, the session ends up admitted, or paused on a refusal of its
+    // own config (a resolution too), within the longest wait the policy
+    // sets plus a handshake — never wedged or looping.
+    let phase = sim.node.phase();
+    if !forged && !matches!(phase, Phase::Paused | Phase::Stopped | Phase::Idle) {
+        sim.gateway.behave();
+        let o = clawnode_core::NodeOptions::with_seed(0);
+        let t = o.timeouts;
+        let bound = o.backoff.max_retry_after + t.open + t.challenge + t.hello;
+        let done = sim.run_until_cond(bound, |s| {
+            matches!(
+                s.node.phase(),
+                Phase::Connected | Phase::Paused | Phase::Stopped
+            )
+        });
+        assert!(
+            done,
+            "no recovery within {bound:?} with a healthy gateway: {:?}",
+            sim.node.status()
+        );
+    }
     sim
 }
 
