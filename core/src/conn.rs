@@ -126,3 +126,44 @@ impl Conn {
         Some(Deadline { at, reason })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admitted(last_tick: u64, next_ping: u64, pong_due: Option<u64>) -> Conn {
+        Conn::Admitted(Box::new(Admitted {
+            attempt: AttemptId(1),
+            admitted_at: Time::ZERO,
+            conn_id: String::new(),
+            max_payload: 1 << 20,
+            tick_timeout: Duration::from_millis(60_000),
+            last_tick: Time::from_millis(last_tick),
+            next_ping: Time::from_millis(next_ping),
+            pong_due: pong_due.map(Time::from_millis),
+            last_seq: None,
+            restart_expected: None,
+        }))
+    }
+
+    #[test]
+    fn on_a_tie_the_watchdog_comes_first_then_the_pong_then_the_ping() {
+        let at = |c: Conn| c.deadline().map(|d| (d.at.as_millis(), d.reason));
+        assert_eq!(
+            at(admitted(0, 60_000, Some(60_000))),
+            Some((60_000, TimerReason::Tick))
+        );
+        assert_eq!(
+            at(admitted(0, 15_000, Some(15_000))),
+            Some((15_000, TimerReason::Pong))
+        );
+        assert_eq!(
+            at(admitted(0, 15_000, Some(25_000))),
+            Some((15_000, TimerReason::Ping))
+        );
+        assert_eq!(
+            at(admitted(0, 70_000, None)),
+            Some((60_000, TimerReason::Tick))
+        );
+    }
+}

@@ -302,6 +302,29 @@ mod tests {
     }
 
     #[test]
+    fn gateway_errors_are_read_whole_and_leniently() {
+        let e = gateway_error(Some(&serde_json::json!({
+            "code": "NOT_PAIRED", "message": "pair first", "retryable": false,
+            "details": {"code": "PAIRING_REQUIRED", "recommendedNextStep": "wait_then_retry",
+                        "retryAfterMs": 1500}
+        })));
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("NOT_PAIRED", "pair first")
+        );
+        assert_eq!(e.detail_code.as_deref(), Some("PAIRING_REQUIRED"));
+        assert_eq!(e.recommended_next_step.as_deref(), Some("wait_then_retry"));
+        assert_eq!((e.retry_after_ms, e.retryable), (Some(1500), Some(false)));
+        let none = gateway_error(None);
+        assert_eq!(
+            (none.code.as_str(), none.message.as_str()),
+            ("UNKNOWN", "error response without an error object")
+        );
+        let odd = gateway_error(Some(&serde_json::json!({"code": 5})));
+        assert_eq!((odd.code.as_str(), odd.message.as_str()), ("UNKNOWN", ""));
+    }
+
+    #[test]
     fn request_frames_are_valid_json() {
         let text = request("r\"1", "node.event", &serde_json::json!({"a":[1,2]}));
         let v: Value = serde_json::from_str(&text).unwrap();

@@ -148,6 +148,23 @@ mod tests {
     }
 
     #[test]
+    fn scopes_are_joined_with_commas() {
+        let fields = SignatureFields {
+            device_id: "d",
+            client_id: "c",
+            client_mode: "m",
+            role: "operator",
+            scopes: &["a", "b", "c"],
+            signed_at: 1,
+            token: "",
+            nonce: "n",
+            platform: "p",
+            device_family: "F",
+        };
+        assert_eq!(fields.v3_payload(), "v3|d|c|m|operator|a,b,c|1||n|p|f");
+    }
+
+    #[test]
     fn ids_and_signatures_verify() {
         let id = DeviceIdentity::new(SigningKey::from_bytes(&[7u8; 32]));
         assert_eq!(id.device_id().len(), 64);
