@@ -109,3 +109,39 @@ fn the_fingerprint_sees_running_invokes() {
         twin.node.fingerprint(twin.now)
     );
 }
+
+#[test]
+fn an_answer_of_exactly_max_payload_goes_out_and_one_byte_more_does_not() {
+    let gw = GatewayConfig {
+        max_payload: 4096,
+        ..GatewayConfig::default()
+    };
+    let mut sim = Sim::with(sim::test_key(1), NodeOptions::with_seed(1), gw);
+    sim.apply(loopback_config());
+    assert!(sim.run_until_connected(Duration::from_secs(5)));
+    let answer = |sim: &mut Sim, id: &str, len: usize| {
+        sim.gw_invoke(id, "echo", None, None);
+        sim.run_for(ms(10));
+        let mark = sim.mark();
+        let payload = format!("\"{}\"", "x".repeat(len));
+        sim.answer(
+            id,
+            InvokeOutcome::Ok {
+                payload_json: Some(payload),
+            },
+        );
+        sim.run_for(ms(10));
+        sim.effects_since(mark)
+            .find_map(|e| match e {
+                clawnode_core::Effect::SendFrame { text, .. } => Some(text.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let probe = answer(&mut sim, "a1", 10).len();
+    let exact = answer(&mut sim, "a2", 10 + 4096 - probe);
+    assert_eq!(exact.len(), 4096);
+    assert!(exact.contains("\"ok\":true"), "{exact}");
+    let over = answer(&mut sim, "a3", 10 + 4096 - probe + 1);
+    assert!(over.contains("PAYLOAD_TOO_LARGE"), "{over}");
+}
