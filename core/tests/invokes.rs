@@ -145,3 +145,80 @@ fn an_answer_of_exactly_max_payload_goes_out_and_one_byte_more_does_not() {
     let over = answer(&mut sim, "a3", 10 + 4096 - probe + 1);
     assert!(over.contains("PAYLOAD_TOO_LARGE"), "{over}");
 }
+
+#[test]
+fn answers_acknowledgements_and_expiries_are_counted_and_frame_ids_never_repeat() {
+    let gw = GatewayConfig {
+        auto_ack: false,
+        ..GatewayConfig::default()
+    };
+    let mut sim = Sim::with(sim::test_key(1), NodeOptions::with_seed(1), gw);
+    sim.apply(loopback_config());
+    assert!(sim.run_until_connected(Duration::from_secs(5)));
+    let a = sim.gateway.admitted().unwrap();
+    for id in ["ok", "refused"] {
+        sim.gw_invoke(id, "echo", None, None);
+    }
+    sim.gw_invoke("late", "slow", None, Some(1000));
+    sim.run_for(ms(10));
+    for id in ["ok", "refused"] {
+        sim.answer(id, InvokeOutcome::Ok { payload_json: None });
+    }
+    let _ = sim.send_request("custom", json!({}), None);
+    sim.run_for(ms(10));
+    // The gateway accepts the first answer and refuses the second.
+    let held = sim.gateway.held_requests().to_vec();
+    assert_eq!(held.len(), 3, "{held:?}");
+    sim.gateway.respond(sim.now, a, &held[0].1, true, json!({}));
+    sim.gateway
+        .respond(sim.now, a, &held[1].1, false, json!({}));
+    sim.run_for(Duration::from_secs(2));
+    let s = sim.node.status();
+    assert_eq!(s.counters.invoke_results, 2);
+    assert_eq!(s.counters.invokes_dropped, 1);
+    assert_eq!(s.counters.invokes_refused, 1, "the expired invoke");
+    let dropped: Vec<&str> = sim
+        .notifications()
+        .filter_map(|n| match n {
+            Notification::InvokeDropped { id, .. } => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dropped, ["refused"]);
+    // Every request frame the node sent had its own id.
+    let ids: Vec<String> = sim
+        .gateway
+        .log
+        .frames
+        .iter()
+        .filter_map(|(_, _, v)| v["id"].as_str().map(str::to_owned))
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+}
+
+#[test]
+fn a_request_of_exactly_max_payload_goes_out_and_one_byte_more_is_refused() {
+    let gw = GatewayConfig {
+        max_payload: 4096,
+        ..GatewayConfig::default()
+    };
+    let mut sim = Sim::with(sim::test_key(1), NodeOptions::with_seed(1), gw);
+    sim.apply(loopback_config());
+    assert!(sim.run_until_connected(Duration::from_secs(5)));
+    let frame_len = |sim: &mut Sim, n: usize| {
+        let mark = sim.mark();
+        let r = sim.send_request("custom", json!({"pad": "p".repeat(n)}), None);
+        let len = sim.effects_since(mark).find_map(|e| match e {
+            clawnode_core::Effect::SendFrame { text, .. } => Some(text.len()),
+            _ => None,
+        });
+        (r.is_ok(), len)
+    };
+    let (_, Some(probe)) = frame_len(&mut sim, 10) else {
+        panic!("no frame")
+    };
+    // Request ids grow from r2 to r3: same length.
+    assert_eq!(frame_len(&mut sim, 10 + 4096 - probe), (true, Some(4096)));
+    assert_eq!(frame_len(&mut sim, 10 + 4096 - probe + 1), (false, None));
+}

@@ -170,8 +170,9 @@ pub struct GatewayConfig {
     /// After the node closes a socket, report it closed to the node (a stale
     /// input by then), as a real driver may.
     pub echo_close: bool,
-    /// Answer the node's requests (`node.event`, others) at once with
-    /// `ok:true`. When off they wait for [`FakeGateway::respond`].
+    /// Answer the node's requests (`node.invoke.result`, `node.event`,
+    /// others) at once with `ok:true`. When off they wait for
+    /// [`FakeGateway::respond`].
     pub auto_ack: bool,
     /// Every this many ticks, skip one `seq` (a gap).
     pub seq_gap_every: Option<u64>,
@@ -1043,6 +1044,10 @@ impl FakeGateway {
                 ));
             }
             self.log.invoke_results.push((attempt, params));
+            if !self.config.auto_ack {
+                self.held.push((attempt, id));
+                return;
+            }
             return self.send(
                 now,
                 attempt,
