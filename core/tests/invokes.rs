@@ -36,22 +36,27 @@ fn the_totals_and_the_status_count_every_invoke_once() {
         a,
         json!({"id": "x".repeat(300), "command": "echo"}),
     ); // too long
+    sim.gateway
+        .invoke_payload(sim.now, a, json!({"id": "no-command"})); // malformed
     sim.run_for(ms(10));
     let s = sim.node.status();
     assert_eq!(s.running_invokes, 2);
-    assert_eq!((s.counters.invokes, s.counters.invokes_refused), (2, 3));
+    assert_eq!((s.counters.invokes, s.counters.invokes_refused), (2, 4));
     sim.answer("i1", InvokeOutcome::Ok { payload_json: None });
+    sim.answer("never-handed-out", InvokeOutcome::Ok { payload_json: None });
     sim.gw_invoke("i1", "echo", None, None); // a repeat
     sim.run_for(ms(10));
     let s = sim.node.status();
     assert_eq!(s.running_invokes, 1);
+    let c = s.counters;
     assert_eq!(
         (
-            s.counters.invokes,
-            s.counters.invokes_refused,
-            s.counters.invoke_results
+            c.invokes,
+            c.invokes_refused,
+            c.invoke_results,
+            c.invokes_dropped
         ),
-        (2, 4, 1)
+        (2, 5, 1, 1)
     );
 }
 
@@ -221,4 +226,142 @@ fn a_request_of_exactly_max_payload_goes_out_and_one_byte_more_is_refused() {
     // Request ids grow from r2 to r3: same length.
     assert_eq!(frame_len(&mut sim, 10 + 4096 - probe), (true, Some(4096)));
     assert_eq!(frame_len(&mut sim, 10 + 4096 - probe + 1), (false, None));
+}
+
+#[test]
+fn the_cores_own_answer_of_exactly_max_payload_goes_out_and_one_byte_more_does_not() {
+    let gw = GatewayConfig {
+        max_payload: 4096,
+        ..GatewayConfig::default()
+    };
+    let mut sim = Sim::with(sim::test_key(1), NodeOptions::with_seed(1), gw);
+    sim.apply(loopback_config());
+    assert!(sim.run_until_connected(Duration::from_secs(5)));
+    // An undeclared command is named in the refusal: its length sets the
+    // answer's.
+    let refuse = |sim: &mut Sim, id: &str, len: usize| {
+        let mark = sim.mark();
+        sim.gw_invoke(id, &"c".repeat(len), None, None);
+        sim.run_for(ms(10));
+        let sent = sim.effects_since(mark).find_map(|e| match e {
+            clawnode_core::Effect::SendFrame { text, .. } => Some(text.len()),
+            _ => None,
+        });
+        let dropped = sim.effects_since(mark).any(|e| {
+            matches!(
+                e,
+                clawnode_core::Effect::Notify(Notification::InvokeDropped { .. })
+            )
+        });
+        (sent, dropped)
+    };
+    let (Some(probe), false) = refuse(&mut sim, "u1", 10) else {
+        panic!("the probe's refusal was not sent")
+    };
+    assert_eq!(
+        refuse(&mut sim, "u2", 10 + 4096 - probe),
+        (Some(4096), false)
+    );
+    assert_eq!(refuse(&mut sim, "u3", 10 + 4096 - probe + 1), (None, true));
+}
+
+#[test]
+fn the_fingerprint_sees_remembered_ids_until_they_are_forgotten() {
+    // Two sessions alike but for the id of the invoke they answered.
+    let finished = |id: &str| {
+        let mut sim = connected(16);
+        sim.gw_invoke(id, "echo", None, None);
+        sim.run_for(ms(10));
+        sim.answer(id, InvokeOutcome::Ok { payload_json: None });
+        sim
+    };
+    let (a, b) = (finished("a1"), finished("b1"));
+    assert_eq!(a.now, b.now);
+    assert_ne!(a.node.fingerprint(a.now), b.node.fingerprint(b.now));
+    // Forgotten exactly `remember_invoke` after the answer.
+    let gone = a.now + NodeOptions::with_seed(0).timeouts.remember_invoke;
+    assert_eq!(a.node.fingerprint(gone), b.node.fingerprint(gone));
+}
+
+#[test]
+fn the_status_reports_the_config_the_connection_and_the_frames() {
+    let mut sim = connected(16);
+    assert_eq!(sim.node.config(), Some(&loopback_config()));
+    let s = sim.node.status();
+    assert_eq!(s.conn_id.as_deref(), Some("conn-1"));
+    // challenge and hello-ok in, connect out.
+    assert_eq!((s.counters.frames_in, s.counters.frames_out), (2, 1));
+    sim.gw_invoke("i1", "echo", None, None);
+    sim.run_for(ms(10));
+    sim.answer("i1", InvokeOutcome::Ok { payload_json: None });
+    sim.run_for(ms(10));
+    let s = sim.node.status();
+    assert_eq!((s.counters.frames_in, s.counters.frames_out), (4, 2));
+}
+
+#[test]
+fn an_expiring_invoke_while_waiting_does_not_start_the_next_attempt_early() {
+    let mut sim = connected(16);
+    sim.gw_invoke("i1", "slow", None, Some(100));
+    sim.run_for(ms(10));
+    let mark = sim.mark();
+    sim.gw_close(1006);
+    sim.run_for(Duration::from_secs(5));
+    let retry = sim
+        .effects_since(mark)
+        .find_map(|e| match e {
+            clawnode_core::Effect::Notify(Notification::Disconnected { retry_in, .. }) => *retry_in,
+            _ => None,
+        })
+        .expect("a retry");
+    let closed_at = sim.log[mark..]
+        .iter()
+        .find(|(_, e)| {
+            matches!(
+                e,
+                clawnode_core::Effect::Notify(Notification::Disconnected { .. })
+            )
+        })
+        .map(|(t, _)| *t)
+        .unwrap();
+    let reopened_at = sim.log[mark..]
+        .iter()
+        .find(|(_, e)| matches!(e, clawnode_core::Effect::OpenSocket { .. }))
+        .map(|(t, _)| *t)
+        .unwrap();
+    assert!(
+        retry > ms(100),
+        "the invoke's deadline comes first: {retry:?}"
+    );
+    assert_eq!(reopened_at, closed_at + retry);
+}
+
+#[test]
+fn set_config_by_reference_compares_then_applies() {
+    let mut sim = connected(16);
+    let now = sim.now;
+    let before = sim.mark();
+    sim.node.set_config(now, &loopback_config());
+    assert!(
+        sim.node.poll_effect().is_none(),
+        "an equal config does nothing"
+    );
+    let changed = loopback_config().with_session_id("other");
+    sim.node.set_config(now, &changed);
+    let mut effects = Vec::new();
+    while let Some(e) = sim.node.poll_effect() {
+        effects.push(e);
+    }
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, clawnode_core::Effect::CloseSocket { .. }))
+    );
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, clawnode_core::Effect::OpenSocket { .. }))
+    );
+    assert_eq!(sim.node.config(), Some(&changed));
+    let _ = before;
 }

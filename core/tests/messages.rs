@@ -131,3 +131,18 @@ fn refused_sends_and_unusable_frames_say_why() {
         "frame field \"event\" is missing or has the wrong type"
     );
 }
+
+#[test]
+fn times_count_milliseconds() {
+    let t = Time::from_millis(42);
+    assert_eq!(t.as_millis(), 42);
+    assert_eq!((t + std::time::Duration::from_millis(8)).as_millis(), 50);
+    assert_eq!(t.saturating_since(Time::from_millis(50)).as_millis(), 0);
+}
+
+#[test]
+fn pin_sets_know_their_size() {
+    let set = PinSet::new([Pin::from_sha256([1; 32]), Pin::from_sha256([2; 32])]).unwrap();
+    assert_eq!((set.len(), set.is_empty()), (2, false));
+    assert!(PinSet::new(Vec::<Pin>::new()).is_none());
+}

@@ -97,8 +97,8 @@ enum StepKind {
 /// - input naming a stale attempt, and a config equal to the current one,
 ///   change nothing: no effect, same status, same next deadline;
 /// - draining terminates ([`MAX_DRAIN`]);
-/// - after `handle_timeout(now)` and a full drain the next deadline is
-///   absent or later than `now`;
+/// - `handle_timeout(now)` before any deadline changes nothing, and after
+///   it and a full drain the next deadline is absent or later than `now`;
 /// - `Disconnected.retry_in` lies within [`Backoff::bounds`] for the
 ///   consecutive-failure count (raised by the gateway's `retryAfterMs`,
 ///   clamped), is zero for a config change, at most `max_restart_wait` for a
@@ -261,8 +261,17 @@ impl Invariants {
     pub fn timeout(&mut self, node: &mut NodeState, now: Time) -> Result<Vec<Effect>, Violation> {
         self.learn_device(node);
         self.begin(StepKind::Timeout);
+        let due = node.poll_timeout().is_some_and(|t| t <= now);
         node.handle_timeout(now);
         let effects = self.drain(node, now)?;
+        // A driver may wake early (a spurious wake-up, another timer): a
+        // call before any deadline must change nothing.
+        if !due && !effects.is_empty() {
+            return Err(Violation {
+                rule: "timeout-only-when-due",
+                detail: format!("handle_timeout({now:?}) before any deadline emitted {effects:?}"),
+            });
+        }
         if let Some(next) = node.poll_timeout()
             && next <= now
         {
