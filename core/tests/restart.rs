@@ -95,3 +95,28 @@ fn the_restart_window_ends_and_the_backoff_resumes() {
     assert_eq!(uncounted, quick, "the quick retries are bounded in number");
     assert!(counted >= 3, "the backoff resumed after the window");
 }
+
+#[test]
+fn after_a_shutdown_event_only_an_io_failure_is_the_restart() {
+    let mut sim = Sim::new(GatewayConfig::default());
+    sim.apply(loopback_config());
+    assert!(sim.run_until_connected(Duration::from_secs(5)));
+    let attempt = sim.gateway.admitted().unwrap();
+    sim.gw_event("shutdown", serde_json::json!({"reason": "restart"}), false);
+    sim.run_for(Duration::from_millis(10));
+    let mark = sim.mark();
+    sim.input(clawnode_core::Input::SocketFailed {
+        attempt,
+        error: clawnode_core::SocketError::Tls("certificate expired".into()),
+    });
+    let reason = sim.effects_since(mark).find_map(|e| match e {
+        Effect::Notify(Notification::Disconnected { reason, .. }) => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(
+        matches!(reason, Some(DisconnectReason::Failed(_))),
+        "{reason:?}"
+    );
+    assert_eq!(sim.node.phase(), clawnode_core::Phase::Paused);
+    assert_eq!(sim.node.status().counters.disconnects, 1);
+}
