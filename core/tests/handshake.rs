@@ -1,0 +1,76 @@
+//! Frames out of place during the handshake: an event that is not the
+//! challenge, or a response to another id than the connect, is reported and
+//! ignored; the handshake goes on.
+
+use core::time::Duration;
+
+use clawnode_core::sim::{self, AttemptPlan, GatewayConfig, Sim, loopback_config};
+use clawnode_core::{AttemptId, Input, Notification, Phase};
+
+fn frame(sim: &mut Sim, text: &str) {
+    sim.input(Input::Frame {
+        attempt: AttemptId(1),
+        text: text.into(),
+    });
+}
+
+fn rejected(sim: &Sim) -> Vec<String> {
+    sim.notifications()
+        .filter_map(|n| match n {
+            Notification::FrameRejected { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_event_before_the_challenge_is_not_taken_for_it() {
+    let gw = GatewayConfig {
+        default_plan: AttemptPlan::NoChallenge,
+        ..GatewayConfig::default()
+    };
+    let mut sim = Sim::with(
+        sim::test_key(1),
+        clawnode_core::NodeOptions::with_seed(1),
+        gw,
+    );
+    sim.apply(loopback_config());
+    sim.run_for(Duration::from_millis(20));
+    assert_eq!(sim.node.phase(), Phase::Handshaking);
+    frame(
+        &mut sim,
+        r#"{"type":"event","event":"tick","payload":{"ts":1}}"#,
+    );
+    assert_eq!(
+        rejected(&sim),
+        ["unexpected frame before connect.challenge: event \"tick\""]
+    );
+    assert_eq!(sim.node.phase(), Phase::Handshaking);
+    assert_eq!(sim.node.status().counters.disconnects, 0);
+}
+
+#[test]
+fn a_response_to_another_id_before_hello_ok_is_not_taken_for_it() {
+    let gw = GatewayConfig {
+        default_plan: AttemptPlan::NoHello,
+        ..GatewayConfig::default()
+    };
+    let mut sim = Sim::with(
+        sim::test_key(1),
+        clawnode_core::NodeOptions::with_seed(1),
+        gw,
+    );
+    sim.apply(loopback_config());
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(sim.node.phase(), Phase::Handshaking);
+    frame(
+        &mut sim,
+        r#"{"type":"res","id":"other","ok":true,"payload":{"type":"hello-ok","protocol":4}}"#,
+    );
+    assert_eq!(
+        rejected(&sim),
+        ["unexpected frame before hello-ok: response to \"other\""]
+    );
+    assert_eq!(sim.node.phase(), Phase::Handshaking);
+    assert_eq!(sim.connected_count(), 0);
+}
