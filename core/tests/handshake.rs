@@ -74,3 +74,28 @@ fn a_response_to_another_id_before_hello_ok_is_not_taken_for_it() {
     assert_eq!(sim.node.phase(), Phase::Handshaking);
     assert_eq!(sim.connected_count(), 0);
 }
+
+#[test]
+fn a_tick_interval_of_zero_means_none_given() {
+    let gw = GatewayConfig {
+        announced_tick_ms: Some(0),
+        ..GatewayConfig::default()
+    };
+    let mut sim = Sim::with(
+        sim::test_key(1),
+        clawnode_core::NodeOptions::with_seed(1),
+        gw,
+    );
+    sim.apply(loopback_config());
+    assert!(sim.run_until_connected(Duration::from_secs(5)));
+    let tick = sim.notifications().find_map(|n| match n {
+        Notification::Connected {
+            tick_interval_ms, ..
+        } => Some(*tick_interval_ms),
+        _ => None,
+    });
+    let default = clawnode_core::NodeOptions::with_seed(0)
+        .timeouts
+        .default_tick_interval;
+    assert_eq!(tick, Some(default.as_millis() as u64));
+}
