@@ -99,3 +99,29 @@ fn a_tick_interval_of_zero_means_none_given() {
         .default_tick_interval;
     assert_eq!(tick, Some(default.as_millis() as u64));
 }
+
+#[test]
+fn without_max_payload_the_default_is_25_mib() {
+    let gw = GatewayConfig {
+        default_plan: AttemptPlan::NoHello,
+        ..GatewayConfig::default()
+    };
+    let mut sim = Sim::with(
+        sim::test_key(1),
+        clawnode_core::NodeOptions::with_seed(1),
+        gw,
+    );
+    sim.apply(loopback_config());
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(sim.node.phase(), Phase::Handshaking);
+    // hello-ok with no policy at all, answering the node's connect.
+    frame(
+        &mut sim,
+        r#"{"type":"res","id":"connect-1","ok":true,"payload":{"type":"hello-ok","protocol":4}}"#,
+    );
+    let max = sim.notifications().find_map(|n| match n {
+        Notification::Connected { max_payload, .. } => Some(*max_payload),
+        _ => None,
+    });
+    assert_eq!(max, Some(25 * 1024 * 1024));
+}
