@@ -23,10 +23,11 @@ fn rejected(sim: &Sim) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn an_event_before_the_challenge_is_not_taken_for_it() {
+/// A session whose gateway follows `plan`, run until the handshake is
+/// under way.
+fn handshaking(plan: AttemptPlan, wait: Duration) -> Sim {
     let gw = GatewayConfig {
-        default_plan: AttemptPlan::NoChallenge,
+        default_plan: plan,
         ..GatewayConfig::default()
     };
     let mut sim = Sim::with(
@@ -35,8 +36,14 @@ fn an_event_before_the_challenge_is_not_taken_for_it() {
         gw,
     );
     sim.apply(loopback_config());
-    sim.run_for(Duration::from_millis(20));
+    sim.run_for(wait);
     assert_eq!(sim.node.phase(), Phase::Handshaking);
+    sim
+}
+
+#[test]
+fn an_event_before_the_challenge_is_not_taken_for_it() {
+    let mut sim = handshaking(AttemptPlan::NoChallenge, Duration::from_millis(20));
     frame(
         &mut sim,
         r#"{"type":"event","event":"tick","payload":{"ts":1}}"#,
@@ -51,18 +58,7 @@ fn an_event_before_the_challenge_is_not_taken_for_it() {
 
 #[test]
 fn a_response_to_another_id_before_hello_ok_is_not_taken_for_it() {
-    let gw = GatewayConfig {
-        default_plan: AttemptPlan::NoHello,
-        ..GatewayConfig::default()
-    };
-    let mut sim = Sim::with(
-        sim::test_key(1),
-        clawnode_core::NodeOptions::with_seed(1),
-        gw,
-    );
-    sim.apply(loopback_config());
-    sim.run_for(Duration::from_millis(50));
-    assert_eq!(sim.node.phase(), Phase::Handshaking);
+    let mut sim = handshaking(AttemptPlan::NoHello, Duration::from_millis(50));
     frame(
         &mut sim,
         r#"{"type":"res","id":"other","ok":true,"payload":{"type":"hello-ok","protocol":4}}"#,
@@ -102,18 +98,7 @@ fn a_tick_interval_of_zero_means_none_given() {
 
 #[test]
 fn without_max_payload_the_default_is_25_mib() {
-    let gw = GatewayConfig {
-        default_plan: AttemptPlan::NoHello,
-        ..GatewayConfig::default()
-    };
-    let mut sim = Sim::with(
-        sim::test_key(1),
-        clawnode_core::NodeOptions::with_seed(1),
-        gw,
-    );
-    sim.apply(loopback_config());
-    sim.run_for(Duration::from_millis(50));
-    assert_eq!(sim.node.phase(), Phase::Handshaking);
+    let mut sim = handshaking(AttemptPlan::NoHello, Duration::from_millis(50));
     // hello-ok with no policy at all, answering the node's connect.
     frame(
         &mut sim,

@@ -13,10 +13,31 @@ fn connected(max_concurrent_invokes: usize) -> Sim {
         max_concurrent_invokes,
         ..NodeOptions::with_seed(1)
     };
-    let mut sim = Sim::with(sim::test_key(1), options, GatewayConfig::default());
+    connected_with(options, GatewayConfig::default())
+}
+
+fn connected_with(options: NodeOptions, gw: GatewayConfig) -> Sim {
+    let mut sim = Sim::with(sim::test_key(1), options, gw);
     sim.apply(loopback_config());
     assert!(sim.run_until_connected(Duration::from_secs(5)));
     sim
+}
+
+/// Connected to a gateway whose `maxPayload` is 4096.
+fn connected_to_a_4096_byte_limit() -> Sim {
+    let gw = GatewayConfig {
+        max_payload: 4096,
+        ..GatewayConfig::default()
+    };
+    connected_with(NodeOptions::with_seed(1), gw)
+}
+
+/// The text of the first frame the node sent since `mark`.
+fn first_frame(sim: &Sim, mark: usize) -> Option<String> {
+    sim.effects_since(mark).find_map(|e| match e {
+        clawnode_core::Effect::SendFrame { text, .. } => Some(text.clone()),
+        _ => None,
+    })
 }
 
 fn ms(n: u64) -> Duration {
@@ -117,13 +138,7 @@ fn the_fingerprint_sees_running_invokes() {
 
 #[test]
 fn an_answer_of_exactly_max_payload_goes_out_and_one_byte_more_does_not() {
-    let gw = GatewayConfig {
-        max_payload: 4096,
-        ..GatewayConfig::default()
-    };
-    let mut sim = Sim::with(sim::test_key(1), NodeOptions::with_seed(1), gw);
-    sim.apply(loopback_config());
-    assert!(sim.run_until_connected(Duration::from_secs(5)));
+    let mut sim = connected_to_a_4096_byte_limit();
     let answer = |sim: &mut Sim, id: &str, len: usize| {
         sim.gw_invoke(id, "echo", None, None);
         sim.run_for(ms(10));
@@ -136,12 +151,7 @@ fn an_answer_of_exactly_max_payload_goes_out_and_one_byte_more_does_not() {
             },
         );
         sim.run_for(ms(10));
-        sim.effects_since(mark)
-            .find_map(|e| match e {
-                clawnode_core::Effect::SendFrame { text, .. } => Some(text.clone()),
-                _ => None,
-            })
-            .unwrap()
+        first_frame(sim, mark).unwrap()
     };
     let probe = answer(&mut sim, "a1", 10).len();
     let exact = answer(&mut sim, "a2", 10 + 4096 - probe);
@@ -157,9 +167,7 @@ fn answers_acknowledgements_and_expiries_are_counted_and_frame_ids_never_repeat(
         auto_ack: false,
         ..GatewayConfig::default()
     };
-    let mut sim = Sim::with(sim::test_key(1), NodeOptions::with_seed(1), gw);
-    sim.apply(loopback_config());
-    assert!(sim.run_until_connected(Duration::from_secs(5)));
+    let mut sim = connected_with(NodeOptions::with_seed(1), gw);
     let a = sim.gateway.admitted().unwrap();
     for id in ["ok", "refused"] {
         sim.gw_invoke(id, "echo", None, None);
@@ -204,20 +212,11 @@ fn answers_acknowledgements_and_expiries_are_counted_and_frame_ids_never_repeat(
 
 #[test]
 fn a_request_of_exactly_max_payload_goes_out_and_one_byte_more_is_refused() {
-    let gw = GatewayConfig {
-        max_payload: 4096,
-        ..GatewayConfig::default()
-    };
-    let mut sim = Sim::with(sim::test_key(1), NodeOptions::with_seed(1), gw);
-    sim.apply(loopback_config());
-    assert!(sim.run_until_connected(Duration::from_secs(5)));
+    let mut sim = connected_to_a_4096_byte_limit();
     let frame_len = |sim: &mut Sim, n: usize| {
         let mark = sim.mark();
         let r = sim.send_request("custom", json!({"pad": "p".repeat(n)}), None);
-        let len = sim.effects_since(mark).find_map(|e| match e {
-            clawnode_core::Effect::SendFrame { text, .. } => Some(text.len()),
-            _ => None,
-        });
+        let len = first_frame(sim, mark).map(|t| t.len());
         (r.is_ok(), len)
     };
     let (_, Some(probe)) = frame_len(&mut sim, 10) else {
@@ -230,23 +229,14 @@ fn a_request_of_exactly_max_payload_goes_out_and_one_byte_more_is_refused() {
 
 #[test]
 fn the_cores_own_answer_of_exactly_max_payload_goes_out_and_one_byte_more_does_not() {
-    let gw = GatewayConfig {
-        max_payload: 4096,
-        ..GatewayConfig::default()
-    };
-    let mut sim = Sim::with(sim::test_key(1), NodeOptions::with_seed(1), gw);
-    sim.apply(loopback_config());
-    assert!(sim.run_until_connected(Duration::from_secs(5)));
+    let mut sim = connected_to_a_4096_byte_limit();
     // An undeclared command is named in the refusal: its length sets the
     // answer's.
     let refuse = |sim: &mut Sim, id: &str, len: usize| {
         let mark = sim.mark();
         sim.gw_invoke(id, &"c".repeat(len), None, None);
         sim.run_for(ms(10));
-        let sent = sim.effects_since(mark).find_map(|e| match e {
-            clawnode_core::Effect::SendFrame { text, .. } => Some(text.len()),
-            _ => None,
-        });
+        let sent = first_frame(sim, mark).map(|t| t.len());
         let dropped = sim.effects_since(mark).any(|e| {
             matches!(
                 e,
@@ -340,7 +330,6 @@ fn an_expiring_invoke_while_waiting_does_not_start_the_next_attempt_early() {
 fn set_config_by_reference_compares_then_applies() {
     let mut sim = connected(16);
     let now = sim.now;
-    let before = sim.mark();
     sim.node.set_config(now, &loopback_config());
     assert!(
         sim.node.poll_effect().is_none(),
@@ -363,5 +352,4 @@ fn set_config_by_reference_compares_then_applies() {
             .any(|e| matches!(e, clawnode_core::Effect::OpenSocket { .. }))
     );
     assert_eq!(sim.node.config(), Some(&changed));
-    let _ = before;
 }
