@@ -23,6 +23,7 @@ pub struct GatewayUrl {
 
 /// Why a session input was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The URL does not parse.
     MalformedUrl {
@@ -212,6 +213,7 @@ impl fmt::Debug for GatewayUrl {
 
 /// How the driver must authenticate the gateway's TLS certificate.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
 pub enum TlsPolicy {
     /// Accept exactly the certificates whose SHA-256 is in the set; CA and
     /// hostname checks are replaced by the pin.

@@ -102,6 +102,7 @@ pub struct InvokeRequest {
 
 /// Why an invoke was cancelled.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
 pub enum CancelReason {
     /// The gateway sent `node.invoke.cancel`.
     Gateway,
@@ -113,6 +114,7 @@ pub enum CancelReason {
 
 /// Why a request from the application failed.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum RequestError {
     /// The gateway answered with an error.
     Gateway(GatewayError),
@@ -135,6 +137,7 @@ pub struct SendRefused {
 
 /// Why a send was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendRefusal {
     /// The session has not been admitted (no hello-ok on the current socket).
     NotConnected,

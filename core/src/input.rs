@@ -83,6 +83,7 @@ pub enum Input {
 
 /// Why a socket failed, as the driver saw it.
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
 pub enum SocketError {
     /// The certificate's SHA-256 is not among the pins (terminal).
     PinMismatch {

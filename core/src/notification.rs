@@ -14,6 +14,7 @@ use crate::pin::Pin;
 /// Something that happened, for the application and the person watching.
 /// Every notification reports a real transition.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Notification {
     /// The gateway admitted this node (hello-ok). Once per admission.
     Connected {
@@ -89,6 +90,7 @@ pub enum Notification {
 
 /// Why an invoke answer was not sent (or not taken).
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum DropReason {
     /// The core already answered it with a timeout, it was cancelled, or it
     /// was never running.
@@ -103,6 +105,7 @@ pub enum DropReason {
 
 /// Why an invoke request was refused by the core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum InvokeRefusal {
     /// The command is not among the declared commands.
     Undeclared,
@@ -121,6 +124,7 @@ pub enum InvokeRefusal {
 
 /// Why an attempt ended.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum DisconnectReason {
     /// The socket closed.
     Closed {
@@ -155,6 +159,7 @@ pub enum DisconnectReason {
 
 /// What kind of terminal failure paused the session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PauseKind {
     /// Credentials were rejected.
     Auth,

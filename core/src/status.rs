@@ -9,6 +9,7 @@ use crate::time::Time;
 
 /// The session's phase, as reported by [`Status`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Phase {
     /// No config applied yet.
     Idle,

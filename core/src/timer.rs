@@ -11,6 +11,7 @@ use crate::time::Time;
 
 /// What the session is waiting for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TimerReason {
     /// The socket must open (TCP, TLS, WebSocket upgrade) by then.
     Open,

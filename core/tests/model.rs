@@ -88,6 +88,8 @@ fn alphabet() -> Vec<Op> {
         }),
         Op::InvokeResult(1, true, 1),
         frame(Cancel(1)),
+        // A request from the application (refused until hello-ok).
+        Op::Request(1, None),
         // Time to the next deadline, wake and stop.
         Op::ToDeadline,
         Op::Wake,

@@ -63,7 +63,7 @@ fn frame() -> impl Strategy<Value = Fr> {
         3 => Just(Fr::Challenge),
         1 => Just(Fr::BadChallenge),
         3 => (
-            prop::option::of(prop_oneof![Just(0u32), 1u32..100_000]),
+            prop::option::of(prop_oneof![Just(0u32), 1u32..100_000, 300_000u32..]),
             prop::option::of(prop_oneof![Just(0u32), 64u32..4096, Just(u32::MAX)]),
             prop::option::of(0u8..3),
             0u8..8
@@ -157,6 +157,10 @@ enum GwOp {
     SetSharedToken(u8),
     SetDeviceToken(u8),
     Down(u32),
+    /// Stop ticking on the admitted connection (pongs still answered).
+    StopTicks,
+    /// The `tickIntervalMs` announced from the next admission on.
+    AnnounceTick(u64),
 }
 
 fn gw_op() -> impl Strategy<Value = GwOp> {
@@ -180,6 +184,8 @@ fn gw_op() -> impl Strategy<Value = GwOp> {
         1 => (0u8..3).prop_map(GwOp::SetSharedToken),
         1 => (0u8..3).prop_map(GwOp::SetDeviceToken),
         1 => (0u32..120_000).prop_map(GwOp::Down),
+        1 => Just(GwOp::StopTicks),
+        1 => prop_oneof![1u64..5_000, 100_000u64..u64::MAX].prop_map(GwOp::AnnounceTick),
     ]
 }
 
@@ -281,10 +287,13 @@ fn run_gateway(seed: u64, ops: &[GwOp]) -> String {
                 let until = sim.now + Duration::from_millis(u64::from(*ms));
                 sim.gateway.down_until(until);
             }
+            GwOp::StopTicks if admitted.is_some() => sim.gw_stop_ticks(),
+            GwOp::AnnounceTick(ms) => sim.gateway.config.announced_tick_ms = Some(*ms),
             _ => {}
         }
     }
-    sim.run_for(Duration::from_secs(300));
+    // Long enough for the watchdog's longest honoured interval to pass.
+    sim.run_for(Duration::from_secs(700));
     // Whatever happened, at most one socket is open at the gateway.
     assert!(
         sim.gateway.open_sockets() <= 1,

@@ -4,10 +4,15 @@
 
 use core::time::Duration;
 
-use clawnode_core::sim::{GatewayConfig, Sim, loopback_config};
+use clawnode_core::sim::{self, GatewayConfig, Invariants, Sim, loopback_config};
 use clawnode_core::{
-    Backoff, BackoffConfig, DisconnectReason, Effect, Limits, Notification, Timeouts,
+    Backoff, BackoffConfig, DisconnectReason, Effect, Limits, NodeOptions, NodeState, Notification,
+    Timeouts,
 };
+
+mod support;
+
+use support::{Fr, Harness, Op, Sel};
 
 fn retries(sim: &Sim, mark: usize) -> Vec<(DisconnectReason, Duration)> {
     sim.effects_since(mark)
@@ -119,4 +124,154 @@ fn after_a_shutdown_event_only_an_io_failure_is_the_restart() {
     );
     assert_eq!(sim.node.phase(), clawnode_core::Phase::Paused);
     assert_eq!(sim.node.status().counters.disconnects, 1);
+}
+
+// ---- the exact instants where the restart rules end --------------------------
+
+/// A raw-input node whose socket may stay opening for two minutes, with
+/// quick retries drawn from 100..=200 ms so that they cannot be mistaken
+/// for the first backoff step (500..=1000 ms), and no pong check (the
+/// raw harness answers no pings).
+fn exact_harness() -> Harness {
+    let options = NodeOptions {
+        timeouts: Timeouts {
+            open: Duration::from_secs(120),
+            restart_retry: Duration::from_millis(100),
+            pong: None,
+            ..Timeouts::default()
+        },
+        ..NodeOptions::with_seed(7)
+    };
+    Harness {
+        inv: Invariants::new(&options),
+        node: NodeState::new(sim::test_key(2), options),
+        ..Harness::new(7)
+    }
+}
+
+fn run(h: &mut Harness, ops: &[Op]) {
+    for op in ops {
+        h.step(op)
+            .unwrap_or_else(|v| panic!("{op:?}: {v}\n{}", support::tail(&h.trace)));
+    }
+}
+
+fn connect(h: &mut Harness) {
+    run(
+        h,
+        &[Op::Config(0), Op::Drive(0), Op::Drive(0), Op::Drive(0)],
+    );
+    assert_eq!(h.node.phase(), clawnode_core::Phase::Connected);
+}
+
+/// The delay the last `Disconnected` announced.
+fn last_retry(h: &Harness) -> Duration {
+    let line = h
+        .trace
+        .lines()
+        .rev()
+        .find(|l| l.contains("Disconnected"))
+        .expect("a disconnect");
+    let ms = line
+        .split("retry_in: Some(")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .expect("a retry delay");
+    parse_debug_duration(ms)
+}
+
+fn parse_debug_duration(s: &str) -> Duration {
+    if let Some(ms) = s.strip_suffix("ms") {
+        Duration::from_secs_f64(ms.parse::<f64>().unwrap() / 1000.0)
+    } else if let Some(secs) = s.strip_suffix('s') {
+        Duration::from_secs_f64(secs.parse().unwrap())
+    } else {
+        panic!("unexpected duration {s}")
+    }
+}
+
+/// Announces a restart in `restart_ms` and resets the socket: the quick
+/// restart, whose window ends `restart_ms + max_restart_wait` later.
+fn restart(h: &mut Harness, restart_ms: u32) {
+    run(
+        h,
+        &[
+            Op::Frame(Sel::Current, Fr::Shutdown(Some(restart_ms))),
+            Op::Failed(Sel::Current, 2),
+        ],
+    );
+}
+
+/// A failure at `offset` after the quick restart began, on an attempt
+/// opened when the announced wait ran out. Returns the delay it announced.
+fn failure_in_window_at(offset: Duration) -> Duration {
+    let mut h = exact_harness();
+    connect(&mut h);
+    restart(&mut h, 1000);
+    let began = h.now;
+    assert_eq!(last_retry(&h), Duration::from_millis(1000));
+    run(&mut h, &[Op::ToDeadline]);
+    assert_eq!(h.node.phase(), clawnode_core::Phase::Connecting);
+    h.now = began + offset;
+    run(&mut h, &[Op::Failed(Sel::Current, 2)]);
+    last_retry(&h)
+}
+
+#[test]
+fn the_restart_window_ends_exactly_at_its_end() {
+    let t = Timeouts::default();
+    let end = Duration::from_millis(1000) + t.max_restart_wait;
+    let inside = failure_in_window_at(end - Duration::from_millis(1));
+    assert!(
+        Duration::from_millis(100) <= inside && inside <= Duration::from_millis(200),
+        "a failure just inside the window is a quick retry: {inside:?}"
+    );
+    let at_end = failure_in_window_at(end);
+    let (lo, hi) = Backoff::bounds(&BackoffConfig::default(), 1);
+    assert!(
+        lo <= at_end && at_end <= hi,
+        "at the window's end the backoff applies: {at_end:?}"
+    );
+}
+
+/// A second announced restart `gap` after the first quick one, on a
+/// connection admitted right after it and kept alive with ticks. Returns
+/// the delay announced.
+fn second_restart_after(gap: Duration) -> Duration {
+    let mut h = exact_harness();
+    connect(&mut h);
+    restart(&mut h, 1000);
+    let began = h.now;
+    run(
+        &mut h,
+        &[Op::ToDeadline, Op::Drive(0), Op::Drive(0), Op::Drive(0)],
+    );
+    assert_eq!(h.node.phase(), clawnode_core::Phase::Connected);
+    while h.now + Duration::from_secs(5) < began + gap {
+        run(
+            &mut h,
+            &[Op::Advance(5000), Op::Frame(Sel::Current, Fr::Tick(None))],
+        );
+    }
+    h.now = began + gap;
+    run(&mut h, &[Op::Frame(Sel::Current, Fr::Tick(None))]);
+    restart(&mut h, 5000);
+    last_retry(&h)
+}
+
+#[test]
+fn a_second_restart_is_quick_again_exactly_stable_after_the_first() {
+    let t = Timeouts::default();
+    let (_, backoff_hi) = Backoff::bounds(&BackoffConfig::default(), 1);
+    let soon = second_restart_after(t.stable_after - Duration::from_millis(1));
+    assert!(
+        soon <= backoff_hi,
+        "a restart just within stable_after of the last meets the backoff: {soon:?}"
+    );
+    let at = second_restart_after(t.stable_after);
+    assert_eq!(
+        at,
+        Duration::from_millis(5000),
+        "stable_after after the last quick restart, the next is quick again"
+    );
 }

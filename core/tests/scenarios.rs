@@ -1046,6 +1046,10 @@ fn send_before_hello_ok_is_refused_and_hands_the_payload_back() {
     let e = sim.send_event("status", Some(json!({"a": 1}))).unwrap_err();
     assert_eq!(e.reason, SendRefusal::NotConnected);
     assert_eq!(e.params["payloadJSON"], r#"{"a":1}"#);
+    let e = sim
+        .send_request("custom", json!({"b": 2}), None)
+        .unwrap_err();
+    assert_eq!(e.reason, SendRefusal::NotConnected);
     sim.run_for(secs(60));
     assert!(sim.gateway.log.frames.is_empty());
 }

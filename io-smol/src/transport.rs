@@ -142,6 +142,11 @@ pub(crate) async fn open_io(
                 None => Trust::AnyCertificate,
             }
         }
+        other => {
+            return Err(SocketError::Tls(format!(
+                "TLS policy {other:?} is not supported by this driver"
+            )));
+        }
     };
     let (stream, observed) = tls_handshake(url, &trust).await?;
     if let (TlsPolicy::TrustOnFirstUse { store_key }, Trust::AnyCertificate) = (policy, &trust) {

@@ -65,6 +65,8 @@ struct Track {
     max_payload: Option<usize>,
     /// `Connected` notifications emitted for it.
     connected: u32,
+    /// When it was admitted or last sent a `tick` event, whichever is later.
+    last_tick: Option<Time>,
     /// `node.invoke.request` ids fed on it, with how often.
     invokes_in: BTreeMap<String, u32>,
     /// `node.invoke.result` frames sent on it, per invoke id.
@@ -272,6 +274,25 @@ impl Invariants {
                 detail: format!("handle_timeout({now:?}) before any deadline emitted {effects:?}"),
             });
         }
+        // The watchdog fires whatever interval hello-ok announced: a
+        // connection whose gateway sent no tick for twice the longest
+        // interval honoured must be over once the timeout ran.
+        let silent_for = self
+            .live()
+            .and_then(|a| self.attempts[&a].last_tick)
+            .map(|t| now.saturating_since(t));
+        if node.status().phase == Phase::Connected
+            && let Some(quiet) = silent_for
+            && quiet > 2 * self.options.timeouts.max_tick_interval
+        {
+            return Err(Violation {
+                rule: "watchdog-armed",
+                detail: format!(
+                    "still connected {quiet:?} after the last tick (the watchdog must fire within {:?})",
+                    2 * self.options.timeouts.max_tick_interval
+                ),
+            });
+        }
         if let Some(next) = node.poll_timeout()
             && next <= now
         {
@@ -450,6 +471,9 @@ impl Invariants {
                             .pointer("/payload/policy/maxPayload")
                             .and_then(Value::as_u64)
                             .map(|m| usize::try_from(m).unwrap_or(usize::MAX));
+                    }
+                    Some("event") if s("event") == Some("tick") && t.connected > 0 => {
+                        t.last_tick = Some(now);
                     }
                     Some("event") if s("event") == Some("node.invoke.request") => {
                         if let Some(id) = v.pointer("/payload/id").and_then(Value::as_str) {
@@ -744,6 +768,7 @@ impl Invariants {
                     );
                 }
                 t.connected += 1;
+                t.last_tick = Some(now);
                 if t.connected > 1 {
                     return violation(
                         "connected-once-per-admission",

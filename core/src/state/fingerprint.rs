@@ -97,3 +97,44 @@ impl NodeState {
         h.finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ms: u64) -> Time {
+        Time::from_millis(ms)
+    }
+
+    #[test]
+    fn times_enter_relative_to_now() {
+        assert_eq!(until(t(1500), t(1000)), 500);
+        assert_eq!(until(t(1000), t(1500)), 0, "a past deadline is due now");
+        assert_eq!(since(t(1000), t(1500), Duration::from_secs(1)), 500);
+        assert_eq!(since(t(1000), t(9000), Duration::from_secs(1)), 1000);
+        assert_eq!(since(t(1500), t(1000), Duration::from_secs(1)), 0);
+    }
+
+    #[test]
+    fn states_apart_only_in_time_are_told_apart() {
+        use crate::sim::{loopback_config, test_key};
+        let node = |delay_ms| {
+            let mut n = NodeState::new(test_key(1), crate::NodeOptions::with_seed(1));
+            n.handle_input(t(0), crate::Input::Config(loopback_config()));
+            n.handle_input(
+                t(delay_ms),
+                crate::Input::SocketFailed {
+                    attempt: crate::AttemptId(1),
+                    error: crate::SocketError::Io("reset".into()),
+                },
+            );
+            n
+        };
+        // The same waiting state, seen at two moments: the retry is nearer.
+        let a = node(0);
+        assert_ne!(a.fingerprint(t(0)), a.fingerprint(t(100)));
+        // Two states differing only in how long ago an attempt failed.
+        let b = node(100);
+        assert_ne!(a.fingerprint(t(200)), b.fingerprint(t(200)));
+    }
+}

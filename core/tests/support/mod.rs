@@ -443,11 +443,9 @@ fn recovers(h: &Harness) -> Result<(), String> {
                     ))
                 };
             }
-            Phase::Paused | Phase::Stopped | Phase::Idle => {
-                return Err(format!("recovery ended in {:?}", h.node.phase()));
-            }
             Phase::Waiting => Op::ToDeadline,
             Phase::Connecting | Phase::Handshaking => Op::Drive(0),
+            other => return Err(format!("recovery ended in {other:?}")),
         };
         h.step(&op)
             .map_err(|v| format!("recovery step {op:?}: {v}"))?;

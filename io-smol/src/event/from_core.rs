@@ -12,6 +12,7 @@ fn kind_text(kind: PauseKind) -> &'static str {
         PauseKind::Pairing => "pairing required",
         PauseKind::PinMismatch => "certificate does not match the pinned fingerprint",
         PauseKind::Tls => "certificate not accepted",
+        _ => "paused",
     }
 }
 
@@ -52,6 +53,8 @@ pub(crate) fn disconnect_code(reason: &DisconnectReason) -> (DisconnectCode, Str
         }
         DisconnectReason::ProtocolViolation(m) => (code("PROTOCOL_VIOLATION"), m.clone()),
         DisconnectReason::Stopped => (DisconnectCode::Close(1000), "node stopping".into()),
+        DisconnectReason::Failed(e) => (code("SOCKET_ERROR"), format!("{e:?}")),
+        _ => (code("DISCONNECTED"), format!("{reason:?}")),
     }
 }
 

@@ -489,6 +489,7 @@ impl Session {
                         CancelReason::Gateway => "cancelled by the gateway",
                         CancelReason::Deadline => "deadline passed",
                         CancelReason::Disconnected => "connection ended",
+                        _ => "cancelled",
                     };
                     tracing::warn!(id, command = inv.command, ms, why, "invoke cancelled");
                     self.emit(Event::Invoke {

@@ -30,7 +30,8 @@ impl From<RequestError> for RequestFailure {
         match e {
             RequestError::Gateway(g) => RequestFailure::Gateway(g),
             RequestError::Timeout => RequestFailure::Timeout,
-            RequestError::Disconnected => RequestFailure::Disconnected,
+            // A reason added to the core later: the request is gone.
+            _ => RequestFailure::Disconnected,
         }
     }
 }

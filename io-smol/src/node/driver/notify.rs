@@ -78,6 +78,7 @@ impl Session {
                     tracing::warn!(attempt = attempt.0, reason = %clip(reason), "frame rejected");
                 }
             }
+            other => tracing::debug!(notification = ?other, "notification"),
         }
         if let Some(e) = event::from_notification(n) {
             self.emit(e);
