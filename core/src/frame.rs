@@ -138,7 +138,9 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, ParseError> {
 }
 
 impl Inbound {
-    /// The frame as a JSON value; parsing its text gives `self` back.
+    /// The frame as a JSON value; parsing its text gives `self` back (for
+    /// the fuzzers' round-trip check).
+    #[cfg(any(test, feature = "sim"))]
     pub fn to_value(&self) -> Value {
         let mut obj = Map::new();
         let put_opt = |obj: &mut Map<String, Value>, k: &str, v: &Option<Value>| {

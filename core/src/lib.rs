@@ -14,6 +14,73 @@
 //!
 //! Session inputs are compared by value: applying a [`SessionConfig`] equal to
 //! the current one does nothing at all.
+//!
+//! # A driver
+//!
+//! One loop owns the session: it performs the effects, feeds back what the
+//! sockets, the application and the timer report, and sleeps until the
+//! next deadline. [`NodeState`]'s documentation is the full contract: what
+//! each effect asks, stale input, closing, late answers and clocks.
+//!
+//! ```no_run
+//! use clawnode_core::{
+//!     Clock, Effect, Input, NodeOptions, NodeState, SessionConfig, SigningKey, TlsPolicy,
+//! };
+//! # use std::time::Instant;
+//! # struct Io;
+//! # impl Io {
+//! #     fn open(&mut self, _: &Effect) {}
+//! #     fn send(&mut self, _: &Effect) {}
+//! #     fn close(&mut self, _: &Effect) {}
+//! #     fn spawn_command(&mut self, _: &Effect) {}
+//! #     fn persist(&mut self, _: &Effect) {}
+//! #     fn deliver(&mut self, _: Effect) {}
+//! #     fn next_input(&mut self, _: Option<Instant>) -> Option<Input> { None }
+//! # }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let mut io = Io;
+//! # let (stored_key, seed) = ([7u8; 32], 42);
+//! // The device key lives in the driver's storage; the seed comes from the
+//! // OS, so that two nodes never draw the same jitter.
+//! let mut node = NodeState::new(SigningKey::from_bytes(&stored_key), NodeOptions::with_seed(seed));
+//! let clock = Clock::new();
+//! let pins = TlsPolicy::pinned(["sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"])?;
+//! let config = SessionConfig::parse("wss://gateway.example:18789", pins)?;
+//! node.handle_input(clock.now(), Input::Config(config));
+//! loop {
+//!     // Perform every effect, in order.
+//!     while let Some(effect) = node.poll_effect() {
+//!         match effect {
+//!             Effect::OpenSocket { .. } => io.open(&effect),
+//!             Effect::SendFrame { .. } | Effect::SendPing { .. } => io.send(&effect),
+//!             Effect::CloseSocket { .. } => io.close(&effect),
+//!             Effect::Invoke(_) | Effect::CancelInvoke { .. } => io.spawn_command(&effect),
+//!             Effect::StoreDeviceToken { .. } => io.persist(&effect),
+//!             Effect::Response { .. } | Effect::Notify(_) => io.deliver(effect),
+//!         }
+//!     }
+//!     // Wait for a socket event, a command's answer or the deadline.
+//!     let deadline = node.poll_timeout().map(|t| clock.instant_of(t));
+//!     match io.next_input(deadline) {
+//!         Some(input) => node.handle_input(clock.now(), input),
+//!         None => node.handle_timeout(clock.now()),
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! - `std` (default): [`Clock`], the monotonic clock helper for drivers.
+//!   Everything else builds without `std`.
+//!
+//! # Stability
+//!
+//! [`Effect`] and [`Input`] are exhaustive on purpose: a driver must
+//! perform every effect and may feed every input, so a new variant is a
+//! breaking change that the compiler points out, never an effect silently
+//! ignored. The enums that report (notifications, reasons, errors, phases)
+//! are `#[non_exhaustive]` and may grow in minor releases.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -23,6 +90,8 @@ extern crate alloc;
 extern crate std;
 
 mod backoff;
+#[cfg(feature = "std")]
+mod clock;
 mod config;
 mod conn;
 mod effect;
@@ -38,21 +107,25 @@ mod pin;
 mod policy;
 mod recent;
 #[cfg(feature = "sim")]
+#[doc(hidden)]
 pub mod sim;
 mod state;
 mod status;
 mod time;
 mod timer;
 
-pub use backoff::{Backoff, BackoffConfig, Rng};
+pub use backoff::BackoffConfig;
+#[cfg(feature = "std")]
+pub use clock::Clock;
 pub use config::{
     ClientOptions, ConfigError, Credentials, GatewayUrl, Secret, SessionConfig, TlsPolicy,
 };
+pub use ed25519_dalek::SigningKey;
 pub use effect::{
     CancelReason, Effect, InvokeRequest, RequestError, RequestId, SendRefusal, SendRefused,
 };
-pub use frame::{GatewayError, Inbound, ParseError, parse_inbound};
-pub use identity::{DeviceIdentity, SignatureFields};
+pub use frame::GatewayError;
+pub use identity::DeviceIdentity;
 pub use input::{AttemptId, Input, InvokeOutcome, SocketError};
 pub use notification::{
     DisconnectReason, DropReason, InvokeRefusal, Notification, PauseKind, PauseReason,

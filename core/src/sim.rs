@@ -7,6 +7,12 @@
 //! draws no randomness, so a simulation is a pure function of its inputs:
 //! other crates (the fuzzer, the driver's tests) can reuse it.
 //!
+//! **Not a stable API.** The feature exists for this project's own tests,
+//! fuzzers and benches; it may change in any release, semver
+//! notwithstanding, and is hidden from the documentation. The internals
+//! the tests reach (the backoff and its generator, the frame parser, the
+//! signature payload) are re-exported here rather than at the crate root.
+//!
 //! ```
 //! use clawnode_core::sim::{self, GatewayConfig, Sim};
 //! use core::time::Duration;
@@ -26,6 +32,10 @@ pub use gateway::{
     WALL_CLOCK_BASE_MS, wall,
 };
 pub use invariants::{Invariants, MAX_DRAIN, PRE_HANDSHAKE_MAX_FRAME, Violation};
+
+pub use crate::backoff::{Backoff, Rng};
+pub use crate::frame::{Inbound, ParseError, parse_inbound};
+pub use crate::identity::SignatureFields;
 
 use alloc::collections::BTreeSet;
 use alloc::format;

@@ -47,18 +47,51 @@ struct TokenRetry {
 
 /// The node session: a deterministic state machine with no I/O.
 ///
-/// The contract:
-/// - Feed it with [`handle_input`](Self::handle_input),
-///   [`set_config`](Self::set_config),
-///   [`handle_timeout`](Self::handle_timeout),
-///   [`send_request`](Self::send_request) and
-///   [`send_event`](Self::send_event), each with the current [`Time`].
-/// - After each, drain [`poll_effect`](Self::poll_effect) until `None` and
-///   perform the effects in order.
-/// - Call `handle_timeout` when [`poll_timeout`](Self::poll_timeout) is
-///   reached ([`poll_deadline`](Self::poll_deadline) also says why).
-/// - Time never goes backwards; the same seed and the same inputs give the
-///   same effects.
+/// # The driver contract
+///
+/// **Inputs.** Feed it with [`handle_input`](Self::handle_input),
+/// [`set_config`](Self::set_config), [`handle_timeout`](Self::handle_timeout),
+/// [`send_request`](Self::send_request) and [`send_event`](Self::send_event),
+/// each with the current [`Time`] (the `std` feature's
+/// [`Clock`](crate::Clock) makes one from `Instant`). Tag every socket input
+/// with the attempt id of the [`Effect::OpenSocket`] it belongs to; input
+/// from an attempt that is no longer current is ignored, so a driver never
+/// has to filter late events itself.
+///
+/// **Effects.** After each call, drain [`poll_effect`](Self::poll_effect)
+/// until `None` and perform the effects in order. Feeding an input
+/// mid-drain is allowed: its effects queue behind the ones not yet drained,
+/// in order. What each effect asks:
+/// - [`Effect::OpenSocket`]: connect in the background; answer with
+///   [`Input::SocketOpened`] or [`Input::SocketFailed`], then frames,
+///   pongs and finally [`Input::SocketClosed`] or `SocketFailed`.
+/// - [`Effect::SendFrame`], [`Effect::SendPing`]: write on that attempt's
+///   socket. If it is gone, drop the write: the core hears of the socket's
+///   end through its close or failure input.
+/// - [`Effect::CloseSocket`]: send a close frame with the code, then keep
+///   reading until the peer's close reply or a short grace period, so the
+///   closing handshake completes (a socket dropped without it is logged by
+///   the gateway as an abnormal 1006). For a socket still opening, abandon
+///   the open; nothing needs to be fed back for that attempt.
+/// - [`Effect::Invoke`]: run the command off the loop and answer with
+///   [`Input::InvokeResult`] by id. A late answer is harmless: the core drops
+///   what it no longer waits for, and never sends one answer twice.
+/// - [`Effect::CancelInvoke`]: stop the work; no answer is needed.
+/// - [`Effect::StoreDeviceToken`]: persist it per gateway URL, device id and
+///   role, and feed it back with [`Input::StoredDeviceToken`] right after the
+///   [`Input::Config`] on the next start. Feeding `StoredDeviceToken(None)`
+///   is optional: a session starts with no stored token.
+/// - [`Effect::Response`]: hand it to whoever sent the request.
+/// - [`Effect::Notify`]: tell the application; nothing to perform.
+///
+/// **Time.** Call `handle_timeout` when [`poll_timeout`](Self::poll_timeout)
+/// is reached ([`poll_deadline`](Self::poll_deadline) also says why), and
+/// read the deadline again after every call. A call before the deadline
+/// (a spurious wake-up) changes nothing. Time should not go backwards; if a
+/// reading is earlier than one already seen, it counts as no time passing:
+/// nothing fires early, no stored time moves back, nothing panics.
+///
+/// The same seed and the same inputs give the same effects, byte for byte.
 #[derive(Clone, Debug)]
 pub struct NodeState {
     identity: DeviceIdentity,
@@ -82,6 +115,8 @@ pub struct NodeState {
     /// When the last announced restart was reconnected at once: another
     /// within `stable_after` falls back to the backoff.
     last_quick_restart: Option<Time>,
+    /// The latest time any call carried (see `monotonic`).
+    latest: Time,
     /// Unusable frames on the current attempt since `rejected_since`.
     rejected: u32,
     rejected_since: Time,
@@ -111,6 +146,7 @@ impl NodeState {
             restart_window: None,
             restart_retries_left: 0,
             last_quick_restart: None,
+            latest: Time::ZERO,
             rejected: 0,
             rejected_since: Time::ZERO,
         }
@@ -179,6 +215,7 @@ impl NodeState {
 
     /// Handles one input at `now`.
     pub fn handle_input(&mut self, now: Time, input: Input) {
+        let now = self.monotonic(now);
         match input {
             Input::Config(config) => {
                 if self.config.as_ref() != Some(&config) {
@@ -259,6 +296,7 @@ impl NodeState {
 
     /// Handles every deadline that has passed at `now`.
     pub fn handle_timeout(&mut self, now: Time) {
+        let now = self.monotonic(now);
         // Invokes and requests first: their answers must go out on the
         // connection they belong to, before any teardown below.
         let (invokes, scope) = self.invokes();
@@ -307,6 +345,7 @@ impl NodeState {
     /// [`Input::Config`], but an equal config is only compared, never
     /// cloned or dropped, so re-supplying it costs no allocation at all.
     pub fn set_config(&mut self, now: Time, config: &SessionConfig) {
+        let now = self.monotonic(now);
         if self.config.as_ref() != Some(config) {
             self.apply_changed_config(now, config.clone());
         }
@@ -322,6 +361,7 @@ impl NodeState {
         params: Value,
         timeout: Option<Duration>,
     ) -> Result<RequestId, SendRefused> {
+        let now = self.monotonic(now);
         let deadline = self.request_deadline(now, timeout);
         let live = self.conn.link();
         self.invokes
@@ -337,6 +377,7 @@ impl NodeState {
         event: &str,
         payload: Option<Value>,
     ) -> Result<RequestId, SendRefused> {
+        let now = self.monotonic(now);
         let deadline = self.request_deadline(now, None);
         let live = self.conn.link();
         self.invokes
@@ -350,6 +391,14 @@ impl NodeState {
                 }
                 invokes::refused(reason, "node.event", Value::Object(params))
             })
+    }
+
+    /// The time of this call: a clock reading earlier than one already
+    /// seen counts as no time passing, so stored times never move back and
+    /// no deadline fires early.
+    fn monotonic(&mut self, now: Time) -> Time {
+        self.latest = self.latest.max(now);
+        self.latest
     }
 
     fn request_deadline(&self, now: Time, timeout: Option<Duration>) -> Time {

@@ -2,9 +2,10 @@
 //! `Display` and `Debug` forms of the public types, and what they must never
 //! show (secrets, private keys).
 
+use clawnode_core::sim::{ParseError, parse_inbound};
 use clawnode_core::{
-    AttemptId, ConfigError, DeviceIdentity, GatewayUrl, ParseError, Pin, PinSet, Secret,
-    SendRefusal, SendRefused, SessionConfig, Time, TimerReason, TlsPolicy, parse_inbound,
+    AttemptId, ConfigError, DeviceIdentity, GatewayUrl, Pin, PinSet, Secret, SendRefusal,
+    SendRefused, SessionConfig, Time, TimerReason, TlsPolicy,
 };
 use serde_json::json;
 

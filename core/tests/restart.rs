@@ -4,10 +4,9 @@
 
 use core::time::Duration;
 
-use clawnode_core::sim::{self, GatewayConfig, Invariants, Sim, loopback_config};
+use clawnode_core::sim::{self, Backoff, GatewayConfig, Invariants, Sim, loopback_config};
 use clawnode_core::{
-    Backoff, BackoffConfig, DisconnectReason, Effect, Limits, NodeOptions, NodeState, Notification,
-    Timeouts,
+    BackoffConfig, DisconnectReason, Effect, Limits, NodeOptions, NodeState, Notification, Timeouts,
 };
 
 mod support;

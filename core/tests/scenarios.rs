@@ -5,11 +5,11 @@
 use core::time::Duration;
 
 use clawnode_core::sim::{
-    self, AttemptPlan, ErrorSpec, GatewayConfig, Sim, loopback_config, pinned_config,
+    self, AttemptPlan, Backoff, ErrorSpec, GatewayConfig, Sim, loopback_config, pinned_config,
 };
 use clawnode_core::{
-    AttemptId, Backoff, BackoffConfig, CancelReason, Credentials, DisconnectReason, DropReason,
-    Effect, Input, InvokeOutcome, InvokeRefusal, NodeOptions, Notification, PauseKind, Phase, Pin,
+    AttemptId, BackoffConfig, CancelReason, Credentials, DisconnectReason, DropReason, Effect,
+    Input, InvokeOutcome, InvokeRefusal, NodeOptions, Notification, PauseKind, Phase, Pin,
     RequestError, Secret, SendRefusal, SessionConfig, SocketError, Time, TlsPolicy,
 };
 use serde_json::{Value, json};
@@ -1547,4 +1547,72 @@ fn a_max_payload_too_small_for_any_answer_is_refused_at_hello_ok() {
         "hello-ok policy.maxPayload of 0 bytes is below the 1024 bytes an invoke answer needs"
     );
     assert!(d[0].2.is_some(), "backed off, not paused");
+}
+
+// ---- the driver contract ----------------------------------------------------------
+
+#[test]
+fn a_clock_that_goes_backwards_fires_nothing_early_and_breaks_nothing() {
+    let mut sim = Sim::new(GatewayConfig::default());
+    sim.apply(loopback_config());
+    assert!(sim.run_until_connected(secs(5)));
+    sim.run_for(secs(60));
+    let attempt = sim.gateway.admitted().unwrap();
+    let due = sim.node.poll_timeout().unwrap();
+    let earlier = Time::from_millis(sim.now.as_millis() - 30_000);
+    sim.node.handle_timeout(earlier);
+    sim.node.handle_input(
+        earlier,
+        Input::Frame {
+            attempt,
+            text: r#"{"type":"event","event":"tick","payload":{"ts":1}}"#.into(),
+        },
+    );
+    sim.node.handle_input(earlier, Input::Wake);
+    let mut effects = Vec::new();
+    while let Some(e) = sim.node.poll_effect() {
+        effects.push(e);
+    }
+    assert!(effects.is_empty(), "{effects:?}");
+    assert!(sim.node.poll_timeout().unwrap() <= due);
+    assert_eq!(sim.node.phase(), Phase::Connected);
+    // Back on the real clock, the session carries on as before.
+    sim.run_for(secs(300));
+    let why: Vec<_> = sim
+        .notifications()
+        .filter(|n| matches!(n, Notification::Disconnected { .. }))
+        .collect();
+    assert_eq!(sim.connected_count(), 1, "{why:?}");
+    assert_eq!(sim.node.phase(), Phase::Connected);
+}
+
+#[test]
+fn an_input_fed_mid_drain_queues_its_effects_behind_the_rest() {
+    let mut sim = Sim::new(GatewayConfig::default());
+    sim.apply(loopback_config());
+    assert!(sim.run_until_connected(secs(5)));
+    sim.gw_invoke("a", "echo", Some("{}"), None);
+    sim.gw_invoke("b", "echo", Some("{}"), None);
+    let now = sim.now;
+    let attempt = sim.gateway.admitted().unwrap();
+    let frame = |id: &str| Input::Frame {
+        attempt,
+        text: format!(
+            r#"{{"type":"event","event":"node.invoke.request","payload":{{"id":"{id}","nodeId":"n","command":"echo","paramsJSON":"{{}}"}}}}"#
+        ),
+    };
+    sim.node.handle_input(now, frame("c"));
+    sim.node.handle_input(now, frame("d"));
+    let first = sim.node.poll_effect();
+    sim.node.handle_input(now, frame("e"));
+    let mut ids = Vec::new();
+    for e in first
+        .into_iter()
+        .chain(core::iter::from_fn(|| sim.node.poll_effect()))
+    {
+        if let Effect::Invoke(r) = e {
+            ids.push(r.id);
+        }
+    }
+    assert_eq!(ids, ["c", "d", "e"]);
 }

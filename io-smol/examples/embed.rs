@@ -75,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         }
-        println!("status before stopping: {:?}", node.status().phase);
+        println!("status before stopping: {:?}", node.status().session.phase);
         node.shutdown().await;
     });
     Ok(())

@@ -1,13 +1,10 @@
 //! Commands a node serves: what a handler receives ([`Invocation`]), how it
 //! fails ([`CommandError`]), and the registry of handlers by name.
 
-use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin as StdPin;
-use std::sync::Arc;
 
-use clawnode_core::InvokeOutcome;
 use serde_json::Value;
 
 /// An invoke handed to a command handler.
@@ -53,75 +50,91 @@ impl std::error::Error for CommandError {}
 /// The future a command handler returns.
 pub type CommandFuture = StdPin<Box<dyn Future<Output = Result<Value, CommandError>> + Send>>;
 
-/// A registered handler. Shared (`Arc`) because each invoke runs in its own
-/// task, which holds the handler while it runs.
-pub(crate) type Handler = Arc<dyn Fn(Invocation) -> CommandFuture + Send + Sync>;
+#[cfg(feature = "smol")]
+pub(crate) use registry::{Registry, run};
 
-/// The handlers by command name.
-#[derive(Default)]
-pub(crate) struct Registry {
-    handlers: HashMap<String, Handler>,
-}
+/// The registry of the smol driver's handlers.
+#[cfg(feature = "smol")]
+mod registry {
+    use std::collections::{BTreeSet, HashMap};
+    use std::future::Future;
+    use std::sync::Arc;
 
-impl Registry {
-    /// Registers `handler` as `name`, replacing any handler of that name.
-    pub(crate) fn insert<F, Fut>(&mut self, name: impl Into<String>, handler: F)
-    where
-        F: Fn(Invocation) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Value, CommandError>> + Send + 'static,
-    {
-        let handler: Handler = Arc::new(move |inv| Box::pin(handler(inv)));
-        self.handlers.insert(name.into(), handler);
+    use clawnode_core::InvokeOutcome;
+    use serde_json::Value;
+
+    use super::{CommandError, CommandFuture, Invocation};
+
+    /// A registered handler. Shared (`Arc`) because each invoke runs in its own
+    /// task, which holds the handler while it runs.
+    pub(crate) type Handler = Arc<dyn Fn(Invocation) -> CommandFuture + Send + Sync>;
+
+    /// The handlers by command name.
+    #[derive(Default)]
+    pub(crate) struct Registry {
+        handlers: HashMap<String, Handler>,
     }
 
-    /// The handler of `command`.
-    pub(crate) fn get(&self, command: &str) -> Option<Handler> {
-        self.handlers.get(command).cloned()
-    }
-
-    /// The registered names: the commands the node declares.
-    pub(crate) fn names(&self) -> BTreeSet<String> {
-        self.handlers.keys().cloned().collect()
-    }
-}
-
-/// Runs one invoke to its outcome: parses `paramsJSON`, calls the handler
-/// and turns its result into the answer the core sends.
-pub(crate) async fn run(
-    handler: Handler,
-    id: String,
-    command: String,
-    params_json: Option<String>,
-    idempotency_key: Option<String>,
-) -> InvokeOutcome {
-    let params = match params_json.as_deref().map(serde_json::from_str::<Value>) {
-        None => Ok(Value::Null),
-        Some(Ok(v)) => Ok(v),
-        Some(Err(e)) => Err(CommandError::new(
-            "INVALID_PARAMS",
-            format!("paramsJSON is not JSON: {e}"),
-        )),
-    };
-    let result = match params {
-        Ok(params) => {
-            handler(Invocation {
-                id,
-                command,
-                params,
-                idempotency_key,
-            })
-            .await
+    impl Registry {
+        /// Registers `handler` as `name`, replacing any handler of that name.
+        pub(crate) fn insert<F, Fut>(&mut self, name: impl Into<String>, handler: F)
+        where
+            F: Fn(Invocation) -> Fut + Send + Sync + 'static,
+            Fut: Future<Output = Result<Value, CommandError>> + Send + 'static,
+        {
+            let handler: Handler = Arc::new(move |inv| Box::pin(handler(inv)));
+            self.handlers.insert(name.into(), handler);
         }
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(Value::Null) => InvokeOutcome::Ok { payload_json: None },
-        Ok(v) => InvokeOutcome::Ok {
-            payload_json: Some(v.to_string()),
-        },
-        Err(e) => InvokeOutcome::Err {
-            code: e.code,
-            message: e.message,
-        },
+
+        /// The handler of `command`.
+        pub(crate) fn get(&self, command: &str) -> Option<Handler> {
+            self.handlers.get(command).cloned()
+        }
+
+        /// The registered names: the commands the node declares.
+        pub(crate) fn names(&self) -> BTreeSet<String> {
+            self.handlers.keys().cloned().collect()
+        }
+    }
+
+    /// Runs one invoke to its outcome: parses `paramsJSON`, calls the handler
+    /// and turns its result into the answer the core sends.
+    pub(crate) async fn run(
+        handler: Handler,
+        id: String,
+        command: String,
+        params_json: Option<String>,
+        idempotency_key: Option<String>,
+    ) -> InvokeOutcome {
+        let params = match params_json.as_deref().map(serde_json::from_str::<Value>) {
+            None => Ok(Value::Null),
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(CommandError::new(
+                "INVALID_PARAMS",
+                format!("paramsJSON is not JSON: {e}"),
+            )),
+        };
+        let result = match params {
+            Ok(params) => {
+                handler(Invocation {
+                    id,
+                    command,
+                    params,
+                    idempotency_key,
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(Value::Null) => InvokeOutcome::Ok { payload_json: None },
+            Ok(v) => InvokeOutcome::Ok {
+                payload_json: Some(v.to_string()),
+            },
+            Err(e) => InvokeOutcome::Err {
+                code: e.code,
+                message: e.message,
+            },
+        }
     }
 }

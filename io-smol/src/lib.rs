@@ -1,12 +1,28 @@
-//! `clawnode-smol`: the [smol] driver of [`clawnode_core`] and the
-//! `clawnode` node host.
+//! `clawnode-smol`: the [smol] driver of [`clawnode_core`], the `clawnode`
+//! node host, and the runtime-neutral layer every driver needs.
 //!
-//! The core decides everything (handshake, reconnects, backoff, liveness);
-//! this crate performs its effects: it opens TLS-pinned WebSockets, runs
-//! command handlers off the receive loop, keeps the device identity, device
-//! tokens and trust-on-first-use pins on disk, and reports events.
+//! # Layers
 //!
-//! Embedding a node:
+//! | feature | what it adds | pulls in |
+//! | --- | --- | --- |
+//! | none (the neutral layer) | [`TlsAttempt`]: pinned, trust-on-first-use and system-trust rustls configs and the classification of TLS and I/O failures; [`StateDir`]: identity, device tokens, TOFU pins, atomic and 0600; [`Event`]: notifications as events and their `--events json` lines; `system.which` | rustls, serde, tracing: no async runtime |
+//! | `smol` (default) | [`NodeBuilder`], [`NodeHandle`], [`probe`]: the smol driver | smol, async-tungstenite, futures-rustls |
+//! | `cli` (default) | the `clawnode` binary and its [`file_config`] | clap, toml, tracing-subscriber, async-signal |
+//!
+//! An embedder on another runtime (tokio, a custom executor) depends on
+//! this crate with `default-features = false` and gets the same tested code
+//! the smol driver uses for the security-critical part, certificate
+//! pinning, and for the state on disk. `examples/tokio_node.rs` is a
+//! complete tokio driver built that way; `.ci/run` checks that the neutral
+//! build's dependency tree holds no smol, async-io, async-tungstenite, clap
+//! or toml.
+//!
+//! Why features on this crate rather than a third crate or the core's `std`
+//! feature: the neutral parts and the smol driver share their tests and
+//! their types (the driver is their first user), and the core stays free of
+//! files, TLS and clocks, which its purity check enforces.
+//!
+//! # Embedding a node on smol
 //!
 //! ```no_run
 //! use clawnode_smol::core::{Credentials, Secret, SessionConfig, TlsPolicy};
@@ -45,24 +61,30 @@
 
 mod command;
 mod event;
+#[cfg(feature = "cli")]
 pub mod file_config;
+#[cfg(feature = "smol")]
 mod frame_limit;
+#[cfg(feature = "smol")]
 mod node;
 mod store;
 mod tls;
+#[cfg(feature = "smol")]
 mod transport;
 mod which;
 
 pub use clawnode_core as core;
 pub use command::{CommandError, CommandFuture, Invocation};
 pub use event::{DisconnectCode, Event};
-pub use node::{NodeBuilder, NodeHandle, RequestFailure, StartError};
+#[cfg(feature = "smol")]
+pub use node::{NodeBuilder, NodeHandle, NodeStatus, RequestFailure, StartError};
 pub use store::{StateDir, StoreError};
-pub use tls::pin_of;
+pub use tls::{PinStore, TlsAttempt, pin_of, tcp_error};
+#[cfg(feature = "smol")]
 pub use transport::{ProbeReport, probe};
 pub use which::{SYSTEM_WHICH, system_which, which_in};
 
-#[cfg(test)]
+#[cfg(all(test, feature = "smol"))]
 mod tests;
-#[cfg(test)]
+#[cfg(all(test, feature = "smol"))]
 mod testutil;

@@ -493,7 +493,7 @@ fn line(format: EventFormat, event: &Event) -> String {
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0);
     match format {
-        EventFormat::Json => event.to_json(ts).to_string(),
+        EventFormat::Json => event.to_json_line(ts),
         EventFormat::Text => event.to_string(),
     }
 }

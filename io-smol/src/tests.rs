@@ -10,7 +10,7 @@ use smol::io::AsyncReadExt as _;
 
 use crate::store::StateDir;
 use crate::testutil::*;
-use crate::tls::Trust;
+use crate::tls::{TlsAttempt, Trust};
 use crate::transport::{Io, open_io, tls_handshake};
 use crate::{Event, NodeBuilder};
 
@@ -168,10 +168,13 @@ fn resumption_cannot_skip_the_pin_check() {
         assert_eq!(server.resumed.load(std::sync::atomic::Ordering::SeqCst), 1);
 
         // Ours: every connection is a full handshake that sees the certificate.
-        let trust = Trust::Pinned(PinSet::new([a.pin]).unwrap());
+        let pinned = |p| {
+            TlsAttempt::with_trust(&target, Trust::Pinned(PinSet::new([p]).unwrap()), None).unwrap()
+        };
         for _ in 0..3 {
-            let (mut s, observed) = tls_handshake(&target, &trust).await.unwrap();
-            assert_eq!(observed.pin(), Some(a.pin));
+            let tls = pinned(a.pin);
+            let mut s = tls_handshake(&target, &tls).await.unwrap();
+            assert_eq!(tls.observed_pin(), Some(a.pin));
             assert_eq!(
                 s.get_ref().1.handshake_kind(),
                 Some(rustls::HandshakeKind::Full)
@@ -180,9 +183,8 @@ fn resumption_cannot_skip_the_pin_check() {
         }
         assert_eq!(server.resumed.load(std::sync::atomic::Ordering::SeqCst), 1);
         // And a pin that no longer matches is refused on the next connection.
-        let wrong = Trust::Pinned(PinSet::new([b.pin]).unwrap());
         assert!(matches!(
-            tls_handshake(&target, &wrong).await.err(),
+            tls_handshake(&target, &pinned(b.pin)).await.err(),
             Some(SocketError::PinMismatch { .. })
         ));
     });
@@ -378,7 +380,7 @@ fn the_driver_connects_serves_system_which_and_stops_with_1000() {
             .unwrap();
         assert_eq!(stored, Some(Secret::new("dev-token-1")));
 
-        assert_eq!(node.status().phase, clawnode_core::Phase::Connected);
+        assert_eq!(node.status().session.phase, clawnode_core::Phase::Connected);
         let (_, code) =
             smol::future::zip(within(node.shutdown()), drain_until_closed(&mut ws)).await;
         assert_eq!(code, Some(1000));
@@ -497,7 +499,7 @@ fn a_pin_mismatch_pauses_the_session_without_looping() {
         assert_eq!(observed, Some(a.pin));
         smol::Timer::after(Duration::from_millis(300)).await;
         assert_eq!(server.accepted(), 1, "no reconnect loop on a mismatch");
-        assert_eq!(node.status().phase, clawnode_core::Phase::Paused);
+        assert_eq!(node.status().session.phase, clawnode_core::Phase::Paused);
         let json = crate::Event::Paused {
             code: "TLS_PIN_MISMATCH".into(),
             reason: String::new(),

@@ -1,4 +1,11 @@
-//! TLS: pinned, system-trust and trust-on-first-use client configs.
+//! TLS for any runtime: pinned, system-trust and trust-on-first-use
+//! `rustls` client configs built from the core's [`TlsPolicy`], and the
+//! classification of handshake failures into the core's [`SocketError`].
+//!
+//! [`TlsAttempt`] is the whole job for one connection: a driver on any
+//! executor builds it, runs the handshake with its runtime's rustls
+//! connector (futures-rustls, tokio-rustls), and reports the outcome back
+//! to it. The smol driver does exactly that.
 //!
 //! The crypto provider is `ring`: it builds with a C compiler alone (no
 //! cmake, no Go, no NASM), builds faster than `aws-lc-rs` on the two cores
@@ -6,7 +13,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use clawnode_core::{Pin, PinSet};
+use clawnode_core::{GatewayUrl, Pin, PinSet, SocketError, TlsPolicy};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -168,7 +175,7 @@ impl ServerCertVerifier for RecordingVerifier {
 /// Session resumption is disabled (and the config is never shared between
 /// connections) so that the certificate is verified on every connection:
 /// a resumed session skips certificate verification altogether.
-pub(crate) fn client_config(trust: &Trust) -> Result<(Arc<ClientConfig>, Observed), String> {
+fn client_config(trust: &Trust) -> Result<(Arc<ClientConfig>, Observed), String> {
     let provider = provider();
     let observed = Observed::default();
     let verifier: Arc<dyn ServerCertVerifier> = match trust {
@@ -198,6 +205,185 @@ pub(crate) fn client_config(trust: &Trust) -> Result<(Arc<ClientConfig>, Observe
     config.resumption = Resumption::disabled();
     config.enable_early_data = false;
     Ok((Arc::new(config), observed))
+}
+
+/// Where trust-on-first-use pins are kept, by the policy's store key.
+/// [`StateDir`](crate::StateDir) is one; the calls are blocking file I/O
+/// there, so an async driver makes them off its event loop.
+pub trait PinStore {
+    /// The pin learned for `key`, if any.
+    fn load_pin(&self, key: &str) -> Result<Option<Pin>, String>;
+    /// Stores `pin` for `key` unless one is there already, and returns the
+    /// pin that is stored now (another process may have been first).
+    fn store_pin_once(&self, key: &str, pin: &Pin) -> Result<Pin, String>;
+}
+
+impl PinStore for crate::StateDir {
+    fn load_pin(&self, key: &str) -> Result<Option<Pin>, String> {
+        crate::StateDir::load_pin(self, key).map_err(|e| e.to_string())
+    }
+    fn store_pin_once(&self, key: &str, pin: &Pin) -> Result<Pin, String> {
+        crate::StateDir::store_pin_once(self, key, pin).map_err(|e| e.to_string())
+    }
+}
+
+/// The TLS side of one connection attempt under a [`TlsPolicy`].
+///
+/// 1. [`prepare`](Self::prepare) it for the attempt's URL and policy (this
+///    reads a trust-on-first-use pin from the store);
+/// 2. open TCP ([`tcp_error`] words a failure), then run the handshake with
+///    [`config`](Self::config) and [`server_name`](Self::server_name) in the
+///    runtime's rustls connector;
+/// 3. on failure, feed the core [`failed`](Self::failed)'s error: a pin
+///    mismatch names the expected and observed pins, a refused certificate
+///    is terminal `Tls`, anything else is a transient `Io`;
+/// 4. on success, call [`established`](Self::established) before using the
+///    stream: under trust on first use it stores the pin just learned.
+///
+/// The config is fresh for each attempt and has session resumption off, so
+/// the certificate is verified on every connection: a resumed session would
+/// skip verification altogether.
+#[derive(Debug)]
+pub struct TlsAttempt {
+    config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+    trust: Trust,
+    observed: Observed,
+    /// The trust-on-first-use key this connection learns the pin for.
+    learn: Option<String>,
+    target: String,
+}
+
+impl TlsAttempt {
+    /// The TLS side of a connection to `url` under `policy`; `None` for a
+    /// plain `ws://` URL (the core only allows those on loopback).
+    pub fn prepare(
+        url: &GatewayUrl,
+        policy: &TlsPolicy,
+        pins: &dyn PinStore,
+    ) -> Result<Option<Self>, SocketError> {
+        if !url.is_secure() {
+            return Ok(None);
+        }
+        let store_error = |e| SocketError::Tls(format!("trust-on-first-use pin store: {e}"));
+        let (trust, learn) = match policy {
+            TlsPolicy::Pinned(pins) => (Trust::Pinned(pins.clone()), None),
+            TlsPolicy::SystemTrust => (Trust::System, None),
+            TlsPolicy::TrustOnFirstUse { store_key } => {
+                match pins.load_pin(store_key).map_err(store_error)? {
+                    Some(pin) => (Trust::Pinned(PinSet::new([pin]).expect("one pin")), None),
+                    None => (Trust::AnyCertificate, Some(store_key.clone())),
+                }
+            }
+            other => {
+                return Err(SocketError::Tls(format!(
+                    "TLS policy {other:?} is not supported by this version"
+                )));
+            }
+        };
+        Self::with_trust(url, trust, learn).map(Some)
+    }
+
+    pub(crate) fn with_trust(
+        url: &GatewayUrl,
+        trust: Trust,
+        learn: Option<String>,
+    ) -> Result<Self, SocketError> {
+        let server_name = ServerName::try_from(url.host().to_owned()).map_err(|e| {
+            SocketError::Tls(format!(
+                "{:?} is not a valid TLS server name: {e}",
+                url.host()
+            ))
+        })?;
+        let (config, observed) = client_config(&trust).map_err(SocketError::Tls)?;
+        Ok(TlsAttempt {
+            config,
+            server_name,
+            trust,
+            observed,
+            learn,
+            target: format!("{}:{}", url.host(), url.port()),
+        })
+    }
+
+    /// The client config for this one connection.
+    pub fn config(&self) -> Arc<ClientConfig> {
+        self.config.clone()
+    }
+
+    /// The name to verify (and send as SNI): the URL's host.
+    pub fn server_name(&self) -> ServerName<'static> {
+        self.server_name.clone()
+    }
+
+    /// The leaf certificate the server presented, once the handshake saw it.
+    pub fn observed_pin(&self) -> Option<Pin> {
+        self.observed.pin()
+    }
+
+    #[cfg(feature = "smol")]
+    pub(crate) fn observed(&self) -> &Observed {
+        &self.observed
+    }
+
+    /// What the core should hear about a failed handshake.
+    pub fn failed(&self, error: &std::io::Error) -> SocketError {
+        if let Trust::Pinned(pins) = &self.trust
+            && let Some(seen) = self.observed.pin()
+            && !pins.contains(&seen)
+        {
+            return SocketError::PinMismatch {
+                expected: pins.iter().copied().collect(),
+                observed: seen,
+            };
+        }
+        match rustls_error(error) {
+            Some(r) if is_terminal(r) => {
+                SocketError::Tls(format!("TLS handshake with {}: {r}", self.target))
+            }
+            _ => SocketError::Io(format!("TLS handshake with {}: {error}", self.target)),
+        }
+    }
+
+    /// Whether [`established`](Self::established) will store a pin (it does
+    /// file I/O then).
+    pub fn learns_pin(&self) -> bool {
+        self.learn.is_some()
+    }
+
+    /// After a completed handshake: under trust on first use, stores the
+    /// pin just seen and returns it. Fails with a pin mismatch when another
+    /// process stored a different one first.
+    pub fn established(&self, pins: &dyn PinStore) -> Result<Option<Pin>, SocketError> {
+        let Some(key) = &self.learn else {
+            return Ok(None);
+        };
+        let seen = self
+            .observed
+            .pin()
+            .ok_or_else(|| SocketError::Tls("the server presented no certificate".into()))?;
+        let kept = pins
+            .store_pin_once(key, &seen)
+            .map_err(|e| SocketError::Tls(format!("trust-on-first-use pin store: {e}")))?;
+        if kept != seen {
+            return Err(SocketError::PinMismatch {
+                expected: vec![kept],
+                observed: seen,
+            });
+        }
+        tracing::warn!(key = %key, pin = %seen,
+            "trust on first use: pinned the gateway's certificate; it is enforced from now on");
+        Ok(Some(seen))
+    }
+}
+
+/// What the core should hear when TCP to `url` could not be opened.
+pub fn tcp_error(url: &GatewayUrl, error: &std::io::Error) -> SocketError {
+    SocketError::Io(format!(
+        "connecting to {}:{}: {error}",
+        url.host(),
+        url.port()
+    ))
 }
 
 /// Whether a rustls error means "this certificate is not acceptable" —

@@ -5,15 +5,15 @@ use std::task::{Context, Poll};
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
-use clawnode_core::{GatewayUrl, Pin, PinSet, SocketError, TlsPolicy};
+use clawnode_core::{GatewayUrl, Pin, SocketError, TlsPolicy};
 use futures_rustls::TlsConnector;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::CertificateDer;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 
 use crate::frame_limit::{FrameLimit, Limited};
 use crate::store::StateDir;
-use crate::tls::{self, Observed, Trust};
+use crate::tls::{self, TlsAttempt, Trust};
 
 /// The byte stream under the WebSocket: plain TCP on loopback, TLS otherwise.
 pub(crate) enum Io {
@@ -66,106 +66,46 @@ pub(crate) type Ws = WebSocketStream<Limited<Io>>;
 async fn tcp(url: &GatewayUrl) -> Result<TcpStream, SocketError> {
     let stream = TcpStream::connect((url.host(), url.port()))
         .await
-        .map_err(|e| {
-            SocketError::Io(format!("connecting to {}:{}: {e}", url.host(), url.port()))
-        })?;
+        .map_err(|e| tls::tcp_error(url, &e))?;
     // Frames are small and latency matters more than packet count.
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
 
-fn server_name(url: &GatewayUrl) -> Result<ServerName<'static>, SocketError> {
-    ServerName::try_from(url.host().to_owned()).map_err(|e| {
-        SocketError::Tls(format!(
-            "{:?} is not a valid TLS server name: {e}",
-            url.host()
-        ))
-    })
-}
-
-/// A TLS handshake under `trust`; on failure, what the core should hear.
+/// TCP, then the TLS handshake of `tls`; on failure, what the core should
+/// hear.
 pub(crate) async fn tls_handshake(
     url: &GatewayUrl,
-    trust: &Trust,
-) -> Result<(futures_rustls::client::TlsStream<TcpStream>, Observed), SocketError> {
-    let (config, observed) = tls::client_config(trust).map_err(SocketError::Tls)?;
-    let name = server_name(url)?;
+    tls: &TlsAttempt,
+) -> Result<futures_rustls::client::TlsStream<TcpStream>, SocketError> {
     let tcp = tcp(url).await?;
-    match TlsConnector::from(config).connect(name, tcp).await {
-        Ok(s) => Ok((s, observed)),
-        Err(e) => {
-            if let Trust::Pinned(pins) = trust
-                && let Some(seen) = observed.pin()
-                && !pins.contains(&seen)
-            {
-                return Err(SocketError::PinMismatch {
-                    expected: pins.iter().copied().collect(),
-                    observed: seen,
-                });
-            }
-            match tls::rustls_error(&e) {
-                Some(r) if tls::is_terminal(r) => Err(SocketError::Tls(format!(
-                    "TLS handshake with {}:{}: {r}",
-                    url.host(),
-                    url.port()
-                ))),
-                _ => Err(SocketError::Io(format!(
-                    "TLS handshake with {}:{}: {e}",
-                    url.host(),
-                    url.port()
-                ))),
-            }
-        }
-    }
+    TlsConnector::from(tls.config())
+        .connect(tls.server_name(), tcp)
+        .await
+        .map_err(|e| tls.failed(&e))
 }
 
 /// Opens the byte stream for `url` under `policy`, learning a TOFU pin in
-/// `store` when the policy asks for it.
+/// `store` when the policy asks for it. The store's file I/O runs on the
+/// blocking pool.
 pub(crate) async fn open_io(
     url: &GatewayUrl,
     policy: &TlsPolicy,
     store: &StateDir,
 ) -> Result<Io, SocketError> {
-    if !url.is_secure() {
-        return Ok(Io::Plain(tcp(url).await?));
-    }
-    let trust = match policy {
-        TlsPolicy::Pinned(pins) => Trust::Pinned(pins.clone()),
-        TlsPolicy::SystemTrust => Trust::System,
-        TlsPolicy::TrustOnFirstUse { store_key } => {
-            let (store, key) = (store.clone(), store_key.clone());
-            let stored = smol::unblock(move || store.load_pin(&key))
-                .await
-                .map_err(|e| SocketError::Tls(format!("trust-on-first-use pin store: {e}")))?;
-            match stored {
-                Some(pin) => Trust::Pinned(PinSet::new([pin]).expect("one pin")),
-                None => Trust::AnyCertificate,
-            }
-        }
-        other => {
-            return Err(SocketError::Tls(format!(
-                "TLS policy {other:?} is not supported by this driver"
-            )));
-        }
+    let (u, p, s) = (url.clone(), policy.clone(), store.clone());
+    let prepared = if matches!(policy, TlsPolicy::TrustOnFirstUse { .. }) {
+        smol::unblock(move || TlsAttempt::prepare(&u, &p, &s)).await?
+    } else {
+        TlsAttempt::prepare(&u, &p, &s)?
     };
-    let (stream, observed) = tls_handshake(url, &trust).await?;
-    if let (TlsPolicy::TrustOnFirstUse { store_key }, Trust::AnyCertificate) = (policy, &trust) {
-        let seen = observed
-            .pin()
-            .ok_or_else(|| SocketError::Tls("the server presented no certificate".into()))?;
-        let (store2, key) = (store.clone(), store_key.clone());
-        let kept: Pin = smol::unblock(move || store2.store_pin_once(&key, &seen))
-            .await
-            .map_err(|e| SocketError::Tls(format!("trust-on-first-use pin store: {e}")))?;
-        if kept != seen {
-            // Another process learned a different certificate first.
-            return Err(SocketError::PinMismatch {
-                expected: vec![kept],
-                observed: seen,
-            });
-        }
-        tracing::warn!(key = %store_key, pin = %seen,
-            "trust on first use: pinned the gateway's certificate; it is enforced from now on");
+    let Some(tls) = prepared else {
+        return Ok(Io::Plain(tcp(url).await?));
+    };
+    let stream = tls_handshake(url, &tls).await?;
+    if tls.learns_pin() {
+        let store = store.clone();
+        smol::unblock(move || tls.established(&store)).await?;
     }
     Ok(Io::Tls(Box::new(stream)))
 }
@@ -210,7 +150,9 @@ pub async fn probe(url: &GatewayUrl) -> Result<ProbeReport, SocketError> {
             "{url} is plain ws://: there is no certificate to probe; use wss://"
         )));
     }
-    let (_stream, observed) = tls_handshake(url, &Trust::AnyCertificate).await?;
+    let tls = TlsAttempt::with_trust(url, Trust::AnyCertificate, None)?;
+    let _stream = tls_handshake(url, &tls).await?;
+    let observed = tls.observed();
     let der = observed
         .cert()
         .ok_or_else(|| SocketError::Tls("the server presented no certificate".into()))?;

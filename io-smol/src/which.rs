@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::command::{CommandError, Invocation};
+use crate::command::CommandError;
 
 /// The command's name.
 pub const SYSTEM_WHICH: &str = "system.which";
@@ -65,7 +65,8 @@ pub fn system_which(params: &Value) -> Result<Value, CommandError> {
 
 /// `system.which` as a command handler (runs the file-system search on a
 /// blocking thread).
-pub async fn handler(inv: Invocation) -> Result<Value, CommandError> {
+#[cfg(feature = "smol")]
+pub async fn handler(inv: crate::Invocation) -> Result<Value, CommandError> {
     smol::unblock(move || system_which(&inv.params)).await
 }
 

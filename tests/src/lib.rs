@@ -156,6 +156,32 @@ pub fn clawnode_bin() -> PathBuf {
     .clone()
 }
 
+/// The tokio example (`io-smol/examples/tokio_node.rs`), built like
+/// [`clawnode_bin`] once per test process: `$CLAWNODE_TOKIO_EXAMPLE` as
+/// given, else `target/debug/examples/tokio_node`.
+pub fn tokio_example_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("CLAWNODE_TOKIO_EXAMPLE") {
+            return PathBuf::from(p);
+        }
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("target"));
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .current_dir(repo_root())
+            .args(["build", "-p", "clawnode-smol", "--example", "tokio_node"])
+            .status()
+            .expect("run cargo build for the tokio example");
+        assert!(status.success(), "cargo build of the tokio example failed");
+        let bin = target.join("debug/examples/tokio_node");
+        assert!(bin.is_file(), "no tokio example at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
 /// Skips the calling test (returns from it) unless the gateway install and
 /// the `clawnode` binary are available; evaluates to `(Install, PathBuf)`.
 #[macro_export]

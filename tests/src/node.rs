@@ -96,6 +96,7 @@ type Shared = Arc<(Mutex<EventLog>, Condvar)>;
 /// Dropping it kills it (SIGKILL to its process group) and removes its
 /// scratch directory (kept when panicking or `CLAWNODE_TESTS_KEEP=1`).
 pub struct Node {
+    /// The `clawnode` binary (for `identity`).
     bin: PathBuf,
     opts: NodeOptions,
     dir: PathBuf,
@@ -110,6 +111,19 @@ pub struct Node {
 impl Node {
     /// Spawns `bin run ...` per `opts`.
     pub fn spawn(bin: &Path, opts: NodeOptions) -> Node {
+        Node::start(bin, bin, opts)
+    }
+
+    /// Spawns the tokio example (`examples/tokio_node.rs`) per `opts`: the
+    /// same flags but `--token` (the token goes in
+    /// `OPENCLAW_GATEWAY_TOKEN`), `run`, `--events json` (it always prints
+    /// JSON lines) and the config file. `clawnode` reads its identity.
+    pub fn spawn_tokio_example(example: &Path, clawnode: &Path, opts: NodeOptions) -> Node {
+        Node::start(example, clawnode, opts)
+    }
+
+    fn start(program: &Path, bin: &Path, opts: NodeOptions) -> Node {
+        let example = program != bin;
         let tag = if opts.display_name.is_empty() {
             "node".to_owned()
         } else {
@@ -122,15 +136,24 @@ impl Node {
         let state = opts.state_dir.clone().unwrap_or_else(|| dir.join("state"));
         std::fs::create_dir_all(&state).expect("create node state dir");
         let config = dir.join("clawnode.toml");
-        let mut cmd = Command::new(bin);
-        cmd.arg("run");
-        if opts.use_config_file {
+        let mut cmd = Command::new(program);
+        cmd.env_remove("OPENCLAW_GATEWAY_TOKEN");
+        if !example {
+            cmd.arg("run");
+        }
+        if opts.use_config_file && !example {
             std::fs::write(&config, opts.toml()).expect("write node config");
             cmd.arg("--config").arg(&config);
         } else {
             cmd.args(["--url", &opts.url]);
-            if let Some(token) = &opts.token {
-                cmd.args(["--token", token]);
+            match &opts.token {
+                Some(token) if example => {
+                    cmd.env("OPENCLAW_GATEWAY_TOKEN", token);
+                }
+                Some(token) => {
+                    cmd.args(["--token", token]);
+                }
+                None => {}
             }
             for pin in &opts.pins {
                 cmd.args(["--tls-fingerprint", pin]);
@@ -140,25 +163,26 @@ impl Node {
             }
         }
         cmd.arg("--state-dir").arg(&state);
-        cmd.args(["--events", "json"]);
+        if !example {
+            cmd.args(["--events", "json"]);
+        }
         if opts.exit_on_pause {
             cmd.arg("--exit-on-pause");
         }
         cmd.args(&opts.extra_args);
         let stderr = std::fs::File::create(dir.join("stderr.log")).expect("node stderr file");
-        cmd.env_remove("OPENCLAW_GATEWAY_TOKEN")
-            .env(
-                "RUST_LOG",
-                std::env::var("CLAWNODE_TESTS_RUST_LOG").unwrap_or_else(|_| "debug".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .process_group(0);
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("CLAWNODE_TESTS_RUST_LOG").unwrap_or_else(|_| "debug".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .process_group(0);
         let mut watchdog = Watchdog::spawn(Some(&dir));
         let mut child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
         let pid = child.id();
         watchdog.guard(Some(pid));
         let shared: Shared = Arc::default();
@@ -325,6 +349,12 @@ impl Node {
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;
         sys::wait_timeout(child, timeout)
+    }
+
+    /// SIGINT (Ctrl-C), then waits (≤ `timeout`) for a graceful exit.
+    pub fn interrupt(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let _ = sys::signal_pid(self.pid, libc::SIGINT);
+        self.wait_exit(timeout)
     }
 
     /// SIGTERM, then waits (≤ `timeout`) for a graceful exit.

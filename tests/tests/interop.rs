@@ -4,7 +4,7 @@
 //! One test binary, so that gateways are shared where that is harmless:
 //! one TLS gateway for scenarios 1, 2, 3 and 7 (they only disturb their own
 //! node) and one plain gateway for 9 and 10 (they disturb their node through
-//! a [`Tap`]); the disruptive scenarios 4, 5, 6 and 8 get their own. Tests
+//! a [`Tap`]); the disruptive scenarios 4, 5, 6, 8 and 11 get their own. Tests
 //! are numbered `sNN_...` and named for what they check; every node has a
 //! unique display name so the gateway log can be searched for it.
 //!
@@ -1054,4 +1054,73 @@ fn s10_invoke_while_reconnecting_never_hangs() {
     // The node still works.
     let d = gw.invoke(&id, "system.which", &params, 10_000);
     assert!(d.success, "invoke after recovery: {d:?}\n{}", node.dump());
+}
+
+// ---------------------------------------------------------------- scenario 11
+
+/// The tokio example (`io-smol/examples/tokio_node.rs`: tokio,
+/// tokio-tungstenite and the neutral layer's pinning and state) against the
+/// real TLS gateway: pinned connect → the operator's `nodes invoke
+/// system.which` answered → an in-process gateway restart survived with
+/// exactly one new `connected` → Ctrl-C closes with 1000 and exits 0; a
+/// second example with a wrong pin pauses naming the expected and observed
+/// pins, and makes no further attempt.
+#[test]
+fn s11_tokio_example_pins_serves_survives_a_restart_and_pauses_on_a_wrong_pin() {
+    let (install, bin) = require!("s11");
+    let example = clawnode_tests::tokio_example_bin();
+    let gw = Gateway::start(&install, GatewayOptions::tls("s11"));
+    let name = unique("s11");
+    let started = Instant::now();
+    let mut node = Node::spawn_tokio_example(
+        &example,
+        &bin,
+        NodeOptions::new(&gw.url(), gw.token(), &name).pin(&gw.pin()),
+    );
+    let (_, connected) = node.expect(0, "connected", CONNECT);
+    let connect_ms = started.elapsed().as_millis();
+    assert_eq!(connected["protocol"], 4, "{connected}");
+    let (_, out) = connected_and_approved(&gw, &node);
+    let sh = which_sh(&out).expect("sh path");
+
+    let m = node.mark();
+    let (_, ready) = gw.restart_via_config();
+    let (di, disc) = node.expect(m, "disconnected", Duration::from_secs(30));
+    let (_, conn) = node.expect(di, "connected", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    let since = node.events_since(m);
+    assert_eq!(count(&since, "connected"), 1, "{}", node.dump());
+    let reconnect_ms = ts(&conn) as i64 - ready.ts_ms.expect("ts") as i64;
+    let rss_kib = node.rss_kib();
+
+    let m = node.mark();
+    let status = node.interrupt(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "Ctrl-C: {status:?}\n{}",
+        node.dump()
+    );
+    let (_, bye) = node.expect(m, "disconnected", Duration::from_secs(1));
+    assert_eq!(bye["code"], 1000, "{bye}");
+
+    let wrong_pin = "cd".repeat(32);
+    let wrong = Node::spawn_tokio_example(
+        &example,
+        &bin,
+        NodeOptions::new(&gw.url(), gw.token(), &unique("s11-wrong")).pin(&wrong_pin),
+    );
+    let (pi, paused) = wrong.expect(0, "paused", CONNECT);
+    assert_eq!(paused["code"], "TLS_PIN_MISMATCH", "{paused}");
+    assert_eq!(pins_of(&paused["expected"]), vec![wrong_pin], "{paused}");
+    assert_eq!(pins_of(&paused["observed"]), vec![gw.pin()], "{paused}");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        count(&wrong.events_since(pi + 1), "connecting"),
+        0,
+        "attempts after the pause: {}",
+        wrong.dump()
+    );
+    eprintln!(
+        "MEASURE s11 example=tokio_node connect_ms={connect_ms} sh={sh} disconnect={disc} reconnect_after_ready_ms={reconnect_ms} rss_kib={rss_kib}"
+    );
 }

@@ -1,6 +1,6 @@
 //! `frame_parse`: arbitrary bytes as an inbound text frame.
 
-use clawnode_core::{Inbound, parse_inbound};
+use clawnode_core::sim::{Inbound, parse_inbound};
 use serde_json::Value;
 
 /// Feeds `data` to [`parse_inbound`] as a text frame and checks that it

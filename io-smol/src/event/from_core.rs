@@ -71,7 +71,15 @@ fn paused(p: &PauseReason) -> Event {
     }
 }
 
-/// The event for a notification, if the application hears about it.
+impl Event {
+    /// The event a core notification is reported as, if the application
+    /// hears about it (the rest is logged by the driver). Any driver can
+    /// use it to report what the smol driver and `clawnode run` report.
+    pub fn from_notification(n: &Notification) -> Option<Event> {
+        from_notification(n)
+    }
+}
+
 pub(crate) fn from_notification(n: &Notification) -> Option<Event> {
     Some(match n {
         Notification::Connected {

@@ -18,6 +18,12 @@ impl Event {
         // Only maps with non-string keys fail to convert; the wire form has none.
         serde_json::to_value(line).expect("an event converts to JSON")
     }
+
+    /// One `--events json` line, without the newline: what `clawnode run
+    /// --events json` prints, for any driver that reports the same way.
+    pub fn to_json_line(&self, ts_ms: u64) -> String {
+        self.to_json(ts_ms).to_string()
+    }
 }
 
 /// One `--events json` line: `ts` beside the event's own fields.

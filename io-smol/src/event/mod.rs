@@ -8,5 +8,6 @@ mod from_core;
 mod json;
 mod model;
 
+#[cfg(feature = "smol")]
 pub(crate) use from_core::{disconnect_code, from_notification};
 pub use model::{DisconnectCode, Event};

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clawnode_core::{
-    AttemptId, CancelReason, Deadline, Effect, Input, InvokeOutcome, InvokeRequest, NODE_ROLE,
-    NodeState, Phase, RequestId, Secret, SessionConfig, SocketError, Status, Time,
+    AttemptId, CancelReason, Clock, Deadline, Effect, Input, InvokeOutcome, InvokeRequest,
+    NODE_ROLE, NodeState, Phase, RequestId, Secret, SessionConfig, SocketError, Status, Time,
 };
 use smol::channel::{self, Receiver, Sender};
 
@@ -60,6 +60,8 @@ pub(super) struct Start {
 pub(super) struct Running {
     pub tx: Sender<Msg>,
     pub status: Arc<Mutex<Status>>,
+    /// The clock the status's times count on.
+    pub clock: Clock,
     pub task: Task<()>,
 }
 
@@ -67,9 +69,10 @@ pub(super) struct Running {
 pub(super) fn spawn(start: Start) -> Running {
     let (tx, rx) = channel::unbounded();
     let status = Arc::new(Mutex::new(Status::default()));
+    let clock = Clock::new();
     let session = Session {
         node: start.node,
-        start: Instant::now(),
+        clock,
         store: start.store,
         device_id: start.device_id,
         handlers: start.handlers,
@@ -87,7 +90,12 @@ pub(super) fn spawn(start: Start) -> Running {
         log_limits: PeerLogLimits::default(),
     };
     let task = smol::spawn(session.run(rx, start.config, start.token));
-    Running { tx, status, task }
+    Running {
+        tx,
+        status,
+        clock,
+        task,
+    }
 }
 
 /// A socket attempt's pump task; `writer` once the socket is open.
@@ -110,7 +118,7 @@ struct RunningInvoke {
 /// The driver task's state: the core, and what carries out its effects.
 struct Session {
     node: NodeState,
-    start: Instant,
+    clock: Clock,
     store: StateDir,
     device_id: String,
     handlers: Registry,
@@ -139,11 +147,11 @@ enum Wake {
 
 impl Session {
     fn now(&self) -> Time {
-        Time::from_millis(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX))
+        self.clock.now()
     }
 
     fn instant(&self, t: Time) -> Instant {
-        self.start + Duration::from_millis(t.as_millis())
+        self.clock.instant_of(t)
     }
 
     /// Hands `event` to every stream without waiting: a stream that is full

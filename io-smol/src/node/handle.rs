@@ -4,9 +4,11 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use clawnode_core::{DeviceIdentity, NODE_ROLE, NodeOptions, NodeState, SessionConfig, Status};
+use clawnode_core::{
+    Clock, DeviceIdentity, NODE_ROLE, NodeOptions, NodeState, SessionConfig, Status,
+};
 use ed25519_dalek::SigningKey;
 use rand_core::{OsRng, RngCore as _};
 use serde_json::Value;
@@ -151,6 +153,7 @@ impl NodeBuilder {
         Ok(NodeHandle {
             tx: running.tx,
             status: running.status,
+            clock: running.clock,
             subscribers: self.subscribers,
             device_id,
             task: Some(running.task),
@@ -158,11 +161,25 @@ impl NodeBuilder {
     }
 }
 
+/// A snapshot of a running session ([`NodeHandle::status`]).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct NodeStatus {
+    /// The core's snapshot. Its `Time`s count from the session's start;
+    /// the fields below give the ones a person reads in readable form.
+    pub session: Status,
+    /// How long until the next attempt starts, while waiting.
+    pub next_retry_in: Option<Duration>,
+    /// When the next attempt starts, on the wall clock, while waiting.
+    pub next_retry_at: Option<SystemTime>,
+}
+
 /// A running session. Dropping it stops the session gracefully in the
 /// background; [`shutdown`](Self::shutdown) stops it and waits.
 pub struct NodeHandle {
     tx: Sender<Msg>,
     status: Arc<Mutex<Status>>,
+    clock: Clock,
     subscribers: Subscribers,
     device_id: String,
     task: Option<Task<()>>,
@@ -182,10 +199,16 @@ impl NodeHandle {
         &self.device_id
     }
 
-    /// A snapshot of the session, as of its last wake. Its times (e.g.
-    /// `next_retry`) are milliseconds since the session was spawned.
-    pub fn status(&self) -> Status {
-        self.status.lock().expect("not poisoned").clone()
+    /// A snapshot of the session, as of its last wake, with its times as
+    /// durations from now and wall-clock times.
+    pub fn status(&self) -> NodeStatus {
+        let session = self.status.lock().expect("not poisoned").clone();
+        let next_retry_in = session.next_retry.map(|t| self.clock.until(t));
+        NodeStatus {
+            next_retry_in,
+            next_retry_at: next_retry_in.map(|d| SystemTime::now() + d),
+            session,
+        }
     }
 
     /// A stream of the session's events from now on. It ends when the

@@ -19,6 +19,6 @@ mod msg;
 mod socket;
 
 pub use error::{RequestFailure, StartError};
-pub use handle::{NodeBuilder, NodeHandle};
+pub use handle::{NodeBuilder, NodeHandle, NodeStatus};
 #[cfg(test)]
 pub(crate) use msg::EVENT_BUFFER;

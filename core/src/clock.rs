@@ -1,0 +1,91 @@
+//! A monotonic clock for drivers on `std` (feature `std`): [`Clock`] turns
+//! `std::time::Instant`s into the core's [`Time`] and back.
+//!
+//! The session machine itself never reads it: a driver reads the clock once
+//! per step and passes the [`Time`] in, which is what keeps the core
+//! deterministic. This module is the one place in the crate that touches
+//! `Instant`, for the convenience of drivers.
+
+use core::time::Duration;
+use std::time::Instant;
+
+use crate::time::Time;
+
+/// A monotonic clock whose origin is the moment it was made.
+///
+/// Conversions saturate instead of wrapping: an `Instant` before the origin
+/// is `Time::ZERO`, and one more than 584 million years after it is the
+/// largest `Time`.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    origin: Instant,
+}
+
+impl Clock {
+    /// A clock starting at `Time::ZERO` now.
+    pub fn new() -> Self {
+        Clock {
+            origin: Instant::now(),
+        }
+    }
+
+    /// The current time.
+    pub fn now(&self) -> Time {
+        self.time_of(Instant::now())
+    }
+
+    /// The [`Time`] of `instant`.
+    pub fn time_of(&self, instant: Instant) -> Time {
+        let ms = instant.saturating_duration_since(self.origin).as_millis();
+        Time::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+
+    /// The `Instant` of `time`, for a runtime's timer (e.g. to sleep until
+    /// [`NodeState::poll_timeout`](crate::NodeState::poll_timeout)). A time
+    /// too far ahead for the platform's `Instant` is capped at a century,
+    /// or a day, from the origin.
+    pub fn instant_of(&self, time: Time) -> Instant {
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        let d = Duration::from_millis(time.as_millis()).min(DAY * 36_525);
+        [d, DAY]
+            .into_iter()
+            .find_map(|d| self.origin.checked_add(d))
+            .unwrap_or(self.origin)
+    }
+
+    /// How long from now until `time`; zero when it has passed.
+    pub fn until(&self, time: Time) -> Duration {
+        time.saturating_since(self.now())
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_and_times_round_trip_at_millisecond_resolution() {
+        let clock = Clock::new();
+        let later = clock.origin + Duration::from_millis(1234);
+        assert_eq!(clock.time_of(later), Time::from_millis(1234));
+        assert_eq!(clock.instant_of(Time::from_millis(1234)), later);
+        assert_eq!(clock.time_of(clock.origin), Time::ZERO);
+    }
+
+    #[test]
+    fn conversions_saturate() {
+        let clock = Clock {
+            origin: Instant::now() + Duration::from_secs(60),
+        };
+        assert_eq!(clock.now(), Time::ZERO, "before the origin");
+        let far = clock.instant_of(Time::from_millis(u64::MAX));
+        assert!(far > clock.origin);
+        assert_eq!(clock.until(Time::ZERO), Duration::ZERO);
+    }
+}
