@@ -28,11 +28,29 @@ if grep -rnE --exclude=clock.rs 'Instant|SystemTime|thread_rng|OsRng|getrandom|f
     exit 1
 fi
 
+step "the runtime-neutral layer: clawnode-smol without default features has no async runtime or CLI crate"
+cargo clippy -p clawnode-smol --no-default-features -- -D warnings
+neutral=$(cargo tree -p clawnode-smol --no-default-features -e normal --prefix none | sed 's/ (\*)$//' | sort -u)
+full=$(cargo tree -p clawnode-smol -e normal --prefix none | sed 's/ (\*)$//' | sort -u)
+if grep -E '^(smol|async-io|async-tungstenite|futures-rustls|async-signal|clap|toml|tokio) ' <<< "$neutral"; then
+    echo "the neutral build of clawnode-smol depends on the crates above" >&2
+    exit 1
+fi
+echo "crates in the tree: neutral $(wc -l <<< "$neutral"), full $(wc -l <<< "$full")"
+
+step "both crates package and build as they would be published"
+cargo publish --dry-run --allow-dirty -p clawnode-core -p clawnode-smol
+
+step "the injected bugs of scripts/falsify.sh still apply to the core"
+for p in scripts/falsify/*.patch; do
+    git apply --check "$p"
+done
+
 step "real OpenClaw gateway for the interop tests (installed once, cached in .gateway/)"
 scripts/gateway.sh install
 
-step "the clawnode binary the interop tests run"
-cargo build -p clawnode-smol --bin clawnode
+step "the clawnode binary and the tokio example the interop tests run"
+cargo build -p clawnode-smol --bin clawnode --example tokio_node
 
 step "tests (unit, simulation, property, and interop against the real gateway)"
 cargo test --workspace --all-targets

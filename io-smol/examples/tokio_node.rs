@@ -10,9 +10,8 @@
 //! ```
 //!
 //! It serves `system.which`, prints one `--events json` line per event and
-//! stops on Ctrl-C, closing with 1000. Nothing the core asks is left out:
-//! each `Effect` is performed, and each socket reports back to the loop,
-//! tagged with its attempt.
+//! stops on Ctrl-C, closing with 1000. Every `Effect` is performed; sockets
+//! and commands report back to the loop as inputs.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,21 +33,6 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 /// How long a closing socket waits for the gateway's close reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// What a socket task tells the loop.
-enum FromSocket {
-    Opened,
-    Frame(String),
-    Pong,
-    Closed(Option<u16>, String),
-    Failed(SocketError),
-}
-
-/// What reaches the loop: a socket's report, or a command's answer.
-enum Wake {
-    Socket(AttemptId, FromSocket),
-    Answer(String, InvokeOutcome),
-}
-
 /// What the loop asks of a socket task.
 enum ToSocket {
     Text(String),
@@ -56,55 +40,51 @@ enum ToSocket {
     Close(u16, String),
 }
 
-struct Args {
-    url: String,
-    pins: Vec<String>,
-    state_dir: String,
-    display_name: Option<String>,
-}
-
-fn args() -> Result<Args, String> {
-    let (mut url, mut pins, mut state_dir, mut display_name) = (None, Vec::new(), None, None);
-    let mut it = std::env::args().skip(1);
+/// `--url`, `--tls-fingerprint` (repeatable), `--state-dir`, `--display-name`.
+fn flags() -> Result<HashMap<String, Vec<String>>, String> {
+    let (mut flags, mut it) = (HashMap::<_, Vec<_>>::new(), std::env::args().skip(1));
     while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--url" => url = Some(value()?),
-            "--tls-fingerprint" => pins.push(value()?),
-            "--state-dir" => state_dir = Some(value()?),
-            "--display-name" => display_name = Some(value()?),
-            other => return Err(format!("unknown argument {other:?}")),
+        if ![
+            "--url",
+            "--tls-fingerprint",
+            "--state-dir",
+            "--display-name",
+        ]
+        .contains(&&*flag)
+        {
+            return Err(format!("unknown argument {flag:?}"));
         }
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        flags.entry(flag).or_default().push(value);
     }
-    Ok(Args {
-        url: url.ok_or("--url is required")?,
-        pins,
-        state_dir: state_dir.ok_or("--state-dir is required")?,
-        display_name,
-    })
+    Ok(flags)
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = args()?;
-    let store = StateDir::new(&args.state_dir);
+    let flags = flags()?;
+    let one = |f: &str| flags.get(f).and_then(|v| v.last()).cloned();
+    let (url, pins) = (
+        one("--url").ok_or("--url is required")?,
+        &flags.get("--tls-fingerprint"),
+    );
+    let store = StateDir::new(one("--state-dir").ok_or("--state-dir is required")?);
     let key = store.load_or_create_identity()?;
     let device_id = DeviceIdentity::new(key.clone()).device_id().to_owned();
-    let tls = if args.pins.is_empty() {
-        TlsPolicy::SystemTrust
-    } else {
-        TlsPolicy::pinned(&args.pins)?
+    let tls = match pins {
+        Some(pins) => TlsPolicy::pinned(pins.iter())?,
+        None => TlsPolicy::SystemTrust,
     };
     let token = std::env::var("OPENCLAW_GATEWAY_TOKEN")
         .ok()
         .map(Secret::new);
-    let config = SessionConfig::parse(&args.url, tls)?
+    let config = SessionConfig::parse(&url, tls)?
         .with_credentials(Credentials {
             token,
             ..Credentials::default()
         })
         .with_client(ClientOptions {
-            display_name: args.display_name,
+            display_name: one("--display-name"),
             commands: [SYSTEM_WHICH.to_owned()].into(),
             ..ClientOptions::default()
         });
@@ -115,24 +95,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     node.handle_input(clock.now(), Input::Config(config));
     node.handle_input(clock.now(), Input::StoredDeviceToken(stored));
 
-    let (wake_tx, mut wake_rx) = unbounded_channel();
+    // Sockets and commands report back as the inputs they are.
+    let (inputs, mut inputs_rx) = unbounded_channel();
     let mut sockets: HashMap<AttemptId, Socket> = HashMap::new();
     let mut closing = Vec::new();
     let mut invokes = HashMap::new();
+    // Listening from the start: a Ctrl-C between two waits is not lost.
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     let mut stopping = false;
     loop {
         while let Some(effect) = node.poll_effect() {
             match effect {
                 Effect::OpenSocket { attempt, url, tls } => {
                     let (tx, rx) = unbounded_channel();
-                    let task = tokio::spawn(socket(
-                        attempt,
-                        url,
-                        tls,
-                        store.clone(),
-                        wake_tx.clone(),
-                        rx,
-                    ));
+                    let task =
+                        tokio::spawn(socket(attempt, url, tls, store.clone(), inputs.clone(), rx));
                     sockets.insert(
                         attempt,
                         Socket {
@@ -162,25 +139,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 }
                 Effect::Invoke(req) => {
-                    let wake = wake_tx.clone();
-                    let id = req.id.clone();
-                    let params = req.params_json.unwrap_or_default();
-                    invokes.insert(
-                        id.clone(),
-                        tokio::task::spawn_blocking(move || {
-                            let params = serde_json::from_str(&params).unwrap_or_default();
-                            let outcome = match system_which(&params) {
-                                Ok(v) => InvokeOutcome::Ok {
-                                    payload_json: Some(v.to_string()),
-                                },
-                                Err(e) => InvokeOutcome::Err {
-                                    code: e.code,
-                                    message: e.message,
-                                },
-                            };
-                            let _ = wake.send(Wake::Answer(req.id, outcome));
-                        }),
-                    );
+                    let (id, inputs) = (req.id.clone(), inputs.clone());
+                    let task = tokio::task::spawn_blocking(move || {
+                        let outcome = which(req.params_json.as_deref());
+                        let _ = inputs.send(Input::InvokeResult {
+                            id: req.id,
+                            outcome,
+                        });
+                    });
+                    invokes.insert(id, task);
                 }
                 Effect::CancelInvoke { id, .. } => {
                     if let Some(task) = invokes.remove(&id) {
@@ -216,38 +183,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         };
         tokio::select! {
-            Some(wake) = wake_rx.recv() => {
-                let now = clock.now();
-                match wake {
-                    Wake::Socket(attempt, report) => {
-                        let input = match report {
-                            FromSocket::Opened => {
-                                if let Some(s) = sockets.get_mut(&attempt) {
-                                    s.open = true;
-                                }
-                                Input::SocketOpened { attempt }
-                            }
-                            FromSocket::Frame(text) => Input::Frame { attempt, text },
-                            FromSocket::Pong => Input::Pong { attempt },
-                            FromSocket::Closed(code, reason) => {
-                                sockets.remove(&attempt);
-                                Input::SocketClosed { attempt, code, reason }
-                            }
-                            FromSocket::Failed(error) => {
-                                sockets.remove(&attempt);
-                                Input::SocketFailed { attempt, error }
-                            }
-                        };
-                        node.handle_input(now, input);
+            Some(input) = inputs_rx.recv() => {
+                match &input {
+                    Input::SocketOpened { attempt } => {
+                        if let Some(s) = sockets.get_mut(attempt) {
+                            s.open = true;
+                        }
                     }
-                    Wake::Answer(id, outcome) => {
-                        invokes.remove(&id);
-                        node.handle_input(now, Input::InvokeResult { id, outcome });
+                    Input::SocketClosed { attempt, .. } | Input::SocketFailed { attempt, .. } => {
+                        sockets.remove(attempt);
                     }
+                    Input::InvokeResult { id, .. } => {
+                        invokes.remove(id);
+                    }
+                    _ => {}
                 }
+                node.handle_input(clock.now(), input);
             }
             () = sleep => node.handle_timeout(clock.now()),
-            _ = tokio::signal::ctrl_c(), if !stopping => {
+            _ = &mut ctrl_c, if !stopping => {
                 stopping = true;
                 node.handle_input(clock.now(), Input::Stop);
             }
@@ -270,10 +224,8 @@ fn send(sockets: &HashMap<AttemptId, Socket>, attempt: AttemptId, msg: ToSocket)
 }
 
 fn wall_ms() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    let since = SystemTime::now().duration_since(UNIX_EPOCH);
+    u64::try_from(since.unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -317,23 +269,29 @@ async fn open(
 }
 
 /// Opens one attempt's socket and pumps it until it ends, reporting every
-/// event to the loop tagged with `attempt`.
+/// event to the loop as an input tagged with `attempt`.
 async fn socket(
     attempt: AttemptId,
     url: GatewayUrl,
     policy: TlsPolicy,
     store: StateDir,
-    wake: UnboundedSender<Wake>,
+    inputs: UnboundedSender<Input>,
     mut rx: UnboundedReceiver<ToSocket>,
 ) {
-    let report = |r| {
-        let _ = wake.send(Wake::Socket(attempt, r));
+    let report = |input| {
+        let _ = inputs.send(input);
+    };
+    let failed = |error| Input::SocketFailed { attempt, error };
+    let closed = |code, reason| Input::SocketClosed {
+        attempt,
+        code,
+        reason,
     };
     let ws = match open(&url, &policy, &store).await {
         Ok(ws) => ws,
-        Err(e) => return report(FromSocket::Failed(e)),
+        Err(e) => return report(failed(e)),
     };
-    report(FromSocket::Opened);
+    report(Input::SocketOpened { attempt });
     let (mut sink, mut stream) = ws.split();
     let mut closing: Option<tokio::time::Instant> = None;
     loop {
@@ -345,15 +303,12 @@ async fn socket(
         };
         tokio::select! {
             msg = stream.next() => match msg {
-                Some(Ok(Message::Text(text))) => report(FromSocket::Frame(text.as_str().to_owned())),
-                Some(Ok(Message::Pong(_))) => report(FromSocket::Pong),
-                Some(Ok(Message::Close(frame))) => {
-                    let (code, reason) = frame.map_or((None, String::new()), |f| (Some(u16::from(f.code)), f.reason.as_str().to_owned()));
-                    return report(FromSocket::Closed(code, reason));
-                }
+                Some(Ok(Message::Text(text))) => report(Input::Frame { attempt, text: text.as_str().to_owned() }),
+                Some(Ok(Message::Pong(_))) => report(Input::Pong { attempt }),
+                Some(Ok(Message::Close(Some(f)))) => return report(closed(Some(f.code.into()), f.reason.as_str().to_owned())),
+                Some(Ok(Message::Close(None))) | None => return report(closed(None, String::new())),
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return report(FromSocket::Failed(SocketError::Io(e.to_string()))),
-                None => return report(FromSocket::Closed(None, String::new())),
+                Some(Err(e)) => return report(failed(SocketError::Io(e.to_string()))),
             },
             out = rx.recv(), if closing.is_none() => {
                 let msg = match out {
@@ -366,10 +321,26 @@ async fn socket(
                     None => return,
                 };
                 if let Err(e) = sink.send(msg).await {
-                    return report(FromSocket::Failed(SocketError::Io(e.to_string())));
+                    return report(failed(SocketError::Io(e.to_string())));
                 }
             }
             () = grace => return,
         }
+    }
+}
+
+/// `system.which`, answered as the core expects.
+fn which(params_json: Option<&str>) -> InvokeOutcome {
+    let params = params_json
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or_default();
+    match system_which(&params) {
+        Ok(v) => InvokeOutcome::Ok {
+            payload_json: Some(v.to_string()),
+        },
+        Err(e) => InvokeOutcome::Err {
+            code: e.code,
+            message: e.message,
+        },
     }
 }
