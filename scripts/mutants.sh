@@ -4,7 +4,12 @@
 # against it; a mutant no test catches is a gap in the tests (or an
 # equivalent mutant, triaged in core/MUTANTS.md).
 #
-#   scripts/mutants.sh [SHARD/SHARDS]     e.g. scripts/mutants.sh 3/16
+#   scripts/mutants.sh [SHARD/SHARDS]          e.g. scripts/mutants.sh 3/16
+#   scripts/mutants.sh --smol [SHARD/SHARDS]   io-smol's pure modules
+#
+# --smol mutates io-smol's pure modules instead (pin verification, the
+# state directory, event formatting, config-file parsing) against
+# clawnode-smol's tests; results go to target/mutants-smol/mutants.out/.
 #
 # Without an argument every mutant runs (about 550; hours on 2 cores). A
 # shard of 16 runs in about half an hour. The model check is cut to 5 s per
@@ -16,9 +21,24 @@ cd "$(dirname "$0")/.."
 if ! command -v cargo-mutants > /dev/null; then
     cargo install cargo-mutants --locked
 fi
+smol=0
+if [ "${1:-}" = "--smol" ]; then
+    smol=1
+    shift
+fi
 shard=()
 if [ $# -gt 0 ]; then
     shard=(--shard "$1")
+fi
+if [ "$smol" -eq 1 ]; then
+    exec cargo mutants \
+        --package clawnode-smol \
+        --file io-smol/src/tls.rs --file io-smol/src/store.rs \
+        --file io-smol/src/store/atomic.rs --file 'io-smol/src/event/*.rs' \
+        --file io-smol/src/file_config.rs \
+        --timeout 300 \
+        "${shard[@]}" \
+        --output target/mutants-smol
 fi
 CLAWNODE_MODEL_SECS="${CLAWNODE_MODEL_SECS:-5}" cargo mutants \
     --package clawnode-core \

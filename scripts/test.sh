@@ -29,7 +29,8 @@ if grep -rnE --exclude=clock.rs 'Instant|SystemTime|thread_rng|OsRng|getrandom|f
 fi
 
 step "the runtime-neutral layer: clawnode-smol without default features has no async runtime or CLI crate"
-cargo clippy -p clawnode-smol --no-default-features -- -D warnings
+cargo clippy -p clawnode-smol --no-default-features --all-targets -- -D warnings
+cargo test -p clawnode-smol --no-default-features
 neutral=$(cargo tree -p clawnode-smol --no-default-features -e normal --prefix none | sed 's/ (\*)$//' | sort -u)
 full=$(cargo tree -p clawnode-smol -e normal --prefix none | sed 's/ (\*)$//' | sort -u)
 if grep -E '^(smol|async-io|async-tungstenite|futures-rustls|async-signal|clap|toml|tokio) ' <<< "$neutral"; then

@@ -24,32 +24,8 @@
 //!
 //! # Embedding a node on smol
 //!
-//! ```no_run
-//! use clawnode_smol::core::{Credentials, Secret, SessionConfig, TlsPolicy};
-//! use clawnode_smol::{CommandError, NodeBuilder, StateDir};
-//! use serde_json::json;
-//!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let pins = TlsPolicy::pinned(["sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"])?;
-//! let config = SessionConfig::parse("wss://gateway.example:18789", pins)?
-//!     .with_credentials(Credentials { token: Some(Secret::new("T")), ..Default::default() });
-//! let mut builder = NodeBuilder::new(config, StateDir::default_location()?)
-//!     .with_system_which()
-//!     .command("demo.add", |inv| async move {
-//!         let a = inv.params["a"].as_i64().ok_or(CommandError::new("INVALID_PARAMS", "a"))?;
-//!         let b = inv.params["b"].as_i64().ok_or(CommandError::new("INVALID_PARAMS", "b"))?;
-//!         Ok(json!({ "sum": a + b }))
-//!     });
-//! let events = builder.events();
-//! let node = builder.spawn()?;
-//! smol::block_on(async {
-//!     while let Ok(event) = events.recv().await {
-//!         println!("{event}");
-//!     }
-//!     node.shutdown().await;
-//! });
-//! # Ok(()) }
-//! ```
+//! [`NodeBuilder`] (feature `smol`) declares commands, spawns the session
+//! and streams its [`Event`]s; its documentation has a complete example.
 //!
 //! TLS uses rustls with the `ring` crypto provider: it builds with a C
 //! compiler alone and faster than `aws-lc-rs` (no cmake, Go or NASM), and

@@ -447,8 +447,11 @@ mod tests {
             pins.join(format!(".89ef.json.{dead}.12.tmp")),
         ];
         let kept = [
-            // A live writer's (here: this process's) file in progress.
-            store.path().join(format!(".identity.json.{me}.3.tmp")),
+            // A live writer's (here: this process's) file in progress, with
+            // a sequence number the process's own writes never reach.
+            store
+                .path()
+                .join(format!(".identity.json.{me}.{}.tmp", u64::MAX)),
             // Not named like clawnode's temporary files.
             store.path().join("notes.tmp"),
             store.path().join(format!(".{dead}.0.tmp")),

@@ -402,3 +402,141 @@ pub(crate) fn is_terminal(err: &rustls::Error) -> bool {
 pub(crate) fn rustls_error(err: &std::io::Error) -> Option<&rustls::Error> {
     err.get_ref()?.downcast_ref::<rustls::Error>()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Pins in memory.
+    #[derive(Default)]
+    struct Pins(RefCell<BTreeMap<String, Pin>>);
+
+    impl PinStore for Pins {
+        fn load_pin(&self, key: &str) -> Result<Option<Pin>, String> {
+            Ok(self.0.borrow().get(key).copied())
+        }
+        fn store_pin_once(&self, key: &str, pin: &Pin) -> Result<Pin, String> {
+            Ok(*self.0.borrow_mut().entry(key.into()).or_insert(*pin))
+        }
+    }
+
+    fn url(s: &str) -> GatewayUrl {
+        GatewayUrl::parse(s).unwrap()
+    }
+
+    fn tofu() -> TlsPolicy {
+        TlsPolicy::TrustOnFirstUse {
+            store_key: "gw".into(),
+        }
+    }
+
+    fn pin(b: u8) -> Pin {
+        Pin::from_sha256([b; 32])
+    }
+
+    fn io_error(e: rustls::Error) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn plain_loopback_urls_need_no_tls() {
+        let none = TlsAttempt::prepare(&url("ws://127.0.0.1:1"), &tofu(), &Pins::default());
+        assert!(none.unwrap().is_none());
+    }
+
+    #[test]
+    fn trust_on_first_use_learns_once_then_pins() {
+        let store = Pins::default();
+        let u = url("wss://gw.example:1");
+        let first = TlsAttempt::prepare(&u, &tofu(), &store).unwrap().unwrap();
+        assert!(first.learns_pin());
+        assert_eq!(
+            first.server_name(),
+            ServerName::try_from("gw.example").unwrap()
+        );
+        // The handshake saw a certificate: it is stored and reported.
+        first
+            .observed
+            .0
+            .lock()
+            .unwrap()
+            .replace(CertificateDer::from(vec![1, 2, 3]));
+        let seen = pin_of(&[1, 2, 3]);
+        assert_eq!(first.established(&store).unwrap(), Some(seen));
+        assert_eq!(store.load_pin("gw").unwrap(), Some(seen));
+        // From now on the stored pin is enforced, and nothing more is learned.
+        let next = TlsAttempt::prepare(&u, &tofu(), &store).unwrap().unwrap();
+        assert!(!next.learns_pin());
+        assert!(matches!(&next.trust, Trust::Pinned(p) if p.contains(&seen)));
+        assert_eq!(next.established(&store).unwrap(), None);
+    }
+
+    #[test]
+    fn a_pin_learned_first_by_another_process_wins() {
+        let store = Pins::default();
+        let u = url("wss://gw.example:1");
+        let mine = TlsAttempt::prepare(&u, &tofu(), &store).unwrap().unwrap();
+        store.store_pin_once("gw", &pin(7)).unwrap();
+        mine.observed
+            .0
+            .lock()
+            .unwrap()
+            .replace(CertificateDer::from(vec![9]));
+        assert_eq!(
+            mine.established(&store).unwrap_err(),
+            SocketError::PinMismatch {
+                expected: vec![pin(7)],
+                observed: pin_of(&[9]),
+            }
+        );
+    }
+
+    #[test]
+    fn failed_handshakes_are_classified_for_the_core() {
+        let u = url("wss://gw.example:1");
+        let pinned = TlsPolicy::Pinned(PinSet::new([pin(1)]).unwrap());
+        let tls = TlsAttempt::prepare(&u, &pinned, &Pins::default())
+            .unwrap()
+            .unwrap();
+        // A refused certificate is terminal; anything else is transient.
+        let bad = io_error(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Expired,
+        ));
+        assert!(matches!(tls.failed(&bad), SocketError::Tls(m) if m.contains("gw.example:1")));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(matches!(tls.failed(&reset), SocketError::Io(m) if m.contains("gw.example:1")));
+        // Once another certificate was seen, it is a pin mismatch naming both.
+        tls.observed
+            .0
+            .lock()
+            .unwrap()
+            .replace(CertificateDer::from(vec![4]));
+        assert_eq!(
+            tls.failed(&bad),
+            SocketError::PinMismatch {
+                expected: vec![pin(1)],
+                observed: pin_of(&[4]),
+            }
+        );
+        let tcp = tcp_error(&u, &reset);
+        assert!(matches!(tcp, SocketError::Io(m) if m.starts_with("connecting to gw.example:1")));
+    }
+
+    #[test]
+    fn only_certificate_problems_are_terminal() {
+        use rustls::{CertificateError, Error, PeerIncompatible};
+        assert!(is_terminal(&Error::InvalidCertificate(
+            CertificateError::UnknownIssuer
+        )));
+        assert!(is_terminal(&Error::NoCertificatesPresented));
+        assert!(is_terminal(&Error::UnsupportedNameType));
+        assert!(is_terminal(&Error::PeerIncompatible(
+            PeerIncompatible::NoCipherSuitesInCommon
+        )));
+        assert!(!is_terminal(&Error::DecryptError));
+        assert!(!is_terminal(&Error::HandshakeNotComplete));
+    }
+}

@@ -26,21 +26,29 @@ use crate::which;
 /// Builds and spawns a session.
 ///
 /// ```no_run
-/// use clawnode_core::{SessionConfig, TlsPolicy};
-/// use clawnode_smol::{NodeBuilder, StateDir};
+/// use clawnode_smol::core::{Credentials, Secret, SessionConfig, TlsPolicy};
+/// use clawnode_smol::{CommandError, NodeBuilder, StateDir};
+/// use serde_json::json;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let config = SessionConfig::parse("ws://127.0.0.1:18789", TlsPolicy::SystemTrust)?;
+/// let pins = TlsPolicy::pinned(["sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"])?;
+/// let config = SessionConfig::parse("wss://gateway.example:18789", pins)?
+///     .with_credentials(Credentials { token: Some(Secret::new("T")), ..Default::default() });
 /// let mut builder = NodeBuilder::new(config, StateDir::default_location()?)
-///     .command("demo.echo", |inv| async move { Ok(inv.params) });
+///     .with_system_which()
+///     .command("demo.add", |inv| async move {
+///         let a = inv.params["a"].as_i64().ok_or(CommandError::new("INVALID_PARAMS", "a"))?;
+///         let b = inv.params["b"].as_i64().ok_or(CommandError::new("INVALID_PARAMS", "b"))?;
+///         Ok(json!({ "sum": a + b }))
+///     });
 /// let events = builder.events();
 /// let node = builder.spawn()?;
 /// smol::block_on(async {
 ///     while let Ok(event) = events.recv().await {
 ///         println!("{event}");
 ///     }
+///     node.shutdown().await;
 /// });
-/// # drop(node);
 /// # Ok(()) }
 /// ```
 pub struct NodeBuilder {
