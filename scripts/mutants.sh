@@ -14,7 +14,8 @@
 # Without an argument every mutant runs (about 550; hours on 2 cores). A
 # shard of 16 runs in about half an hour. The model check is cut to 5 s per
 # mutant (CLAWNODE_MODEL_SECS). Results go to target/mutants/mutants.out/;
-# cargo-mutants is installed if missing.
+# cargo-mutants is installed if missing. JOBS (default 2) mutants build
+# and test at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,13 +37,13 @@ if [ "$smol" -eq 1 ]; then
         --file io-smol/src/tls.rs --file io-smol/src/store.rs \
         --file io-smol/src/store/atomic.rs --file 'io-smol/src/event/*.rs' \
         --file io-smol/src/file_config.rs \
-        --timeout 300 \
+        --timeout 300 --jobs "${JOBS:-2}" \
         "${shard[@]}" \
         --output target/mutants-smol
 fi
 CLAWNODE_MODEL_SECS="${CLAWNODE_MODEL_SECS:-5}" cargo mutants \
     --package clawnode-core \
     --exclude 'core/src/sim.rs' --exclude 'core/src/sim/**' \
-    --timeout 300 \
+    --timeout 300 --jobs "${JOBS:-2}" \
     "${shard[@]}" \
     --output target/mutants

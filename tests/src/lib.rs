@@ -130,56 +130,49 @@ pub fn require_install(test: &str) -> Option<(Install, PathBuf)> {
 /// binary.
 pub fn clawnode_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| fresh_build("CLAWNODE_BIN", &["--bin", "clawnode"], "debug/clawnode"))
+        .clone()
+}
+
+/// The tokio example (`io-smol/examples/tokio_node.rs`), like
+/// [`clawnode_bin`]: `$CLAWNODE_TOKIO_EXAMPLE` as given, else
+/// `target/debug/examples/tokio_node`, built once per test process.
+pub fn tokio_example_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("CLAWNODE_BIN") {
-            return PathBuf::from(p);
-        }
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo_root().join("target"));
-        let bin = target.join("debug/clawnode");
-        {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = std::process::Command::new(cargo)
-                .current_dir(repo_root())
-                .args(["build", "-p", "clawnode-smol", "--bin", "clawnode"])
-                .status()
-                .expect("run cargo build for the clawnode binary");
-            assert!(
-                status.success(),
-                "cargo build -p clawnode-smol --bin clawnode failed"
-            );
-        }
-        assert!(bin.is_file(), "no clawnode binary at {}", bin.display());
-        bin
+        fresh_build(
+            "CLAWNODE_TOKIO_EXAMPLE",
+            &["--example", "tokio_node"],
+            "debug/examples/tokio_node",
+        )
     })
     .clone()
 }
 
-/// The tokio example (`io-smol/examples/tokio_node.rs`), built like
-/// [`clawnode_bin`] once per test process: `$CLAWNODE_TOKIO_EXAMPLE` as
-/// given, else `target/debug/examples/tokio_node`.
-pub fn tokio_example_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("CLAWNODE_TOKIO_EXAMPLE") {
-            return PathBuf::from(p);
-        }
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo_root().join("target"));
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .current_dir(repo_root())
-            .args(["build", "-p", "clawnode-smol", "--example", "tokio_node"])
-            .status()
-            .expect("run cargo build for the tokio example");
-        assert!(status.success(), "cargo build of the tokio example failed");
-        let bin = target.join("debug/examples/tokio_node");
-        assert!(bin.is_file(), "no tokio example at {}", bin.display());
-        bin
-    })
-    .clone()
+/// `$var` when set; else `cargo build -p clawnode-smol TARGET` and the
+/// path of what it built, under the target directory.
+fn fresh_build(var: &str, target: &[&str], path: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(var) {
+        return PathBuf::from(p);
+    }
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(repo_root())
+        .args(["build", "-p", "clawnode-smol"])
+        .args(target)
+        .status()
+        .expect("run cargo build");
+    assert!(
+        status.success(),
+        "cargo build -p clawnode-smol {} failed",
+        target.join(" ")
+    );
+    let bin = dir.join(path);
+    assert!(bin.is_file(), "nothing built at {}", bin.display());
+    bin
 }
 
 /// Skips the calling test (returns from it) unless the gateway install and
