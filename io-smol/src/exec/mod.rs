@@ -1,0 +1,15 @@
+//! Running commands for `system.run` (docs/exec-host.md): the building
+//! blocks, with no async runtime.
+//!
+//! - [`env`](mod@env): the environment a child gets: the node's own, stripped of
+//!   what could hijack a loader, an interpreter or a shell's startup, plus
+//!   the caller's overrides, refused whole when one of them is dangerous.
+//! - [`run`](mod@run): one run in a process group of its own: output capped, time
+//!   bounded, and the whole tree killed on timeout, cancel or exit, so no
+//!   descendant outlives it.
+
+pub mod env;
+pub mod run;
+
+pub use env::{EnvRejected, child_env};
+pub use run::{Cancel, OUTPUT_CAP, RunOutcome, RunSpec, run};

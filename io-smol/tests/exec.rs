@@ -1,0 +1,219 @@
+//! Bounded runs (`clawnode_smol::exec`): output capped, time bounded, the
+//! whole process tree gone afterwards, and the environment filtered.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use clawnode_smol::exec::run::{DRAIN, KILL_GRACE, TIMEOUT_EXIT, TRUNCATED};
+use clawnode_smol::exec::{Cancel, OUTPUT_CAP, RunSpec, child_env, run};
+
+fn sh(script: &str) -> RunSpec {
+    RunSpec {
+        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        env: child_env(std::env::vars(), &BTreeMap::new(), false).unwrap(),
+        ..RunSpec::default()
+    }
+}
+
+/// Live (non-zombie) processes in process group `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name in parentheses: state ppid pgrp ...
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        if fields[0] != "Z" && fields[2] == pgid.to_string() {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits (≤ 2 s) for the group to be empty.
+fn assert_group_gone(pgid: u32) {
+    let until = Instant::now() + Duration::from_secs(2);
+    while !group_members(pgid).is_empty() {
+        assert!(
+            Instant::now() < until,
+            "processes of group {pgid} survived the run: {:?}",
+            group_members(pgid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The pid the script printed first (`echo $$`): its process group.
+fn first_line_pid(stdout: &str) -> u32 {
+    stdout.lines().next().unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn echo_round_trip() {
+    let out = run(&sh("echo hi; echo oops >&2"), &Cancel::new());
+    assert_eq!(
+        out.payload(),
+        serde_json::json!({"exitCode": 0, "timedOut": false, "success": true,
+            "stdout": "hi\n", "stderr": "oops\n", "error": null})
+    );
+}
+
+#[test]
+fn a_non_zero_exit_is_reported_not_an_error() {
+    let out = run(&sh("exit 3"), &Cancel::new());
+    assert_eq!(out.exit_code, Some(3));
+    assert!(!out.success());
+    assert_eq!(out.error, None);
+}
+
+#[test]
+fn ten_megabytes_of_output_keep_the_cap_and_the_run_completes() {
+    let out = run(
+        &sh("head -c 10000000 /dev/zero | tr '\\0' a; echo done >&2"),
+        &Cancel::new(),
+    );
+    assert_eq!(out.exit_code, Some(0), "not killed at the cap");
+    assert_eq!(out.stdout.len() + out.stderr.len(), OUTPUT_CAP);
+    assert_eq!(out.dropped_bytes, 10_000_005 - OUTPUT_CAP as u64);
+    let p = out.payload();
+    let marked = [p["stdout"].as_str().unwrap(), p["stderr"].as_str().unwrap()];
+    assert_eq!(
+        marked.iter().filter(|s| s.ends_with(TRUNCATED)).count(),
+        1,
+        "one stream carries the marker"
+    );
+}
+
+#[test]
+fn the_timeout_kills_the_whole_tree() {
+    let spec = RunSpec {
+        timeout: Some(Duration::from_millis(500)),
+        ..sh("echo $$; sleep 600 & (sleep 600 &); sleep 600")
+    };
+    let started = Instant::now();
+    let out = run(&spec, &Cancel::new());
+    let took = started.elapsed();
+    assert!(out.timed_out && !out.success(), "{out:?}");
+    assert_eq!(out.exit_code, Some(TIMEOUT_EXIT));
+    assert!(
+        took < Duration::from_millis(500) + KILL_GRACE * 3,
+        "{took:?}"
+    );
+    assert_group_gone(first_line_pid(&out.stdout));
+}
+
+#[test]
+fn a_command_that_exits_leaves_no_descendant_behind() {
+    let started = Instant::now();
+    let out = run(&sh("echo $$; sleep 600 & exit 0"), &Cancel::new());
+    assert_eq!(out.exit_code, Some(0), "{out:?}");
+    assert!(started.elapsed() < DRAIN * 3, "{:?}", started.elapsed());
+    assert_group_gone(first_line_pid(&out.stdout));
+}
+
+#[test]
+fn cancel_stops_the_run_and_its_tree() {
+    let cancel = Cancel::new();
+    let c = cancel.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        c.cancel();
+    });
+    let started = Instant::now();
+    let out = run(&sh("echo $$; sleep 600 & sleep 600"), &cancel);
+    assert!(out.cancelled && !out.timed_out && !out.success(), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_group_gone(first_line_pid(&out.stdout));
+    // Cancelled before it starts: it stops at once.
+    let early = Cancel::new();
+    early.cancel();
+    let out = run(&sh("sleep 600"), &early);
+    assert!(out.cancelled, "{out:?}");
+}
+
+#[test]
+fn the_child_sees_only_the_filtered_environment() {
+    let inherited = [
+        ("PATH", "/usr/bin:/bin"),
+        ("LD_PRELOAD", "/nonexistent/evil.so"),
+        ("BASH_ENV", "/nonexistent/rc"),
+        ("KEEP_ME", "yes"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let env = child_env(inherited, &BTreeMap::new(), false).unwrap();
+    let out = run(
+        &RunSpec {
+            env,
+            ..sh("env | sort")
+        },
+        &Cancel::new(),
+    );
+    assert!(out.stdout.contains("KEEP_ME=yes\n"), "{}", out.stdout);
+    assert!(out.stdout.contains("OPENCLAW_CLI=1\n"), "{}", out.stdout);
+    assert!(!out.stdout.contains("LD_PRELOAD"), "{}", out.stdout);
+    assert!(!out.stdout.contains("BASH_ENV"), "{}", out.stdout);
+    // Requested as overrides, they refuse the run before anything starts.
+    let requested: BTreeMap<String, String> = [("LD_PRELOAD", "/x.so"), ("BASH_ENV", "/rc")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+    let err = child_env(std::env::vars(), &requested, false).unwrap_err();
+    assert_eq!(err.blocked, ["BASH_ENV", "LD_PRELOAD"]);
+}
+
+#[test]
+fn what_cannot_start_says_why() {
+    let out = run(
+        &RunSpec {
+            argv: vec!["/nonexistent/prog".into()],
+            ..RunSpec::default()
+        },
+        &Cancel::new(),
+    );
+    assert!(
+        out.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("spawn /nonexistent/prog")),
+        "{out:?}"
+    );
+    assert!(out.payload().get("exitCode").is_none());
+    let out = run(
+        &RunSpec {
+            cwd: Some("/nonexistent/dir".into()),
+            ..sh("true")
+        },
+        &Cancel::new(),
+    );
+    assert!(
+        out.error
+            .as_deref()
+            .is_some_and(|e| e.contains("/nonexistent/dir")),
+        "{out:?}"
+    );
+    let out = run(&RunSpec::default(), &Cancel::new());
+    assert_eq!(out.error.as_deref(), Some("command required"));
+}
+
+#[test]
+fn the_group_check_sees_a_live_group() {
+    use std::os::unix::process::CommandExt as _;
+    let mut child = std::process::Command::new("/bin/sh")
+        .args(["-c", "sleep 30 & sleep 30"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let members = group_members(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(members.len() >= 2, "{members:?}");
+    for pid in members {
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+    }
+}
