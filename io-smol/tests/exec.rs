@@ -217,3 +217,123 @@ fn the_group_check_sees_a_live_group() {
             .status();
     }
 }
+
+// ---- properties of the policy and the environment filter ---------------------
+
+mod properties {
+    use std::collections::BTreeMap;
+
+    use clawnode_smol::exec::approvals::{Approval, Ask, Denied, Resolved, Security, decide};
+    use clawnode_smol::exec::child_env;
+    use clawnode_smol::exec::env::{BLOCKED_EVERYWHERE, BLOCKED_OVERRIDE_ONLY, inherit_allowed};
+    use proptest::prelude::*;
+
+    fn security() -> impl Strategy<Value = Security> {
+        prop_oneof![
+            Just(Security::Deny),
+            Just(Security::Allowlist),
+            Just(Security::Full)
+        ]
+    }
+
+    fn ask() -> impl Strategy<Value = Ask> {
+        prop_oneof![Just(Ask::Off), Just(Ask::OnMiss), Just(Ask::Always)]
+    }
+
+    fn approval() -> impl Strategy<Value = Approval> {
+        prop_oneof![
+            Just(Approval::None),
+            Just(Approval::Approved),
+            Just(Approval::AskFallback)
+        ]
+    }
+
+    /// Keys mixing listed ones (in any case), loader prefixes and others.
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(BLOCKED_EVERYWHERE),
+            prop::sample::select(BLOCKED_OVERRIDE_ONLY),
+            Just("LD_PRELOAD"),
+            Just("DYLD_INSERT_LIBRARIES"),
+            Just("BASH_FUNC_x%%"),
+            Just("TERM"),
+            Just("LANG"),
+            Just("FOO"),
+        ]
+        .prop_flat_map(|k| {
+            (Just(k), any::<bool>()).prop_map(|(k, lower)| {
+                if lower {
+                    k.to_ascii_lowercase()
+                } else {
+                    k.to_owned()
+                }
+            })
+        })
+        .boxed()
+        .prop_union("[A-Za-z_][A-Za-z0-9_]{0,12}".boxed())
+        .or("[ -~]{0,6}".boxed())
+    }
+
+    proptest! {
+        #[test]
+        fn deny_denies_and_an_approval_never_takes_a_permission_away(
+            security in security(), ask in ask(), fallback in security(),
+            approval in approval(), covered in any::<bool>(),
+        ) {
+            let p = Resolved { security, ask, ask_fallback: fallback, auto_allow_skills: false, allowlist: Vec::new() };
+            let got = decide(&p, approval, covered);
+            if security == Security::Deny {
+                prop_assert_eq!(got.clone(), Err(Denied::Disabled));
+            }
+            if decide(&p, Approval::None, covered).is_ok() {
+                prop_assert!(decide(&p, Approval::Approved, covered).is_ok());
+            }
+            // Without an approval, an uncovered command runs only under full.
+            if got.is_ok() && approval == Approval::None && !covered {
+                prop_assert_eq!(security, Security::Full);
+            }
+            // The fallback never allows beyond the lesser of the two.
+            if got.is_ok() && approval == Approval::AskFallback {
+                let cap = security.min(fallback);
+                prop_assert!(cap == Security::Full || (cap == Security::Allowlist && covered));
+            }
+        }
+
+        #[test]
+        fn no_blocked_key_ever_reaches_a_child(
+            inherited in prop::collection::vec((key(), "[ -~]{0,8}"), 0..12),
+            requested in prop::collection::btree_map(key(), "[ -~]{0,8}", 0..6),
+            shell in any::<bool>(),
+        ) {
+            let dangerous = |k: &str| {
+                let u = k.to_ascii_uppercase();
+                u.starts_with("LD_") || u.starts_with("DYLD_") || u.starts_with("BASH_FUNC_")
+                    || BLOCKED_EVERYWHERE.iter().any(|b| b.eq_ignore_ascii_case(k))
+            };
+            match child_env(inherited.clone(), &requested, shell) {
+                Ok(env) => {
+                    for k in env.keys() {
+                        prop_assert!(!dangerous(k), "{} reached the child", k);
+                    }
+                    prop_assert_eq!(env.get("OPENCLAW_CLI").map(String::as_str), Some("1"));
+                    prop_assert!(env.get("PATH").is_some_and(|p| !p.is_empty()));
+                    for k in requested.keys() {
+                        prop_assert!(!dangerous(k) && !k.eq_ignore_ascii_case("PATH"));
+                    }
+                    for (k, _) in &inherited {
+                        if !inherit_allowed(k) {
+                            prop_assert!(!env.contains_key(k) || requested.contains_key(k));
+                        }
+                    }
+                }
+                Err(rejected) => {
+                    let named: BTreeMap<_, _> = rejected.blocked.iter().chain(&rejected.invalid).map(|k| (k.clone(), ())).collect();
+                    prop_assert!(!named.is_empty());
+                    for k in named.keys() {
+                        prop_assert!(requested.contains_key(k));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -7,7 +7,10 @@
 //! - [`run`](mod@run): one run in a process group of its own: output capped, time
 //!   bounded, and the whole tree killed on timeout, cancel or exit, so no
 //!   descendant outlives it.
+//! - [`approvals`]: the exec approvals document (`system.execApprovals.*`)
+//!   and the decision it makes for a run; by default, nothing runs.
 
+pub mod approvals;
 pub mod env;
 pub mod run;
 

@@ -1,0 +1,558 @@
+//! The exec approvals document and the policy it sets
+//! (docs/exec-host.md §3): its wire form for `system.execApprovals.get` and
+//! `.set`, compare-and-swap on a hash of the stored bytes, and the decision
+//! for one run.
+//!
+//! **The default is stricter than the official host's.** With no document,
+//! or none of its fields set, the official host runs everything (`security:
+//! full`, `ask: off`). Here nothing runs until the owner allows it:
+//! `security` falls back to `deny`, and the refusal names what enables it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// How much may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// Nothing.
+    Deny,
+    /// What the allowlist allows.
+    Allowlist,
+    /// Anything.
+    Full,
+}
+
+/// When an operator must approve a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ask {
+    /// Never.
+    Off,
+    /// When the allowlist does not cover the command.
+    OnMiss,
+    /// Always.
+    Always,
+}
+
+/// Policy fields, each optional: an agent's, or the defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Policy {
+    /// How much may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<Security>,
+    /// When to ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ask: Option<Ask>,
+    /// What runs when approval is needed and nobody answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ask_fallback: Option<Security>,
+    /// Whether skill binaries are allowed without an entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_allow_skills: Option<bool>,
+}
+
+/// One allowlist entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AllowEntry {
+    /// A glob over the executable's real path (with `/` or `~`), or over
+    /// its name when invoked by bare name.
+    pub pattern: String,
+    /// A stable id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `allow-always` for entries an approval created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// A constraint on the arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arg_pattern: Option<String>,
+    /// When it last allowed a run (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<u64>,
+    /// The command it last allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_command: Option<String>,
+    /// The path it last matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_resolved_path: Option<String>,
+}
+
+/// An agent's policy and allowlist (`agents["*"]` applies to every agent).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Agent {
+    /// How much may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<Security>,
+    /// When to ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ask: Option<Ask>,
+    /// What runs when approval is needed and nobody answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ask_fallback: Option<Security>,
+    /// Whether skill binaries are allowed without an entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_allow_skills: Option<bool>,
+    /// The entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowlist: Vec<AllowEntry>,
+    /// MCP tools allowed always (kept as given; not used by this host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_tools: Option<Vec<serde_json::Value>>,
+}
+
+/// The local approvals socket of the official hosts (kept as given; this
+/// host serves none). The token never leaves the node.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Socket {
+    /// Its path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Its token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for Socket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Socket")
+            .field("path", &self.path)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The approvals document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalsFile {
+    /// Always 1.
+    pub version: u32,
+    /// The local socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<Socket>,
+    /// What applies when an agent sets nothing.
+    #[serde(default)]
+    pub defaults: Policy,
+    /// Per agent id, and `*` for all.
+    #[serde(default)]
+    pub agents: BTreeMap<String, Agent>,
+}
+
+impl Default for ApprovalsFile {
+    fn default() -> Self {
+        ApprovalsFile {
+            version: 1,
+            socket: None,
+            defaults: Policy::default(),
+            agents: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why a document was not accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApprovalsError {
+    /// Not a valid document; the text says where.
+    Invalid(String),
+    /// The base hash was missing or stale: reload and retry.
+    Changed,
+    /// A `set` without a base hash while a document exists.
+    BaseHashRequired,
+}
+
+impl fmt::Display for ApprovalsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApprovalsError::Invalid(why) => {
+                write!(f, "INVALID_REQUEST: exec approvals file invalid: {why}")
+            }
+            ApprovalsError::Changed => {
+                f.write_str("INVALID_REQUEST: exec approvals changed; reload and retry")
+            }
+            ApprovalsError::BaseHashRequired => {
+                f.write_str("INVALID_REQUEST: exec approvals base hash required; reload and retry")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ApprovalsError {}
+
+impl ApprovalsFile {
+    /// Reads a document from its wire or stored form: unknown fields and
+    /// unknown policy values are errors that name them. Blank allowlist
+    /// patterns are dropped and a version of 1 is required.
+    pub fn from_value(value: serde_json::Value) -> Result<Self, ApprovalsError> {
+        let mut file: ApprovalsFile =
+            serde_json::from_value(value).map_err(|e| ApprovalsError::Invalid(e.to_string()))?;
+        if file.version != 1 {
+            return Err(ApprovalsError::Invalid(format!(
+                "version {} (only 1 is known)",
+                file.version
+            )));
+        }
+        for agent in file.agents.values_mut() {
+            agent.allowlist.retain(|e| !e.pattern.trim().is_empty());
+            for e in &mut agent.allowlist {
+                e.pattern = e.pattern.trim().to_owned();
+            }
+        }
+        Ok(file)
+    }
+
+    /// The bytes stored: pretty JSON and a newline. The hash is over them.
+    pub fn to_stored(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("the document serialises");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// The document as `system.execApprovals.get` shows it: the socket
+    /// token removed.
+    pub fn redacted(&self) -> ApprovalsFile {
+        let mut file = self.clone();
+        if let Some(s) = &mut file.socket {
+            s.token = None;
+        }
+        file
+    }
+
+    /// The effective policy for `agent_id`: each field from the agent, else
+    /// from `agents["*"]`, else from the defaults, else this host's
+    /// fallback (`deny`, `off`, `deny`, no skills).
+    pub fn resolve(&self, agent_id: Option<&str>) -> Resolved {
+        let agent = agent_id.and_then(|a| self.agents.get(a));
+        let all = self.agents.get("*");
+        let pick = |f: &dyn Fn(&Agent) -> Option<Security>, d: Option<Security>| {
+            agent.and_then(f).or_else(|| all.and_then(f)).or(d)
+        };
+        let ask = agent
+            .and_then(|a| a.ask)
+            .or_else(|| all.and_then(|a| a.ask))
+            .or(self.defaults.ask);
+        let skills = agent
+            .and_then(|a| a.auto_allow_skills)
+            .or_else(|| all.and_then(|a| a.auto_allow_skills))
+            .or(self.defaults.auto_allow_skills);
+        let allowlist = all
+            .into_iter()
+            .chain(agent.filter(|_| agent_id != Some("*")))
+            .flat_map(|a| a.allowlist.iter().cloned())
+            .collect();
+        Resolved {
+            security: pick(&|a| a.security, self.defaults.security).unwrap_or(Security::Deny),
+            ask: ask.unwrap_or(Ask::Off),
+            ask_fallback: pick(&|a| a.ask_fallback, self.defaults.ask_fallback)
+                .unwrap_or(Security::Deny),
+            auto_allow_skills: skills.unwrap_or(false),
+            allowlist,
+        }
+    }
+}
+
+/// The hash `get` reports and `set` compares: SHA-256 of the stored bytes
+/// in hex, or `missing:` and the hash of nothing when there is no document.
+pub fn hash(stored: Option<&[u8]>) -> String {
+    match stored {
+        Some(bytes) => hex(&Sha256::digest(bytes)),
+        None => format!("missing:{}", hex(&Sha256::digest([]))),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The compare-and-swap of `set`: `base_hash` must be the hash of what is
+/// stored now. With no document yet, no base hash is needed. The incoming
+/// document keeps the stored socket token when it carries none (a document
+/// read back from `get` has none).
+pub fn apply_set(
+    stored: Option<&[u8]>,
+    incoming: ApprovalsFile,
+    base_hash: Option<&str>,
+) -> Result<ApprovalsFile, ApprovalsError> {
+    let current = hash(stored);
+    match (stored, base_hash) {
+        (None, Some(b)) if b != current => return Err(ApprovalsError::Changed),
+        (None, _) => {}
+        (Some(_), None) => return Err(ApprovalsError::BaseHashRequired),
+        (Some(_), Some(b)) if b != current => return Err(ApprovalsError::Changed),
+        (Some(_), Some(_)) => {}
+    }
+    let mut next = incoming;
+    let old_token = stored
+        .and_then(|b| serde_json::from_slice::<ApprovalsFile>(b).ok())
+        .and_then(|f| f.socket)
+        .and_then(|s| s.token);
+    if let Some(token) = old_token
+        && let Some(socket) = &mut next.socket
+        && socket.token.is_none()
+    {
+        socket.token = Some(token);
+    }
+    Ok(next)
+}
+
+/// The policy in force for one run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// How much may run.
+    pub security: Security,
+    /// When to ask.
+    pub ask: Ask,
+    /// What runs when approval is needed and nobody answers.
+    pub ask_fallback: Security,
+    /// Whether skill binaries are allowed without an entry.
+    pub auto_allow_skills: bool,
+    /// `agents["*"]`'s entries, then the agent's.
+    pub allowlist: Vec<AllowEntry>,
+}
+
+/// What the gateway's approval says about a run. Taken only from the
+/// gateway's approval binding, never from a caller's own params: a run
+/// whose plan the node did not prepare has no approval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Approval {
+    /// None given.
+    None,
+    /// An operator approved this run (once or always).
+    Approved,
+    /// Nobody answered; the ask fallback applies.
+    AskFallback,
+}
+
+/// Why a run is refused, with the text the gateway shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// `security: deny` (also this host's default).
+    Disabled,
+    /// Approval is required and none was given.
+    ApprovalRequired,
+    /// Allowlist mode and no entry covers the command.
+    AllowlistMiss,
+}
+
+impl Denied {
+    /// The `exec.denied` reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denied::Disabled => "security=deny",
+            Denied::ApprovalRequired => "approval-required",
+            Denied::AllowlistMiss => "allowlist-miss",
+        }
+    }
+}
+
+impl fmt::Display for Denied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Denied::Disabled => f.write_str(
+                "SYSTEM_RUN_DISABLED: security=deny (this node runs nothing until its owner allows it: \
+                 `clawnode approvals set --security allowlist` and `openclaw approvals allowlist add --node`, \
+                 or `--security full`)",
+            ),
+            Denied::ApprovalRequired => f.write_str("SYSTEM_RUN_DENIED: approval required"),
+            Denied::AllowlistMiss => f.write_str("SYSTEM_RUN_DENIED: allowlist miss"),
+        }
+    }
+}
+
+/// The node's decision for one run (the official `evaluateSystemRunPolicy`
+/// with this host's default): `covered` says whether the allowlist covers
+/// the command.
+pub fn decide(policy: &Resolved, approval: Approval, covered: bool) -> Result<(), Denied> {
+    let (security, ask) = match approval {
+        // Nobody answered: the fallback caps what may run, and nobody is asked.
+        Approval::AskFallback => (policy.security.min(policy.ask_fallback), Ask::Off),
+        _ => (policy.security, policy.ask),
+    };
+    let approved = approval == Approval::Approved;
+    if security == Security::Deny {
+        return Err(Denied::Disabled);
+    }
+    let needs_ask =
+        ask == Ask::Always || (ask == Ask::OnMiss && security == Security::Allowlist && !covered);
+    if needs_ask && !approved {
+        return Err(Denied::ApprovalRequired);
+    }
+    if security == Security::Allowlist && !covered && !approved {
+        return Err(Denied::AllowlistMiss);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn policy(security: Security, ask: Ask, fallback: Security) -> Resolved {
+        Resolved {
+            security,
+            ask,
+            ask_fallback: fallback,
+            auto_allow_skills: false,
+            allowlist: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn with_nothing_set_nothing_runs_and_the_refusal_says_how_to_allow() {
+        let p = ApprovalsFile::default().resolve(Some("main"));
+        assert_eq!(p.security, Security::Deny);
+        let denied = decide(&p, Approval::None, true).unwrap_err();
+        assert!(
+            denied.to_string().contains("clawnode approvals set"),
+            "{denied}"
+        );
+        // An approval does not lift `deny` either.
+        assert_eq!(decide(&p, Approval::Approved, true), Err(Denied::Disabled));
+    }
+
+    #[test]
+    fn the_official_decision_table() {
+        use Ask::*;
+        use Security::*;
+        let cases = [
+            // security, ask, covered, approval, allowed
+            (Full, Off, false, Approval::None, Ok(())),
+            (
+                Full,
+                Always,
+                true,
+                Approval::None,
+                Err(Denied::ApprovalRequired),
+            ),
+            (Full, Always, true, Approval::Approved, Ok(())),
+            (Full, OnMiss, false, Approval::None, Ok(())),
+            (Allowlist, Off, true, Approval::None, Ok(())),
+            (
+                Allowlist,
+                Off,
+                false,
+                Approval::None,
+                Err(Denied::AllowlistMiss),
+            ),
+            (
+                Allowlist,
+                OnMiss,
+                false,
+                Approval::None,
+                Err(Denied::ApprovalRequired),
+            ),
+            (Allowlist, OnMiss, false, Approval::Approved, Ok(())),
+            (Allowlist, OnMiss, true, Approval::None, Ok(())),
+            (Deny, Off, true, Approval::Approved, Err(Denied::Disabled)),
+        ];
+        for (security, ask, covered, approval, want) in cases {
+            let got = decide(&policy(security, ask, Deny), approval, covered);
+            assert_eq!(
+                got, want,
+                "{security:?} {ask:?} covered={covered} {approval:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_ask_fallback_caps_security_and_asks_nobody() {
+        use Security::*;
+        let p = policy(Full, Ask::Always, Allowlist);
+        assert_eq!(decide(&p, Approval::AskFallback, true), Ok(()));
+        assert_eq!(
+            decide(&p, Approval::AskFallback, false),
+            Err(Denied::AllowlistMiss)
+        );
+        let p = policy(Full, Ask::Always, Deny);
+        assert_eq!(
+            decide(&p, Approval::AskFallback, true),
+            Err(Denied::Disabled)
+        );
+        // A fallback never raises what the policy allows.
+        let p = policy(Allowlist, Ask::Always, Full);
+        assert_eq!(
+            decide(&p, Approval::AskFallback, false),
+            Err(Denied::AllowlistMiss)
+        );
+    }
+
+    #[test]
+    fn the_agent_then_star_then_defaults_then_this_hosts_fallback() {
+        let file = ApprovalsFile::from_value(json!({
+            "version": 1,
+            "defaults": {"ask": "on-miss"},
+            "agents": {
+                "*": {"security": "allowlist", "allowlist": [{"pattern": "/usr/bin/uname"}, {"pattern": "  "}]},
+                "main": {"security": "full", "allowlist": [{"pattern": " rg "}]}
+            }
+        }))
+        .unwrap();
+        let main = file.resolve(Some("main"));
+        assert_eq!(
+            (main.security, main.ask, main.ask_fallback),
+            (Security::Full, Ask::OnMiss, Security::Deny)
+        );
+        let patterns: Vec<_> = main.allowlist.iter().map(|e| e.pattern.as_str()).collect();
+        assert_eq!(patterns, ["/usr/bin/uname", "rg"], "blank dropped, trimmed");
+        let other = file.resolve(Some("other"));
+        assert_eq!(other.security, Security::Allowlist);
+        assert_eq!(other.allowlist.len(), 1);
+        assert_eq!(file.resolve(None).security, Security::Allowlist);
+    }
+
+    #[test]
+    fn bad_documents_are_refused_naming_what_is_wrong() {
+        let err = |v| ApprovalsFile::from_value(v).unwrap_err().to_string();
+        assert!(err(json!({"version": 1, "defaults": {"security": "bogus"}})).contains("bogus"));
+        assert!(err(json!({"version": 1, "extra": true})).contains("extra"));
+        assert!(err(json!({"version": 2})).contains("version 2"));
+        assert!(
+            err(json!({"version": 1, "agents": {"a": {"allowlist": [{"id": "x"}]}}}))
+                .contains("pattern")
+        );
+    }
+
+    #[test]
+    fn set_is_a_compare_and_swap_on_the_stored_bytes_and_keeps_the_token() {
+        let first = ApprovalsFile {
+            socket: Some(Socket {
+                path: Some("/run/a.sock".into()),
+                token: Some("secret-token".into()),
+            }),
+            ..ApprovalsFile::default()
+        };
+        // Nothing stored: no base hash needed, or the hash of nothing.
+        assert!(apply_set(None, first.clone(), None).is_ok());
+        assert!(apply_set(None, first.clone(), Some(&hash(None))).is_ok());
+        assert_eq!(
+            apply_set(None, first.clone(), Some("x")),
+            Err(ApprovalsError::Changed)
+        );
+        let stored = first.to_stored();
+        let h = hash(Some(&stored));
+        assert_eq!(h.len(), 64);
+        // What `get` shows has no token, and setting it back keeps the token.
+        let shown = first.redacted();
+        assert_eq!(shown.socket.as_ref().unwrap().token, None);
+        assert!(!format!("{first:?}").contains("secret-token"));
+        let next = apply_set(Some(&stored), shown.clone(), Some(&h)).unwrap();
+        assert_eq!(next.socket.unwrap().token.as_deref(), Some("secret-token"));
+        assert_eq!(
+            apply_set(Some(&stored), shown.clone(), None),
+            Err(ApprovalsError::BaseHashRequired)
+        );
+        assert_eq!(
+            apply_set(Some(&stored), shown, Some(&hash(None))),
+            Err(ApprovalsError::Changed)
+        );
+    }
+}
