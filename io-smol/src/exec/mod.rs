@@ -9,7 +9,10 @@
 //!   descendant outlives it.
 //! - [`approvals`]: the exec approvals document (`system.execApprovals.*`)
 //!   and the decision it makes for a run; by default, nothing runs.
+//! - [`allowlist`]: whether an allowlist covers every command a run would
+//!   start, judged by real paths.
 
+pub mod allowlist;
 pub mod approvals;
 pub mod env;
 pub mod run;
