@@ -260,7 +260,9 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let mut builder = NodeBuilder::new(config, store).with_system_which();
+    let mut builder = NodeBuilder::new(config, store)
+        .with_system_which()
+        .with_exec_approvals();
     let events = builder.events();
     let node = match builder.spawn() {
         Ok(n) => n,

@@ -315,6 +315,23 @@ impl StateDir {
         }
     }
 
+    /// The exec approvals document's path.
+    pub fn exec_approvals_path(&self) -> PathBuf {
+        self.root.join("exec-approvals.json")
+    }
+
+    /// The exec approvals document, exactly as stored (its hash is over
+    /// these bytes), or `None` when there is none.
+    pub fn load_exec_approvals(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(read_optional(&self.exec_approvals_path())?.map(String::into_bytes))
+    }
+
+    /// Replaces the exec approvals document atomically, mode 0600.
+    pub fn store_exec_approvals(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.ensure_dir(&self.root)?;
+        write_replace(&self.exec_approvals_path(), bytes)
+    }
+
     /// Removes the temporary files that writers killed mid-write left in
     /// the state directory and its `tokens/` and `pins/` folders; returns
     /// how many were removed.

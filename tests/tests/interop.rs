@@ -1124,3 +1124,66 @@ fn s11_tokio_example_pins_serves_survives_a_restart_and_pauses_on_a_wrong_pin() 
         "MEASURE s11 example=tokio_node connect_ms={connect_ms} sh={sh} disconnect={disc} reconnect_after_ready_ms={reconnect_ms} rss_kib={rss_kib}"
     );
 }
+
+// ---------------------------------------------------------------- scenario 12
+
+/// Exec approvals from the real operator CLI: `openclaw approvals get
+/// --node` reads clawnode's document (none yet: nothing runs, and the
+/// resolved defaults say so), `approvals allowlist add --node` reads it,
+/// adds an entry and writes it back with the hash it read, and the node
+/// stores it (mode 0600) so that the next `get` shows it.
+#[test]
+fn s12_exec_approvals_from_the_operator_cli() {
+    let (install, bin) = require!("s12");
+    let gw = shared_tls(&install);
+    let name = unique("s12");
+    let node = Node::spawn(
+        &bin,
+        NodeOptions::new(&gw.url(), gw.token(), &name).pin(&gw.pin()),
+    );
+    let (id, _) = connected_and_approved(gw, &node);
+    let t = Duration::from_secs(60);
+    let get = |what: &str| {
+        let out = gw.openclaw(&["approvals", "get", "--node", &id, "--json"], t);
+        assert!(
+            out.success,
+            "approvals get ({what}): {out:?}\n{}",
+            node.dump()
+        );
+        out.json()
+            .unwrap_or_else(|e| panic!("approvals get --json ({what}): {e}: {out:?}"))
+    };
+    let before = get("before");
+    let text = before.to_string();
+    assert!(
+        text.contains("\"deny\""),
+        "the node's default is deny: {before}"
+    );
+
+    let started = Instant::now();
+    let add = gw.openclaw(
+        &[
+            "approvals",
+            "allowlist",
+            "add",
+            "--node",
+            &id,
+            "/usr/bin/uname",
+        ],
+        t,
+    );
+    let add_ms = started.elapsed().as_millis();
+    assert!(add.success, "allowlist add: {add:?}\n{}", node.dump());
+    let after = get("after");
+    assert!(
+        after.to_string().contains("/usr/bin/uname"),
+        "the entry is on the node: {after}"
+    );
+    let stored = node.state_dir().join("exec-approvals.json");
+    let on_disk = std::fs::read_to_string(&stored).expect("the node stored its approvals");
+    assert!(on_disk.contains("/usr/bin/uname"), "{on_disk}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&stored).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    eprintln!("MEASURE s12 allowlist_add_ms={add_ms}");
+}

@@ -11,9 +11,12 @@
 //!   and the decision it makes for a run; by default, nothing runs.
 //! - [`allowlist`]: whether an allowlist covers every command a run would
 //!   start, judged by real paths.
+//! - [`commands`]: `system.execApprovals.get` and `.set` over the state
+//!   directory.
 
 pub mod allowlist;
 pub mod approvals;
+pub mod commands;
 pub mod env;
 pub mod run;
 

@@ -115,6 +115,24 @@ impl NodeBuilder {
         self.command(which::SYSTEM_WHICH, which::handler)
     }
 
+    /// Registers the built-ins `system.execApprovals.get` and `.set`, over
+    /// this node's state directory. The document they serve decides what
+    /// `system.run` may run; with none, nothing runs.
+    pub fn with_exec_approvals(self) -> Self {
+        use crate::exec::commands::{
+            EXEC_APPROVALS_GET, EXEC_APPROVALS_SET, approvals_get, approvals_set,
+        };
+        let (a, b) = (self.store.clone(), self.store.clone());
+        self.command(EXEC_APPROVALS_GET, move |inv| {
+            let store = a.clone();
+            smol::unblock(move || approvals_get(&store, &inv.params))
+        })
+        .command(EXEC_APPROVALS_SET, move |inv| {
+            let store = b.clone();
+            smol::unblock(move || approvals_set(&store, &inv.params))
+        })
+    }
+
     /// A stream of the session's events, from its very first one.
     ///
     /// The stream holds a bounded number of events (1024): the session

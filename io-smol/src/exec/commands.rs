@@ -1,0 +1,179 @@
+//! `system.execApprovals.get` and `system.execApprovals.set` over the
+//! state directory (docs/exec-host.md §3.5, §3.6).
+//!
+//! Both block on file I/O: drivers run them off their event loop. One
+//! process-wide lock makes each compare-and-swap atomic between the
+//! node's own concurrent calls.
+
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+
+use super::approvals::{ApprovalsError, ApprovalsFile, apply_set, hash};
+use crate::command::CommandError;
+use crate::store::{StateDir, StoreError};
+
+/// Reads the approvals document.
+pub const EXEC_APPROVALS_GET: &str = "system.execApprovals.get";
+/// Replaces the approvals document, given the hash it was read at.
+pub const EXEC_APPROVALS_SET: &str = "system.execApprovals.set";
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn invalid(e: impl std::fmt::Display) -> CommandError {
+    CommandError::new("INVALID_REQUEST", e.to_string())
+}
+
+fn unavailable(e: StoreError) -> CommandError {
+    CommandError::new("UNAVAILABLE", format!("exec approvals: {e}"))
+}
+
+/// The stored document, parsed; a corrupt one is an error naming the file,
+/// never a silent reset.
+fn load(store: &StateDir) -> Result<(Option<Vec<u8>>, ApprovalsFile), CommandError> {
+    let stored = store.load_exec_approvals().map_err(unavailable)?;
+    let file = match &stored {
+        None => ApprovalsFile::default(),
+        Some(bytes) => serde_json::from_slice(bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|v| ApprovalsFile::from_value(v).map_err(|e| e.to_string()))
+            .map_err(|why| {
+                CommandError::new(
+                    "UNAVAILABLE",
+                    format!(
+                        "exec approvals file {} is corrupt ({why}); fix or remove it",
+                        store.exec_approvals_path().display()
+                    ),
+                )
+            })?,
+    };
+    Ok((stored, file))
+}
+
+fn snapshot(store: &StateDir, stored: Option<&[u8]>, file: &ApprovalsFile) -> Value {
+    json!({
+        "path": store.exec_approvals_path().display().to_string(),
+        "exists": stored.is_some(),
+        "hash": hash(stored),
+        "file": file.redacted(),
+    })
+}
+
+/// `system.execApprovals.get`: the document without its socket token, its
+/// hash, and the defaults in force (`resolvedDefaults`, this host's when
+/// the document sets none).
+pub fn approvals_get(store: &StateDir, params: &Value) -> Result<Value, CommandError> {
+    if let Some(v) = params.get("includeResolvedDefaults")
+        && !v.is_boolean()
+    {
+        return Err(invalid("includeResolvedDefaults must be boolean"));
+    }
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let (stored, file) = load(store)?;
+    let resolved = file.resolve(None);
+    let mut v = snapshot(store, stored.as_deref(), &file);
+    v["resolvedDefaults"] = json!({
+        "security": resolved.security,
+        "ask": resolved.ask,
+        "askFallback": resolved.ask_fallback,
+        "autoAllowSkills": resolved.auto_allow_skills,
+    });
+    Ok(v)
+}
+
+/// `system.execApprovals.set` with `{file, baseHash}`: replaces the document
+/// if `baseHash` is the hash of what is stored, and answers with the new
+/// snapshot.
+pub fn approvals_set(store: &StateDir, params: &Value) -> Result<Value, CommandError> {
+    let Some(file) = params.get("file").filter(|f| f.is_object()) else {
+        return Err(invalid("exec approvals file required"));
+    };
+    let base = match params.get("baseHash") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => return Err(invalid("baseHash must be a string")),
+    };
+    let incoming = ApprovalsFile::from_value(file.clone()).map_err(invalid)?;
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let stored = store.load_exec_approvals().map_err(unavailable)?;
+    let next = apply_set(stored.as_deref(), incoming, base).map_err(|e| match e {
+        ApprovalsError::Invalid(_) | ApprovalsError::Changed | ApprovalsError::BaseHashRequired => {
+            invalid(e)
+        }
+    })?;
+    let bytes = next.to_stored();
+    store.store_exec_approvals(&bytes).map_err(unavailable)?;
+    tracing::info!(path = %store.exec_approvals_path().display(), "exec approvals replaced");
+    Ok(snapshot(store, Some(&bytes), &next))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn the_operator_round_trip_read_add_write_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::new(dir.path());
+        let first = approvals_get(&store, &json!({})).unwrap();
+        assert_eq!(first["exists"], false);
+        assert_eq!(
+            first["resolvedDefaults"]["security"], "deny",
+            "nothing runs by default"
+        );
+        assert_eq!(
+            first["file"],
+            json!({"version": 1, "defaults": {}, "agents": {}})
+        );
+        // What `openclaw approvals allowlist add --node` does: read, add, write back.
+        let mut file = first["file"].clone();
+        file["agents"]["*"] = json!({"allowlist": [{"pattern": "/usr/bin/uname"}]});
+        let set = approvals_set(&store, &json!({"file": file, "baseHash": first["hash"]})).unwrap();
+        assert_eq!(set["exists"], true);
+        assert_eq!(
+            set["file"]["agents"]["*"]["allowlist"][0]["pattern"],
+            "/usr/bin/uname"
+        );
+        let again = approvals_get(&store, &json!({})).unwrap();
+        assert_eq!(again["hash"], set["hash"]);
+        assert_eq!(again["file"], set["file"]);
+        let mode = std::fs::metadata(store.exec_approvals_path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A write based on the old hash loses.
+        let stale =
+            approvals_set(&store, &json!({"file": file, "baseHash": first["hash"]})).unwrap_err();
+        assert_eq!(stale.code, "INVALID_REQUEST");
+        assert!(
+            stale.message.contains("changed; reload and retry"),
+            "{stale:?}"
+        );
+    }
+
+    #[test]
+    fn bad_requests_and_a_corrupt_file_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::new(dir.path());
+        let e = approvals_set(&store, &json!({})).unwrap_err();
+        assert!(e.message.contains("file required"), "{e:?}");
+        let e = approvals_set(
+            &store,
+            &json!({"file": {"version": 1, "defaults": {"security": "all"}}}),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("all"), "{e:?}");
+        let e = approvals_get(&store, &json!({"includeResolvedDefaults": "yes"})).unwrap_err();
+        assert!(e.message.contains("must be boolean"), "{e:?}");
+        std::fs::write(store.exec_approvals_path(), "{not json").unwrap();
+        let e = approvals_get(&store, &json!({})).unwrap_err();
+        assert_eq!(e.code, "UNAVAILABLE");
+        assert!(
+            e.message.contains("exec-approvals.json is corrupt"),
+            "{e:?}"
+        );
+    }
+}
