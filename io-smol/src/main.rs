@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_signal::{Signal, Signals};
 use clap::{Parser, Subcommand, ValueEnum};
 use clawnode_smol::core::{ClientOptions, DeviceIdentity, GatewayUrl};
+use clawnode_smol::exec::approvals::{Ask, Security};
 use clawnode_smol::file_config::{Settings, SettingsError};
 use clawnode_smol::{Event, NodeBuilder, StateDir};
 use smol::future::FutureExt as _;
@@ -37,12 +38,63 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Show or change what `system.run` may run on this host (the exec
+    /// approvals document; with none, nothing runs).
+    Approvals {
+        /// State directory [default: $XDG_STATE_HOME/clawnode or ~/.local/state/clawnode].
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        action: ApprovalsAction,
+    },
     /// Print a TLS gateway's certificate pin, subject and validity.
     Probe {
         /// The gateway, wss://HOST:PORT.
         #[arg(long, value_name = "URL")]
         url: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ApprovalsAction {
+    /// Print the document (without its socket token) and its hash.
+    Show,
+    /// Set the policy: of one agent with --agent, else the defaults.
+    Set {
+        /// The agent id (`*` for every agent).
+        #[arg(long, value_name = "ID")]
+        agent: Option<String>,
+        /// deny, allowlist or full.
+        #[arg(long, value_parser = parse_policy::<Security>)]
+        security: Option<Security>,
+        /// off, on-miss or always.
+        #[arg(long, value_parser = parse_policy::<Ask>)]
+        ask: Option<Ask>,
+        /// What runs when approval is needed and nobody answers: deny, allowlist or full.
+        #[arg(long, value_parser = parse_policy::<Security>)]
+        ask_fallback: Option<Security>,
+    },
+    /// Allow a program: a glob over its real path, or a bare name.
+    Allow {
+        /// The agent id [default: `*`, every agent].
+        #[arg(long, value_name = "ID", default_value = "*")]
+        agent: String,
+        /// E.g. /usr/bin/uname or "~/bin/**".
+        pattern: String,
+    },
+    /// Remove an allowlist entry.
+    Disallow {
+        /// The agent id [default: `*`, every agent].
+        #[arg(long, value_name = "ID", default_value = "*")]
+        agent: String,
+        /// The pattern as it was added.
+        pattern: String,
+    },
+}
+
+/// A policy value by its wire name (`on-miss`, `allowlist`, ...).
+fn parse_policy<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -117,6 +169,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Identity { state_dir } => identity(state_dir),
         Command::Probe { url } => probe(&url),
+        Command::Approvals { state_dir, action } => approvals(state_dir, action),
     }
 }
 
@@ -161,6 +214,60 @@ fn identity(dir: Option<PathBuf>) -> ExitCode {
             let id = DeviceIdentity::new(key);
             println!("device_id: {}", id.device_id());
             println!("public_key: {}", id.public_key());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, e),
+    }
+}
+
+fn approvals(dir: Option<PathBuf>, action: ApprovalsAction) -> ExitCode {
+    use clawnode_smol::exec::approvals::AllowEntry;
+    use clawnode_smol::exec::commands::{approvals_get, edit_local};
+    let store = match state_dir(dir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let result = match action {
+        ApprovalsAction::Show => approvals_get(&store, &serde_json::json!({})),
+        ApprovalsAction::Set {
+            agent,
+            security,
+            ask,
+            ask_fallback,
+        } => edit_local(&store, |f| {
+            let fields = match agent {
+                Some(a) => {
+                    let e = f.agents.entry(a).or_default();
+                    (&mut e.security, &mut e.ask, &mut e.ask_fallback)
+                }
+                None => (
+                    &mut f.defaults.security,
+                    &mut f.defaults.ask,
+                    &mut f.defaults.ask_fallback,
+                ),
+            };
+            *fields.0 = security.or(*fields.0);
+            *fields.1 = ask.or(*fields.1);
+            *fields.2 = ask_fallback.or(*fields.2);
+        }),
+        ApprovalsAction::Allow { agent, pattern } => edit_local(&store, |f| {
+            let list = &mut f.agents.entry(agent).or_default().allowlist;
+            if !list.iter().any(|e| e.pattern == pattern) {
+                list.push(AllowEntry {
+                    pattern,
+                    ..AllowEntry::default()
+                });
+            }
+        }),
+        ApprovalsAction::Disallow { agent, pattern } => edit_local(&store, |f| {
+            if let Some(a) = f.agents.get_mut(&agent) {
+                a.allowlist.retain(|e| e.pattern != pattern);
+            }
+        }),
+    };
+    match result {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
             ExitCode::SUCCESS
         }
         Err(e) => fail(1, e),

@@ -617,3 +617,49 @@ fn stalled_stdout_then_sigterm(gateway_answers: bool) {
     let gaps = lines.iter().filter(|l| l["event"] == "seq_gap").count() as u64;
     assert!(gaps > 0 && gaps < FLOOD / 2, "{gaps} gap lines");
 }
+
+#[test]
+fn approvals_are_shown_and_changed_on_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = |out: Output| -> Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let shown = json(clawnode(&["approvals", "show"], dir.path()));
+    assert_eq!(shown["exists"], false);
+    assert_eq!(shown["resolvedDefaults"]["security"], "deny");
+    json(clawnode(
+        &[
+            "approvals",
+            "set",
+            "--security",
+            "allowlist",
+            "--ask",
+            "on-miss",
+        ],
+        dir.path(),
+    ));
+    let allowed = json(clawnode(
+        &["approvals", "allow", "/usr/bin/uname"],
+        dir.path(),
+    ));
+    assert_eq!(allowed["file"]["defaults"]["security"], "allowlist");
+    assert_eq!(
+        allowed["file"]["agents"]["*"]["allowlist"][0]["pattern"],
+        "/usr/bin/uname"
+    );
+    let removed = json(clawnode(
+        &["approvals", "disallow", "/usr/bin/uname"],
+        dir.path(),
+    ));
+    assert_eq!(removed["file"]["agents"]["*"], serde_json::json!({}));
+    let bad = clawnode(
+        &["approvals", "set", "--security", "everything"],
+        dir.path(),
+    );
+    assert_usage_error(&bad, "everything");
+}

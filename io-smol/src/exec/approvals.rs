@@ -357,8 +357,8 @@ impl fmt::Display for Denied {
         match self {
             Denied::Disabled => f.write_str(
                 "SYSTEM_RUN_DISABLED: security=deny (this node runs nothing until its owner allows it: \
-                 `clawnode approvals set --security allowlist` and `openclaw approvals allowlist add --node`, \
-                 or `--security full`)",
+                 on the node's host, `clawnode approvals set --security allowlist` then \
+                 `clawnode approvals allow /usr/bin/PROGRAM`, or `clawnode approvals set --security full`)",
             ),
             Denied::ApprovalRequired => f.write_str("SYSTEM_RUN_DENIED: approval required"),
             Denied::AllowlistMiss => f.write_str("SYSTEM_RUN_DENIED: allowlist miss"),

@@ -107,6 +107,21 @@ pub fn approvals_set(store: &StateDir, params: &Value) -> Result<Value, CommandE
     Ok(snapshot(store, Some(&bytes), &next))
 }
 
+/// Changes the stored document in place (`clawnode approvals`, run by
+/// the node's owner on its host), under the same lock as `set`; answers
+/// with the new snapshot.
+pub fn edit_local(
+    store: &StateDir,
+    edit: impl FnOnce(&mut ApprovalsFile),
+) -> Result<Value, CommandError> {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let (_, mut file) = load(store)?;
+    edit(&mut file);
+    let bytes = file.to_stored();
+    store.store_exec_approvals(&bytes).map_err(unavailable)?;
+    Ok(snapshot(store, Some(&bytes), &file))
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
@@ -151,6 +166,30 @@ mod tests {
         assert!(
             stale.message.contains("changed; reload and retry"),
             "{stale:?}"
+        );
+    }
+
+    #[test]
+    fn a_local_edit_keeps_what_it_does_not_touch() {
+        use crate::exec::approvals::{AllowEntry, Security};
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::new(dir.path());
+        edit_local(&store, |f| {
+            f.agents
+                .entry("*".into())
+                .or_default()
+                .allowlist
+                .push(AllowEntry {
+                    pattern: "/usr/bin/uname".into(),
+                    ..AllowEntry::default()
+                })
+        })
+        .unwrap();
+        let v = edit_local(&store, |f| f.defaults.security = Some(Security::Allowlist)).unwrap();
+        assert_eq!(v["file"]["defaults"]["security"], "allowlist");
+        assert_eq!(
+            v["file"]["agents"]["*"]["allowlist"][0]["pattern"],
+            "/usr/bin/uname"
         );
     }
 
