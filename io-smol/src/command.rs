@@ -4,8 +4,41 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin as StdPin;
+use std::sync::Arc;
 
 use serde_json::Value;
+
+/// Sends `node.event`s for a command (e.g. `exec.finished`) on the node's
+/// connection. Events sent before the command answers go out before its
+/// answer. Sending never blocks; an event the session cannot send (the
+/// connection is gone) is dropped, as upstream drops it.
+#[derive(Clone)]
+pub struct NodeEvents(Arc<SendEvent>);
+
+type SendEvent = dyn Fn(&str, Value) + Send + Sync;
+
+impl NodeEvents {
+    /// Events handed to `send`.
+    pub fn new(send: impl Fn(&str, Value) + Send + Sync + 'static) -> Self {
+        NodeEvents(Arc::new(send))
+    }
+
+    /// Events dropped (a command run outside a session, in tests).
+    pub fn discard() -> Self {
+        NodeEvents::new(|_, _| {})
+    }
+
+    /// Sends `event` with `payload`.
+    pub fn send(&self, event: &str, payload: Value) {
+        (self.0)(event, payload);
+    }
+}
+
+impl fmt::Debug for NodeEvents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NodeEvents")
+    }
+}
 
 /// An invoke handed to a command handler.
 #[derive(Clone, Debug)]
@@ -18,6 +51,8 @@ pub struct Invocation {
     pub params: Value,
     /// The gateway's idempotency key, when given.
     pub idempotency_key: Option<String>,
+    /// Where the command's `node.event`s go.
+    pub events: NodeEvents,
 }
 
 /// A command's failure, sent to the gateway as `{code, message}`.
@@ -63,7 +98,7 @@ mod registry {
     use clawnode_core::InvokeOutcome;
     use serde_json::Value;
 
-    use super::{CommandError, CommandFuture, Invocation};
+    use super::{CommandError, CommandFuture, Invocation, NodeEvents};
 
     /// A registered handler. Shared (`Arc`) because each invoke runs in its own
     /// task, which holds the handler while it runs.
@@ -105,6 +140,7 @@ mod registry {
         command: String,
         params_json: Option<String>,
         idempotency_key: Option<String>,
+        events: NodeEvents,
     ) -> InvokeOutcome {
         let params = match params_json.as_deref().map(serde_json::from_str::<Value>) {
             None => Ok(Value::Null),
@@ -121,6 +157,7 @@ mod registry {
                     command,
                     params,
                     idempotency_key,
+                    events,
                 })
                 .await
             }

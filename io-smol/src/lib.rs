@@ -51,7 +51,7 @@ mod transport;
 mod which;
 
 pub use clawnode_core as core;
-pub use command::{CommandError, CommandFuture, Invocation};
+pub use command::{CommandError, CommandFuture, Invocation, NodeEvents};
 pub use event::{DisconnectCode, Event};
 #[cfg(feature = "smol")]
 pub use node::{NodeBuilder, NodeHandle, NodeStatus, RequestFailure, StartError};

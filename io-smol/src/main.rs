@@ -42,7 +42,7 @@ enum Command {
     /// approvals document; with none, nothing runs).
     Approvals {
         /// State directory [default: $XDG_STATE_HOME/clawnode or ~/.local/state/clawnode].
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", global = true)]
         state_dir: Option<PathBuf>,
         #[command(subcommand)]
         action: ApprovalsAction,
@@ -369,6 +369,7 @@ fn run(args: RunArgs) -> ExitCode {
     };
     let mut builder = NodeBuilder::new(config, store)
         .with_system_which()
+        .with_system_run()
         .with_exec_approvals();
     let events = builder.events();
     let node = match builder.spawn() {

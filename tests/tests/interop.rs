@@ -1187,3 +1187,90 @@ fn s12_exec_approvals_from_the_operator_cli() {
     assert_eq!(mode, 0o600);
     eprintln!("MEASURE s12 allowlist_add_ms={add_ms}");
 }
+
+// ---------------------------------------------------------------- scenario 13
+
+/// `system.run.prepare` and `system.run` through the real gateway's
+/// `node.invoke` (`openclaw gateway call`; `nodes invoke` refuses these
+/// commands client-side). Nothing runs by default: the refusal names the
+/// command that enables runs. Once the owner allows it, the prepared plan
+/// runs, the gateway relays the answer, and a caller's `LD_PRELOAD`
+/// override is refused whole.
+#[test]
+fn s13_system_run_through_the_gateway_is_denied_by_default_then_runs() {
+    let (install, bin) = require!("s13");
+    let gw = shared_tls(&install);
+    let name = unique("s13");
+    let node = Node::spawn(
+        &bin,
+        NodeOptions::new(&gw.url(), gw.token(), &name).pin(&gw.pin()),
+    );
+    let (id, _) = connected_and_approved(gw, &node);
+    let t = Duration::from_secs(60);
+    // Each call its own key: the node runs a key once only.
+    let calls = std::cell::Cell::new(0);
+    let call = |command: &str, params: Value| {
+        calls.set(calls.get() + 1);
+        let key = format!("{}-{}", unique("k"), calls.get());
+        let req = json!({"nodeId": id, "command": command, "params": params,
+                         "idempotencyKey": key, "timeoutMs": 30_000});
+        let started = Instant::now();
+        let out = gw.openclaw(
+            &[
+                "gateway",
+                "call",
+                "node.invoke",
+                "--json",
+                "--params",
+                &req.to_string(),
+            ],
+            t,
+        );
+        (out, started.elapsed().as_millis())
+    };
+    let echo = json!({"command": ["/bin/sh", "-lc", "echo hi"], "rawCommand": "echo hi",
+                      "sessionKey": "s13", "timeoutMs": 10_000});
+
+    let (denied, _) = call("system.run", echo.clone());
+    let text = format!("{}{}", denied.stdout, denied.stderr);
+    assert!(
+        !denied.success,
+        "ran without the owner's consent: {denied:?}"
+    );
+    assert!(
+        text.contains("SYSTEM_RUN_DISABLED") && text.contains("clawnode approvals set"),
+        "the refusal names what enables runs: {denied:?}"
+    );
+
+    let allow = std::process::Command::new(&bin)
+        .args(["approvals", "set", "--security", "full", "--state-dir"])
+        .arg(node.state_dir())
+        .output()
+        .expect("clawnode approvals");
+    assert!(allow.status.success(), "{allow:?}");
+
+    let (prepared, _) = call("system.run.prepare", echo.clone());
+    assert!(prepared.success, "prepare: {prepared:?}");
+    let plan = prepared.json().expect("prepare --json")["payload"]["plan"].clone();
+    assert_eq!(plan["commandText"], "/bin/sh -lc \"echo hi\"", "{plan}");
+    let mut run = echo.clone();
+    run["systemRunPlan"] = plan.clone();
+    run["cwd"] = plan["cwd"].clone();
+    let (ran, ms) = call("system.run", run);
+    assert!(ran.success, "run: {ran:?}\n{}", node.dump());
+    let payload = ran.json().expect("run --json")["payload"].clone();
+    assert_eq!(payload["stdout"], "hi\n", "{payload}");
+    assert_eq!(payload["exitCode"], 0, "{payload}");
+    assert_eq!(payload["success"], true, "{payload}");
+
+    let mut preload = echo.clone();
+    preload["env"] = json!({"LD_PRELOAD": "/nonexistent/evil.so"});
+    let (refused, _) = call("system.run", preload);
+    assert!(!refused.success, "{refused:?}");
+    let text = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(
+        text.contains("LD_PRELOAD"),
+        "the refusal names the key: {refused:?}"
+    );
+    eprintln!("MEASURE s13 echo_round_trip_ms={ms}");
+}

@@ -69,7 +69,7 @@ pub fn covers(entries: &[AllowEntry], argv: &[String], ctx: &Context<'_>) -> Opt
 }
 
 /// The text of `sh -c TEXT` (any flag cluster holding `c`, e.g. `-lc`).
-fn shell_text(argv: &[String]) -> Option<&str> {
+pub(crate) fn shell_text(argv: &[String]) -> Option<&str> {
     let [shell, flags, text] = argv else {
         return None;
     };
@@ -83,7 +83,7 @@ fn shell_text(argv: &[String]) -> Option<&str> {
 
 /// Splits plain shell text into commands of words; `None` for anything
 /// beyond words, quotes and `&&`, `||`, `;`, `|`.
-fn split_shell(text: &str) -> Option<Vec<Vec<String>>> {
+pub(crate) fn split_shell(text: &str) -> Option<Vec<Vec<String>>> {
     let mut commands = vec![Vec::new()];
     let mut word: Option<String> = None;
     let mut chars = text.chars().peekable();

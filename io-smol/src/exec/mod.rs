@@ -13,12 +13,15 @@
 //!   start, judged by real paths.
 //! - [`commands`]: `system.execApprovals.get` and `.set` over the state
 //!   directory.
+//! - [`system_run`]: `system.run.prepare` and `system.run`, which put the
+//!   others together.
 
 pub mod allowlist;
 pub mod approvals;
 pub mod commands;
 pub mod env;
 pub mod run;
+pub mod system_run;
 
 pub use env::{EnvRejected, child_env};
 pub use run::{Cancel, OUTPUT_CAP, RunOutcome, RunSpec, run};

@@ -570,9 +570,17 @@ impl Session {
         let tx = self.tx.clone();
         let inv_id = id.clone();
         let name = command.clone();
+        let events = node_events(self.tx.clone());
         let task = smol::spawn(async move {
-            let outcome =
-                command::run(handler, inv_id.clone(), name, params_json, idempotency_key).await;
+            let outcome = command::run(
+                handler,
+                inv_id.clone(),
+                name,
+                params_json,
+                idempotency_key,
+                events,
+            )
+            .await;
             let _ = tx
                 .send(Msg::InvokeDone {
                     id: inv_id,
@@ -589,4 +597,18 @@ impl Session {
             },
         );
     }
+}
+
+/// A command's `node.event`s, queued to the driver like the application's:
+/// in order with the command's answer, which is queued after them.
+fn node_events(tx: Sender<Msg>) -> command::NodeEvents {
+    command::NodeEvents::new(move |event, payload| {
+        // Nobody waits for the gateway's acknowledgement.
+        let (reply, _) = channel::bounded(1);
+        let _ = tx.try_send(Msg::Command(Command::Event {
+            event: event.to_owned(),
+            payload: Some(payload),
+            reply,
+        }));
+    })
 }

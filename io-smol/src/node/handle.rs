@@ -115,6 +115,41 @@ impl NodeBuilder {
         self.command(which::SYSTEM_WHICH, which::handler)
     }
 
+    /// Registers the built-ins `system.run.prepare` and `system.run`. What
+    /// they may run is set by the exec approvals document in the state
+    /// directory ([`with_exec_approvals`](Self::with_exec_approvals) serves
+    /// it to the gateway); with none, nothing runs. Runs happen on the
+    /// blocking pool, and a cancelled invoke kills its run's process tree.
+    pub fn with_system_run(self) -> Self {
+        use crate::exec::Cancel;
+        use crate::exec::system_run::{SYSTEM_RUN, SYSTEM_RUN_PREPARE, prepare, system_run};
+        /// Cancels a run when its invoke's task is dropped (a gateway
+        /// cancel, a deadline, the session's end).
+        struct CancelOnDrop(Cancel);
+        impl Drop for CancelOnDrop {
+            fn drop(&mut self) {
+                self.0.cancel();
+            }
+        }
+        let node_cwd = || std::env::current_dir().unwrap_or_else(|_| "/".into());
+        let (a, b) = (self.store.clone(), self.store.clone());
+        self.command(SYSTEM_RUN_PREPARE, move |inv| {
+            let store = a.clone();
+            smol::unblock(move || prepare(&store, &inv.params, &node_cwd()))
+        })
+        .command(SYSTEM_RUN, move |inv| {
+            let store = b.clone();
+            async move {
+                let cancel = Cancel::new();
+                let _guard = CancelOnDrop(cancel.clone());
+                smol::unblock(move || {
+                    system_run(&store, &inv.params, &node_cwd(), &cancel, &inv.events)
+                })
+                .await
+            }
+        })
+    }
+
     /// Registers the built-ins `system.execApprovals.get` and `.set`, over
     /// this node's state directory. The document they serve decides what
     /// `system.run` may run; with none, nothing runs.

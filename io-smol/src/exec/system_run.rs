@@ -1,0 +1,638 @@
+//! `system.run.prepare` and `system.run` (docs/exec-host.md §1, §2, §6).
+//!
+//! The gateway first asks the node to prepare a run and gets back a plan:
+//! the argv, the canonical working directory, the command text and a
+//! snapshot of the node's policy. It then sends `system.run` with that plan.
+//!
+//! Approval flags (`approved`, `approvalDecision`, `approvalSource`) count
+//! only when the plan matches exactly what would run (argv, command text,
+//! working directory, agent and session) and, for an operator's approval,
+//! only while the policy it was given under is still in force. Flags that
+//! arrive without such a plan refuse the request; they never lift the
+//! policy. `security: deny`, this host's default, is never lifted at all.
+//!
+//! Binding is stricter than upstream's. Where a run needs approval, a plan
+//! is only made for commands it can pin: one program, named by bare name or
+//! absolute path, with no script operand. Shell text with several
+//! commands, redirections or a path or interpreter as its program is
+//! refused at prepare, so nothing an approval covers can change between the
+//! approval and the run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::allowlist::{self, Context, shell_text, split_shell};
+use super::approvals::{Approval, ApprovalsFile, Ask, Resolved, Security, decide};
+use super::env::child_env;
+use super::run::{Cancel, RunSpec, run};
+use crate::command::{CommandError, NodeEvents};
+use crate::store::StateDir;
+
+/// Prepares a run: the plan `system.run` is then bound to.
+pub const SYSTEM_RUN_PREPARE: &str = "system.run.prepare";
+/// Runs a command.
+pub const SYSTEM_RUN: &str = "system.run";
+/// The most output an `exec.finished` event carries (its last characters).
+pub const EVENT_TAIL: usize = 20_000;
+
+/// Programs that run code they are given: their plans cannot be pinned.
+const INTERPRETERS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "ash", "fish", "env", "node", "nodejs", "deno", "bun",
+    "perl", "php", "ruby", "python", "python2", "python3", "tsx", "ts-node", "npx", "pnpm",
+    "xargs", "nice", "nohup", "timeout", "sudo", "busybox", "toybox",
+];
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+struct Plan {
+    argv: Vec<String>,
+    #[serde(default)]
+    cwd: Option<String>,
+    command_text: String,
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    session_key: Option<String>,
+    #[serde(default)]
+    policy_snapshot: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Request {
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    raw_command: Option<String>,
+    #[serde(default)]
+    system_run_plan: Option<Plan>,
+    #[serde(default)]
+    cwd: Option<String>,
+    #[serde(default)]
+    env: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    needs_screen_recording: Option<bool>,
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    session_key: Option<String>,
+    #[serde(default)]
+    run_id: Option<String>,
+    #[serde(default)]
+    suppress_notify_on_exit: Option<bool>,
+    #[serde(default)]
+    approved: Option<bool>,
+    #[serde(default)]
+    approval_decision: Option<String>,
+    #[serde(default)]
+    approval_source: Option<String>,
+    #[serde(default)]
+    security: Option<Security>,
+    #[serde(default)]
+    ask: Option<Ask>,
+}
+
+fn invalid(message: impl Into<String>) -> CommandError {
+    CommandError::new("INVALID_REQUEST", message)
+}
+
+fn parse(params: &Value) -> Result<Request, CommandError> {
+    let req: Request = serde_json::from_value(params.clone())
+        .map_err(|e| invalid(format!("system.run params: {e}")))?;
+    if req.command.is_empty() {
+        return Err(invalid("command required"));
+    }
+    if let Some(raw) = req
+        .raw_command
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        && raw != format_command(&req.command)
+        && shell_text(&req.command).map(str::trim) != Some(raw)
+    {
+        return Err(invalid(
+            "INVALID_REQUEST: rawCommand does not match command",
+        ));
+    }
+    Ok(req)
+}
+
+/// The command as one line, as upstream writes it: arguments with spaces
+/// or quotes in double quotes.
+pub fn format_command(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if a.is_empty() {
+                "\"\"".to_owned()
+            } else if a.contains(|c: char| c.is_whitespace() || c == '"') {
+                format!("\"{}\"", a.replace('"', "\\\""))
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The stored document; a corrupt one fails closed (nothing runs).
+fn policy_file(store: &StateDir) -> Result<ApprovalsFile, CommandError> {
+    let unavailable = |why: String| {
+        CommandError::new(
+            "SYSTEM_RUN_DENIED",
+            format!(
+                "SYSTEM_RUN_DENIED: exec approvals file {} unusable ({why}); nothing runs until it is fixed",
+                store.exec_approvals_path().display()
+            ),
+        )
+    };
+    match store.load_exec_approvals() {
+        Ok(None) => Ok(ApprovalsFile::default()),
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|v| ApprovalsFile::from_value(v).map_err(|e| e.to_string()))
+            .map_err(unavailable),
+        Err(e) => Err(unavailable(e.to_string())),
+    }
+}
+
+/// What the plan records of the policy, so a later approval can tell
+/// whether it still holds.
+fn policy_snapshot(p: &Resolved) -> Value {
+    let mut rules: Vec<Value> = p
+        .allowlist
+        .iter()
+        .map(|e| {
+            let mut r = json!({"pattern": e.pattern});
+            if let Some(a) = &e.arg_pattern {
+                r["argPattern"] = a.clone().into();
+            }
+            if let Some(s) = &e.source {
+                r["source"] = s.clone().into();
+            }
+            r
+        })
+        .collect();
+    rules.sort_by_key(Value::to_string);
+    rules.dedup();
+    json!({
+        "security": p.security,
+        "ask": p.ask,
+        "askFallback": p.ask_fallback,
+        "autoAllowSkills": p.auto_allow_skills,
+        "allowlistRules": rules,
+    })
+}
+
+fn canonical_cwd(cwd: Option<&str>, node_cwd: &Path) -> Result<PathBuf, CommandError> {
+    let wanted = cwd.map_or_else(|| node_cwd.to_path_buf(), PathBuf::from);
+    std::fs::canonicalize(&wanted)
+        .ok()
+        .filter(|p| p.is_dir())
+        .ok_or_else(|| {
+            CommandError::new(
+                "SYSTEM_RUN_DENIED",
+                format!(
+                    "SYSTEM_RUN_DENIED: working directory {} does not exist or is inaccessible",
+                    wanted.display()
+                ),
+            )
+        })
+}
+
+/// Whether a plan for `argv` can be pinned (see the module documentation).
+fn pinnable(argv: &[String]) -> bool {
+    let words = match shell_text(argv) {
+        Some(text) => match split_shell(text) {
+            Some(commands) if commands.len() == 1 => {
+                commands.into_iter().next().unwrap_or_default()
+            }
+            _ => return false,
+        },
+        None => argv.to_vec(),
+    };
+    let Some(program) = words.first() else {
+        return false;
+    };
+    let name = Path::new(program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(program);
+    let relative_path = program.contains('/') && !program.starts_with('/');
+    let interpreter = INTERPRETERS.contains(&name) || name.starts_with("python");
+    !relative_path && !interpreter && (shell_text(argv).is_none() || !program.contains('/'))
+}
+
+/// `system.run.prepare`: the plan for a run, and the node's policy.
+pub fn prepare(store: &StateDir, params: &Value, node_cwd: &Path) -> Result<Value, CommandError> {
+    let req = parse(params)?;
+    let policy = policy_file(store)?.resolve(req.agent_id.as_deref());
+    let cwd = canonical_cwd(req.cwd.as_deref(), node_cwd)?;
+    let requested = req.env.clone().unwrap_or_default();
+    child_env(
+        std::env::vars(),
+        &requested,
+        shell_text(&req.command).is_some(),
+    )
+    .map_err(|e| invalid(e.to_string()))?;
+    let security = req
+        .security
+        .map_or(policy.security, |s| s.min(policy.security));
+    let ask = req.ask.map_or(policy.ask, |a| a.max(policy.ask));
+    let binds = security != Security::Full || ask != Ask::Off;
+    if binds && !pinnable(&req.command) {
+        return Err(invalid(
+            "SYSTEM_RUN_DENIED: approval cannot safely bind this command: run one program by \
+             name or absolute path, without a script, redirection or second command\n\
+             No approval request was created for this attempt; this is not a user denial.",
+        ));
+    }
+    let preview = shell_text(&req.command)
+        .map(str::trim)
+        .filter(|t| *t != format_command(&req.command));
+    Ok(json!({
+        "plan": {
+            "argv": req.command,
+            "cwd": cwd.display().to_string(),
+            "commandText": format_command(&req.command),
+            "commandPreview": preview,
+            "agentId": req.agent_id,
+            "sessionKey": req.session_key,
+            "policySnapshot": policy_snapshot(&policy),
+        },
+        "execPolicy": {"security": policy.security, "ask": policy.ask},
+        "allowAlwaysCoverage": {"complete": false, "patterns": []},
+    }))
+}
+
+/// The last `EVENT_TAIL` characters of the run's output, as upstream cuts
+/// it for `exec.finished`.
+fn output_tail(payload: &Value) -> String {
+    let parts: Vec<&str> = ["stdout", "stderr", "error"]
+        .iter()
+        .filter_map(|k| payload[k].as_str())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let all = parts.join("\n");
+    let trimmed = all.trim();
+    let count = trimmed.chars().count();
+    if count <= EVENT_TAIL {
+        return trimmed.to_owned();
+    }
+    let tail: String = trimmed.chars().skip(count - EVENT_TAIL).collect();
+    format!("... (truncated) {tail}")
+}
+
+/// `system.run`: decides, runs, reports `exec.denied` or `exec.finished`,
+/// and answers with the run's outcome. Blocks until the run ends or
+/// `cancel` stops it.
+pub fn system_run(
+    store: &StateDir,
+    params: &Value,
+    node_cwd: &Path,
+    cancel: &Cancel,
+    events: &NodeEvents,
+) -> Result<Value, CommandError> {
+    let req = parse(params)?;
+    let policy = policy_file(store)?.resolve(req.agent_id.as_deref());
+    let session_key = req.session_key.clone().unwrap_or_else(|| "node".into());
+    let run_id = req.run_id.clone().unwrap_or_default();
+    let command = format_command(&req.command);
+    let deny = |reason: &str, error: CommandError| {
+        events.send(
+            "exec.denied",
+            json!({"sessionKey": session_key, "runId": run_id, "host": "node",
+                   "command": command, "reason": reason}),
+        );
+        error
+    };
+    let approval = approval(&req, &policy)?;
+    if req.needs_screen_recording == Some(true) {
+        return Err(deny(
+            "permission:screenRecording",
+            CommandError::new("SYSTEM_RUN_DENIED", "PERMISSION_MISSING: screenRecording"),
+        ));
+    }
+    let cwd =
+        canonical_cwd(req.cwd.as_deref(), node_cwd).map_err(|e| deny("cwd-unavailable", e))?;
+    let shell = shell_text(&req.command).is_some();
+    let requested = req.env.clone().unwrap_or_default();
+    let env = child_env(std::env::vars(), &requested, shell).map_err(|e| invalid(e.to_string()))?;
+    let path = env.get("PATH").cloned().unwrap_or_default();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let ctx = Context {
+        cwd: &cwd,
+        path: path.as_ref(),
+        home: home.as_deref(),
+    };
+    let covered = policy.security == Security::Allowlist
+        && allowlist::covers(&policy.allowlist, &req.command, &ctx).is_some();
+    if let Err(denied) = decide(&policy, approval, covered) {
+        return Err(deny(
+            denied.reason(),
+            CommandError::new("SYSTEM_RUN_DENIED", denied.to_string()),
+        ));
+    }
+    let spec = RunSpec {
+        argv: req.command.clone(),
+        cwd: Some(cwd),
+        env,
+        timeout: req
+            .timeout_ms
+            .filter(|t| *t > 0)
+            .map(std::time::Duration::from_millis),
+    };
+    let outcome = run(&spec, cancel);
+    if outcome.cancelled {
+        // Upstream sends nothing for a cancelled run: its answer is not wanted.
+        return Err(CommandError::new("CANCELLED", "the run was cancelled"));
+    }
+    let payload = outcome.payload();
+    let mut finished = json!({
+        "sessionKey": session_key, "runId": run_id, "host": "node", "command": command,
+        "timedOut": outcome.timed_out, "success": outcome.success(),
+        "output": output_tail(&payload),
+    });
+    if let Some(code) = outcome.exit_code {
+        finished["exitCode"] = code.into();
+    }
+    if req.suppress_notify_on_exit == Some(true) {
+        finished["suppressNotifyOnExit"] = true.into();
+    }
+    events.send("exec.finished", finished);
+    Ok(payload)
+}
+
+/// The approval a request carries, counted only with a matching plan.
+fn approval(req: &Request, policy: &Resolved) -> Result<Approval, CommandError> {
+    let explicit = req.approved == Some(true) || req.approval_decision.is_some();
+    let Some(kind) = (match (explicit, req.approval_source.as_deref()) {
+        (false, None) => return Ok(Approval::None),
+        (true, Some(_)) => {
+            return Err(invalid(
+                "approvalSource cannot be combined with explicit approval",
+            ));
+        }
+        (true, None) => match req.approval_decision.as_deref() {
+            None | Some("allow-once" | "allow-always") => Some(Approval::Approved),
+            Some(_) => None,
+        },
+        (false, Some("ask-fallback")) => Some(Approval::AskFallback),
+        (false, Some("auto-review")) => Some(Approval::Approved),
+        (false, Some(_)) => None,
+    }) else {
+        return Err(invalid("approvalDecision or approvalSource invalid"));
+    };
+    let plan = req
+        .system_run_plan
+        .as_ref()
+        .ok_or_else(|| invalid("explicit approval requires matching systemRunPlan"))?;
+    let matches = plan.argv == req.command
+        && plan.command_text == format_command(&req.command)
+        && plan.cwd == req.cwd
+        && plan.agent_id == req.agent_id
+        && plan.session_key == req.session_key;
+    if !matches {
+        return Err(invalid("explicit approval requires matching systemRunPlan"));
+    }
+    if kind == Approval::Approved && plan.policy_snapshot.as_ref() != Some(&policy_snapshot(policy))
+    {
+        return Err(CommandError::new(
+            "SYSTEM_RUN_DENIED",
+            "SYSTEM_RUN_DENIED: exec approval policy changed; request approval again",
+        ));
+    }
+    Ok(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::exec::commands::edit_local;
+
+    type Sent = Arc<Mutex<Vec<(String, Value)>>>;
+
+    fn events() -> (NodeEvents, Sent) {
+        let sent: Sent = Arc::default();
+        let s = sent.clone();
+        let events = NodeEvents::new(move |e, p| s.lock().unwrap().push((e.to_owned(), p)));
+        (events, sent)
+    }
+
+    fn sh(text: &str) -> Value {
+        json!({"command": ["/bin/sh", "-lc", text], "rawCommand": text,
+               "sessionKey": "agent:main:main", "runId": "run-1", "timeoutMs": 10_000})
+    }
+
+    struct Host {
+        _dir: tempfile::TempDir,
+        store: StateDir,
+        cwd: PathBuf,
+    }
+
+    fn host() -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::new(dir.path().join("state"));
+        let cwd = std::fs::canonicalize(dir.path()).unwrap();
+        Host {
+            _dir: dir,
+            store,
+            cwd,
+        }
+    }
+
+    impl Host {
+        fn set(&self, security: Security, ask: Ask, allow: &[&str]) {
+            edit_local(&self.store, |f| {
+                f.defaults.security = Some(security);
+                f.defaults.ask = Some(ask);
+                f.agents.entry("*".into()).or_default().allowlist = allow
+                    .iter()
+                    .map(|p| super::super::approvals::AllowEntry {
+                        pattern: (*p).into(),
+                        ..Default::default()
+                    })
+                    .collect();
+            })
+            .unwrap();
+        }
+
+        fn run(&self, params: Value) -> (Result<Value, CommandError>, Vec<(String, Value)>) {
+            let (ev, sent) = events();
+            let r = system_run(&self.store, &params, &self.cwd, &Cancel::new(), &ev);
+            let sent = sent.lock().unwrap().clone();
+            (r, sent)
+        }
+    }
+
+    #[test]
+    fn by_default_nothing_runs_and_the_denial_is_reported_first() {
+        let h = host();
+        let (r, sent) = h.run(sh("echo hi"));
+        let e = r.unwrap_err();
+        assert_eq!(e.code, "SYSTEM_RUN_DENIED");
+        assert!(e.message.contains("clawnode approvals set"), "{e:?}");
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, "exec.denied");
+        assert_eq!(
+            sent[0].1,
+            json!({"sessionKey": "agent:main:main", "runId": "run-1", "host": "node",
+                   "command": "/bin/sh -lc \"echo hi\"", "reason": "security=deny"})
+        );
+    }
+
+    #[test]
+    fn under_full_a_run_answers_and_reports_exec_finished() {
+        let h = host();
+        h.set(Security::Full, Ask::Off, &[]);
+        let (r, sent) = h.run(sh("echo hi; exit 3"));
+        let payload = r.unwrap();
+        assert_eq!(payload["exitCode"], 3);
+        assert_eq!(payload["stdout"], "hi\n");
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, "exec.finished");
+        assert_eq!(sent[0].1["output"], "hi");
+        assert_eq!(sent[0].1["exitCode"], 3);
+        assert_eq!(sent[0].1["success"], false);
+    }
+
+    #[test]
+    fn an_allowlist_covers_every_command_or_the_run_is_a_miss() {
+        let h = host();
+        h.set(Security::Allowlist, Ask::Off, &["echo", "uname"]);
+        assert!(h.run(sh("echo hi && uname")).0.is_ok());
+        let (r, sent) = h.run(sh("echo hi && id"));
+        assert!(r.unwrap_err().message.contains("allowlist miss"));
+        assert_eq!(sent[0].1["reason"], "allowlist-miss");
+        assert!(
+            h.run(sh("echo $(id)")).0.is_err(),
+            "an expansion is never covered"
+        );
+    }
+
+    #[test]
+    fn approval_flags_without_a_matching_plan_lift_nothing() {
+        let h = host();
+        h.set(Security::Allowlist, Ask::Always, &[]);
+        let mut bypass = sh("id");
+        bypass["approved"] = true.into();
+        bypass["approvalDecision"] = "allow-once".into();
+        let (r, sent) = h.run(bypass.clone());
+        assert!(
+            r.unwrap_err()
+                .message
+                .contains("requires matching systemRunPlan")
+        );
+        assert!(sent.is_empty());
+        // A plan for another command does not cover this one.
+        let other = prepare(&h.store, &sh("uname"), &h.cwd).unwrap();
+        bypass["systemRunPlan"] = other["plan"].clone();
+        bypass["cwd"] = other["plan"]["cwd"].clone();
+        assert!(
+            h.run(bypass)
+                .0
+                .unwrap_err()
+                .message
+                .contains("matching systemRunPlan")
+        );
+        // The gateway's approval, bound to this very plan, runs it.
+        let plan = prepare(&h.store, &sh("id"), &h.cwd).unwrap();
+        let mut approved = sh("id");
+        approved["systemRunPlan"] = plan["plan"].clone();
+        approved["cwd"] = plan["plan"]["cwd"].clone();
+        approved["approved"] = true.into();
+        approved["approvalDecision"] = "allow-once".into();
+        assert!(h.run(approved.clone()).0.is_ok());
+        // Once the policy changed, that approval is void.
+        h.set(Security::Allowlist, Ask::Always, &["uname"]);
+        let e = h.run(approved.clone()).0.unwrap_err();
+        assert!(e.message.contains("policy changed"), "{e:?}");
+        // And `deny` is never lifted.
+        h.set(Security::Deny, Ask::Always, &["uname"]);
+        let plan = prepare(&h.store, &sh("id"), &h.cwd);
+        assert!(plan.is_err() || h.run(approved).0.is_err());
+    }
+
+    #[test]
+    fn prepare_pins_what_an_approval_covers_and_refuses_what_it_cannot() {
+        let h = host();
+        h.set(Security::Full, Ask::Off, &[]);
+        let p = prepare(&h.store, &sh("echo a && echo b"), &h.cwd).unwrap();
+        assert_eq!(p["plan"]["commandText"], "/bin/sh -lc \"echo a && echo b\"");
+        assert_eq!(p["plan"]["commandPreview"], "echo a && echo b");
+        assert_eq!(p["plan"]["cwd"], h.cwd.display().to_string());
+        assert_eq!(p["execPolicy"], json!({"security": "full", "ask": "off"}));
+        h.set(Security::Allowlist, Ask::OnMiss, &[]);
+        for text in [
+            "echo a && echo b",
+            "cat x > y",
+            "./run.sh",
+            "python3 x.py",
+            "/usr/bin/id",
+        ] {
+            let e = prepare(&h.store, &sh(text), &h.cwd).unwrap_err();
+            assert!(e.message.contains("cannot safely bind"), "{text}: {e:?}");
+        }
+        assert!(prepare(&h.store, &sh("uname -a"), &h.cwd).is_ok());
+        assert!(
+            prepare(
+                &h.store,
+                &json!({"command": ["/usr/bin/uname", "-a"]}),
+                &h.cwd
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong_and_report_no_event() {
+        let h = host();
+        h.set(Security::Full, Ask::Off, &[]);
+        let mut env = sh("true");
+        env["env"] = json!({"LD_PRELOAD": "/x.so", "BASH_ENV": "/rc"});
+        let (r, sent) = h.run(env);
+        let e = r.unwrap_err();
+        assert_eq!(e.code, "INVALID_REQUEST");
+        assert!(e.message.contains("BASH_ENV, LD_PRELOAD"), "{e:?}");
+        assert!(sent.is_empty());
+        let mut raw = sh("true");
+        raw["rawCommand"] = "rm -rf /".into();
+        assert!(
+            h.run(raw)
+                .0
+                .unwrap_err()
+                .message
+                .contains("rawCommand does not match")
+        );
+        assert!(
+            h.run(json!({}))
+                .0
+                .unwrap_err()
+                .message
+                .contains("command required")
+        );
+        let mut cwd = sh("true");
+        cwd["cwd"] = "/nonexistent/dir".into();
+        let (r, sent) = h.run(cwd);
+        assert!(r.unwrap_err().message.contains("/nonexistent/dir"));
+        assert_eq!(sent[0].1["reason"], "cwd-unavailable");
+    }
+
+    #[test]
+    fn the_event_output_keeps_the_last_characters() {
+        let long = "x".repeat(EVENT_TAIL + 10);
+        let tail = output_tail(&json!({"stdout": long, "stderr": "", "error": null}));
+        assert!(tail.starts_with("... (truncated) "));
+        assert_eq!(tail.chars().count(), EVENT_TAIL + "... (truncated) ".len());
+        assert_eq!(
+            output_tail(&json!({"stdout": "a\n", "stderr": "b", "error": "c"})),
+            "a\n\nb\nc"
+        );
+    }
+}
