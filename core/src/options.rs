@@ -22,7 +22,9 @@ pub struct Timeouts {
     pub ping_interval: Duration,
     /// Invoke deadline when the gateway gives no `timeoutMs`.
     pub default_invoke: Duration,
-    /// The longest invoke deadline accepted from the gateway.
+    /// The longest invoke deadline accepted from the gateway. The gateway
+    /// gives a `system.run` its process timeout plus 5 s, 30 minutes by
+    /// default (docs/exec-host.md §5), so this is well above it.
     pub max_invoke: Duration,
     /// Deadline of an application request when none is given.
     pub default_request: Duration,
@@ -65,7 +67,7 @@ impl Default for Timeouts {
             default_tick_interval: Duration::from_secs(15),
             ping_interval: Duration::from_secs(15),
             default_invoke: Duration::from_secs(30),
-            max_invoke: Duration::from_secs(600),
+            max_invoke: Duration::from_secs(2 * 3600),
             default_request: Duration::from_secs(30),
             max_restart_wait: Duration::from_secs(30),
             device_token_retry: Duration::from_millis(250),
