@@ -24,6 +24,8 @@ pub struct GatewayOptions {
     pub token: Option<String>,
     /// A short name for the scratch directory.
     pub tag: String,
+    /// More top-level config sections (e.g. `models`, `agents`, `tools`).
+    pub config: serde_json::Map<String, Value>,
 }
 
 impl GatewayOptions {
@@ -33,6 +35,7 @@ impl GatewayOptions {
             tls: false,
             token: None,
             tag: tag.to_owned(),
+            config: serde_json::Map::new(),
         }
     }
 
@@ -42,6 +45,7 @@ impl GatewayOptions {
             tls: true,
             token: None,
             tag: tag.to_owned(),
+            config: serde_json::Map::new(),
         }
     }
 }
@@ -176,10 +180,13 @@ impl Gateway {
         if opts.tls {
             gw["tls"] = serde_json::json!({"enabled": true, "autoGenerate": true});
         }
-        let cfg = serde_json::json!({
+        let mut cfg = serde_json::json!({
             "gateway": gw,
             "logging": { "file": dir.join("openclaw.jsonl") },
         });
+        for (k, v) in &opts.config {
+            cfg[k] = v.clone();
+        }
         std::fs::write(&config, format!("{cfg}\n")).expect("write gateway config");
         let gateway = Gateway {
             install: install.clone(),

@@ -32,6 +32,7 @@
 mod gateway;
 mod node;
 mod schema;
+mod stub_model;
 pub mod sys;
 mod tap;
 
@@ -41,6 +42,7 @@ use std::sync::OnceLock;
 pub use gateway::{Gateway, GatewayOptions, LogLine};
 pub use node::{Node, NodeOptions, device_id};
 pub use schema::{Schema, Violation};
+pub use stub_model::StubModel;
 pub use tap::{Tap, TapFrame};
 
 /// The repository root (the workspace directory).

@@ -15,7 +15,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use clawnode_tests::sys::{self, now_ms};
-use clawnode_tests::{Gateway, GatewayOptions, Install, Node, NodeOptions, Schema, Tap, require};
+use clawnode_tests::{
+    Gateway, GatewayOptions, Install, Node, NodeOptions, Schema, StubModel, Tap, require,
+};
 use serde_json::{Value, json};
 
 const CONNECT: Duration = Duration::from_secs(30);
@@ -1273,4 +1275,78 @@ fn s13_system_run_through_the_gateway_is_denied_by_default_then_runs() {
         "the refusal names the key: {refused:?}"
     );
     eprintln!("MEASURE s13 echo_round_trip_ms={ms}");
+}
+
+// ---------------------------------------------------------------- scenario 14
+
+/// The gateway's own exec pipeline: an agent turn (`openclaw agent`)
+/// whose model (a local stand-in) calls the `exec` tool with `host=node`;
+/// the gateway prepares the run on clawnode, runs it, and hands the output
+/// back to the model. While the node's owner allows nothing, the node's
+/// policy (reported by prepare) makes the gateway refuse the tool call
+/// without sending the run; once `clawnode approvals set --security full`
+/// allows it, the command's output reaches the model.
+#[test]
+fn s14_the_gateway_exec_tool_runs_on_clawnode() {
+    let (install, bin) = require!("s14");
+    let name = unique("s14");
+    let stub = StubModel::start("echo from-the-gateway-exec-tool");
+    let mut opts = GatewayOptions::tls("s14");
+    if let Value::Object(extra) = stub.gateway_config(&name) {
+        opts.config = extra;
+    }
+    let gw = Gateway::start(&install, opts);
+    let node = Node::spawn(
+        &bin,
+        NodeOptions::new(&gw.url(), gw.token(), &name).pin(&gw.pin()),
+    );
+    connected_and_approved(&gw, &node);
+    let t = Duration::from_secs(90);
+    let turn = |what: &str| {
+        let started = Instant::now();
+        let out = gw.openclaw(
+            &["agent", "--agent", "main", "--message", what, "--json"],
+            t,
+        );
+        (out, started.elapsed().as_millis())
+    };
+
+    let (denied, _) = turn("run it while nothing is allowed");
+    let results = stub.tool_results();
+    assert!(
+        results
+            .last()
+            .is_some_and(|r| r.contains("SYSTEM_RUN_DISABLED") || r.contains("deny")),
+        "the tool result shows the node's refusal ({} model requests): {results:?}\n{denied:?}\n{}\n{}",
+        stub.requests(),
+        node.dump(),
+        gw.log_tail(40)
+    );
+
+    let allow = std::process::Command::new(&bin)
+        .args(["approvals", "set", "--security", "full", "--state-dir"])
+        .arg(node.state_dir())
+        .output()
+        .expect("clawnode approvals");
+    assert!(allow.status.success(), "{allow:?}");
+    let (ran, ms) = turn("run it now");
+    let results = stub.tool_results();
+    assert!(
+        results
+            .last()
+            .is_some_and(|r| r.contains("from-the-gateway-exec-tool")),
+        "the command's output came back through the gateway: {results:?}\n{ran:?}\n{}\n{}",
+        node.dump(),
+        gw.log_tail(40)
+    );
+    // The refusal came from the node's policy, reported by prepare: the
+    // gateway never sent the first run; the second ran once.
+    let invokes = node.named_since(0, "invoke");
+    let count = |c: &str| invokes.iter().filter(|e| e["command"] == c).count();
+    assert_eq!(count("system.run.prepare"), 2, "{}", node.dump());
+    assert_eq!(count("system.run"), 1, "{}", node.dump());
+    eprintln!(
+        "MEASURE s14 agent_turn_with_exec_ms={ms} model_requests={}",
+        stub.requests()
+    );
 }
