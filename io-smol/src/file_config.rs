@@ -346,6 +346,12 @@ mod tests {
             ("password = \"987654321\n", "password", 1),
             ("\"bootstrap_token\" = 123456789\n", "bootstrap_token", 1),
             ("device_token = 987654321\n", "device_token", 1),
+            // ... on a later line too.
+            (
+                "url = \"ws://127.0.0.1:1\"\ntoken = 123456789abc\n",
+                "token",
+                2,
+            ),
         ];
         for (text, key, line) in cases {
             let err = Settings::from_toml(text, "f.toml").unwrap_err();
@@ -427,6 +433,15 @@ mod tests {
         };
         let c = base.session_config(ClientOptions::default()).unwrap();
         assert_eq!(c.tls(), &TlsPolicy::SystemTrust);
+        let with_secrets = Settings {
+            token: Some("t".into()),
+            password: Some("p".into()),
+            ..base.clone()
+        }
+        .session_config(ClientOptions::default())
+        .unwrap();
+        assert_eq!(with_secrets.credentials.token, Some(Secret::new("t")));
+        assert_eq!(with_secrets.credentials.password, Some(Secret::new("p")));
         let pinned = Settings {
             tls_fingerprints: Some(vec![format!("SHA256:{}", PIN.to_uppercase())]),
             ..base.clone()
@@ -484,6 +499,11 @@ mod tests {
         let merged = file.overlaid_with(cli);
         assert_eq!(merged.token.as_deref(), Some("cli-token"));
         assert_eq!(merged.url.as_deref(), Some("ws://127.0.0.1:1"));
-        assert!(!format!("{merged:?}").contains("cli-token"));
+        let shown = format!("{merged:?}");
+        assert!(!shown.contains("cli-token"), "{shown}");
+        assert!(
+            shown.contains("ws://127.0.0.1:1") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 }

@@ -469,6 +469,8 @@ mod tests {
             store
                 .path()
                 .join(format!(".identity.json.{me}.{}.tmp", u64::MAX)),
+            // Another live process's (init's).
+            tokens.join(".0123abcd.json.1.3.tmp"),
             // Not named like clawnode's temporary files.
             store.path().join("notes.tmp"),
             store.path().join(format!(".{dead}.0.tmp")),
@@ -580,5 +582,70 @@ mod tests {
         assert_eq!(store.store_pin_once("h:1", &b).unwrap(), a);
         assert_eq!(store.load_pin("h:1").unwrap(), Some(a));
         assert_eq!(store.load_pin("h:2").unwrap(), None);
+    }
+
+    #[test]
+    fn stale_temporary_files_are_counted_in_every_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::new(dir.path().join("state"));
+        let tokens = store.path().join("tokens");
+        fs::create_dir_all(&tokens).unwrap();
+        for f in [
+            store.path().join(".identity.json.999999999.0.tmp"),
+            store.path().join(".identity.json.999999999.1.tmp"),
+            tokens.join(".ab.json.999999999.2.tmp"),
+        ] {
+            fs::write(f, "k").unwrap();
+        }
+        assert_eq!(store.remove_stale_temp_files().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_token_file_for_another_gateway_device_or_role_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::new(dir.path());
+        store
+            .store_token("wss://a:1", "dev", "node", &Secret::new("tok"))
+            .unwrap();
+        let stored = fs::read(store.token_path("wss://a:1", "dev", "node")).unwrap();
+        for (url, device, role) in [
+            ("wss://b:1", "dev", "node"),
+            ("wss://a:1", "other", "node"),
+            ("wss://a:1", "dev", "operator"),
+        ] {
+            // The right file name with another triple's content: never used.
+            fs::write(store.token_path(url, device, role), &stored).unwrap();
+            assert_eq!(
+                store.load_token(url, device, role).unwrap(),
+                None,
+                "{url} {device} {role}"
+            );
+        }
+        assert_eq!(
+            store.load_token("wss://a:1", "dev", "node").unwrap(),
+            Some(Secret::new("tok"))
+        );
+    }
+
+    #[test]
+    fn unreadable_state_is_an_error_never_an_empty_store() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the state directory should be.
+        let file = dir.path().join("not-a-dir");
+        fs::write(&file, "x").unwrap();
+        let store = StateDir::new(&file);
+        assert!(store.load_token("wss://a:1", "dev", "node").is_err());
+        assert!(store.remove_stale_temp_files().is_err());
+        // An identity file that is not text is corrupt, and says so.
+        let store = StateDir::new(dir.path().join("state"));
+        fs::create_dir_all(store.path()).unwrap();
+        fs::write(store.identity_path(), [0xff, 0xfe, 0x00]).unwrap();
+        let err = store.load_identity().unwrap_err().to_string();
+        assert!(err.contains("not UTF-8"), "{err}");
+        // One that cannot be read at all is not called corrupt.
+        fs::remove_file(store.identity_path()).unwrap();
+        fs::create_dir(store.identity_path()).unwrap();
+        let err = store.load_identity().unwrap_err().to_string();
+        assert!(!err.contains("not UTF-8"), "{err}");
     }
 }

@@ -475,6 +475,19 @@ mod tests {
     }
 
     #[test]
+    fn the_state_directory_is_a_pin_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::StateDir::new(dir.path());
+        let u = url("wss://gw.example:1");
+        let first = TlsAttempt::prepare(&u, &tofu(), &store).unwrap().unwrap();
+        assert!(first.learns_pin());
+        PinStore::store_pin_once(&store, "gw", &pin(3)).unwrap();
+        let next = TlsAttempt::prepare(&u, &tofu(), &store).unwrap().unwrap();
+        assert!(!next.learns_pin(), "the stored pin is enforced");
+        assert!(matches!(&next.trust, Trust::Pinned(p) if p.contains(&pin(3))));
+    }
+
+    #[test]
     fn a_pin_learned_first_by_another_process_wins() {
         let store = Pins::default();
         let u = url("wss://gw.example:1");
@@ -508,6 +521,11 @@ mod tests {
         assert!(matches!(tls.failed(&bad), SocketError::Tls(m) if m.contains("gw.example:1")));
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert!(matches!(tls.failed(&reset), SocketError::Io(m) if m.contains("gw.example:1")));
+        let decrypt = io_error(rustls::Error::DecryptError);
+        assert!(
+            matches!(tls.failed(&decrypt), SocketError::Io(_)),
+            "not a certificate problem"
+        );
         // Once another certificate was seen, it is a pin mismatch naming both.
         tls.observed
             .0

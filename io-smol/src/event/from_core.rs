@@ -128,3 +128,188 @@ pub(crate) fn from_notification(n: &Notification) -> Option<Event> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clawnode_core::{AttemptId, GatewayError, Pin};
+
+    use super::*;
+
+    fn gateway_error(code: &str, detail: Option<&str>, message: &str) -> GatewayError {
+        GatewayError {
+            code: code.into(),
+            message: message.into(),
+            detail_code: detail.map(Into::into),
+            recommended_next_step: None,
+            retry_after_ms: None,
+            retryable: None,
+            details: None,
+        }
+    }
+
+    #[test]
+    fn every_disconnect_reason_has_its_code_and_text() {
+        let code = |s: &str| DisconnectCode::Code(s.into());
+        let pin = Pin::from_sha256([7; 32]);
+        let cases = [
+            (
+                DisconnectReason::Closed {
+                    code: Some(1001),
+                    reason: "going away".into(),
+                },
+                (DisconnectCode::Close(1001), "going away".to_owned()),
+            ),
+            (
+                DisconnectReason::Closed {
+                    code: None,
+                    reason: String::new(),
+                },
+                (DisconnectCode::None, "connection closed".to_owned()),
+            ),
+            (
+                DisconnectReason::Failed(SocketError::PinMismatch {
+                    expected: vec![],
+                    observed: pin,
+                }),
+                (
+                    code("TLS_PIN_MISMATCH"),
+                    format!("certificate sha256 {pin} is not pinned"),
+                ),
+            ),
+            (
+                DisconnectReason::Failed(SocketError::Tls("bad".into())),
+                (code("TLS_ERROR"), "bad".into()),
+            ),
+            (
+                DisconnectReason::Failed(SocketError::Io("reset".into())),
+                (code("IO_ERROR"), "reset".into()),
+            ),
+            (
+                DisconnectReason::Rejected(gateway_error(
+                    "NOT_PAIRED",
+                    Some("PAIRING_REQUIRED"),
+                    "pair me",
+                )),
+                (code("PAIRING_REQUIRED"), "pair me".into()),
+            ),
+            (
+                DisconnectReason::Rejected(gateway_error("UNAVAILABLE", None, "later")),
+                (code("UNAVAILABLE"), "later".into()),
+            ),
+            (
+                DisconnectReason::OpenTimeout,
+                (code("OPEN_TIMEOUT"), "socket not open in time".into()),
+            ),
+            (
+                DisconnectReason::ChallengeTimeout,
+                (
+                    code("CHALLENGE_TIMEOUT"),
+                    "no connect.challenge in time".into(),
+                ),
+            ),
+            (
+                DisconnectReason::HandshakeTimeout,
+                (code("HANDSHAKE_TIMEOUT"), "no hello-ok in time".into()),
+            ),
+            (
+                DisconnectReason::TickTimeout,
+                (DisconnectCode::Close(4000), "tick timeout".into()),
+            ),
+            (
+                DisconnectReason::PongTimeout,
+                (DisconnectCode::Close(4000), "pong timeout".into()),
+            ),
+            (
+                DisconnectReason::ConfigChanged,
+                (code("CONFIG_CHANGED"), "configuration changed".into()),
+            ),
+            (
+                DisconnectReason::GatewayRestart,
+                (code("GATEWAY_RESTART"), "the gateway is restarting".into()),
+            ),
+            (
+                DisconnectReason::ProtocolViolation("garbage".into()),
+                (code("PROTOCOL_VIOLATION"), "garbage".into()),
+            ),
+            (
+                DisconnectReason::Stopped,
+                (DisconnectCode::Close(1000), "node stopping".into()),
+            ),
+        ];
+        for (reason, expected) in cases {
+            assert_eq!(disconnect_code(&reason), expected, "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn a_pause_says_what_kind_unless_the_gateway_said_more() {
+        let texts = [
+            (PauseKind::Auth, "authentication refused"),
+            (PauseKind::Identity, "device identity refused"),
+            (PauseKind::Protocol, "protocol refused"),
+            (PauseKind::Pairing, "pairing required"),
+            (
+                PauseKind::PinMismatch,
+                "certificate does not match the pinned fingerprint",
+            ),
+            (PauseKind::Tls, "certificate not accepted"),
+        ];
+        for (kind, text) in texts {
+            assert_eq!(kind_text(kind), text);
+            let mut p = PauseReason {
+                kind,
+                error: None,
+                expected: vec![],
+                observed: None,
+                hint: "do this".into(),
+            };
+            let Event::Paused { reason, hint, .. } = paused(&p) else {
+                panic!("not a pause");
+            };
+            assert_eq!((reason.as_str(), hint.as_str()), (text, "do this"));
+            p.error = Some(gateway_error("X", None, ""));
+            let Event::Paused { reason, .. } = paused(&p) else {
+                panic!("not a pause");
+            };
+            assert_eq!(reason, text, "an empty gateway message says nothing");
+            p.error = Some(gateway_error("X", None, "token revoked"));
+            let Event::Paused { reason, code, .. } = paused(&p) else {
+                panic!("not a pause");
+            };
+            assert_eq!((reason.as_str(), code.as_str()), ("token revoked", "X"));
+        }
+    }
+
+    #[test]
+    fn notifications_become_events() {
+        let n = Notification::Disconnected {
+            attempt: AttemptId(3),
+            was_connected: true,
+            reason: DisconnectReason::TickTimeout,
+            retry_in: Some(Duration::from_millis(1500)),
+        };
+        assert_eq!(
+            Event::from_notification(&n),
+            Some(Event::Disconnected {
+                attempt: 3,
+                was_connected: true,
+                code: DisconnectCode::Close(4000),
+                reason: "tick timeout".into(),
+                retry_in_ms: Some(1500),
+            })
+        );
+        let gap = Notification::SeqGap {
+            expected: 4,
+            got: 9,
+        };
+        assert_eq!(
+            Event::from_notification(&gap),
+            Some(Event::SeqGap {
+                expected: 4,
+                got: 9
+            })
+        );
+    }
+}

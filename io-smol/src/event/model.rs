@@ -215,3 +215,67 @@ impl fmt::Display for Event {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_read_as_one_line_for_a_person() {
+        let pin = Pin::from_sha256([0xab; 32]);
+        let cases = [
+            (
+                Event::Disconnected {
+                    attempt: 2,
+                    was_connected: true,
+                    code: DisconnectCode::Close(4000),
+                    reason: "tick timeout".into(),
+                    retry_in_ms: Some(1500),
+                },
+                "disconnected (attempt 2): 4000 tick timeout; retrying in 1.5 s".to_owned(),
+            ),
+            (
+                Event::Disconnected {
+                    attempt: 3,
+                    was_connected: false,
+                    code: DisconnectCode::None,
+                    reason: "connection closed".into(),
+                    retry_in_ms: None,
+                },
+                "disconnected (attempt 3): - connection closed".to_owned(),
+            ),
+            (
+                Event::Paused {
+                    code: "TLS_PIN_MISMATCH".into(),
+                    reason: "mismatch".into(),
+                    hint: "check the pin".into(),
+                    expected: vec![pin],
+                    observed: Some(pin),
+                },
+                format!(
+                    "paused: TLS_PIN_MISMATCH: mismatch (expected {pin}, observed {pin})\n  hint: check the pin"
+                ),
+            ),
+            (
+                Event::Invoke {
+                    id: "i1".into(),
+                    command: "system.which".into(),
+                    ok: false,
+                    ms: 4,
+                },
+                "invoke system.which (i1): failed in 4 ms".to_owned(),
+            ),
+            (
+                Event::Lagged { dropped: 9 },
+                "lagged: 9 events dropped (the reader fell behind)".to_owned(),
+            ),
+        ];
+        for (event, text) in cases {
+            assert_eq!(event.to_string(), text);
+        }
+        assert_eq!(
+            DisconnectCode::Code("IO_ERROR".into()).to_string(),
+            "IO_ERROR"
+        );
+    }
+}
