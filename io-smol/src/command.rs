@@ -126,6 +126,11 @@ mod registry {
             self.handlers.get(command).cloned()
         }
 
+        /// Keeps only the handlers `keep` accepts.
+        pub(crate) fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+            self.handlers.retain(|name, _| keep(name));
+        }
+
         /// The registered names: the commands the node declares.
         pub(crate) fn names(&self) -> BTreeSet<String> {
             self.handlers.keys().cloned().collect()

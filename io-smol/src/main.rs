@@ -138,6 +138,11 @@ struct RunArgs {
     /// Exit with status 3 when the session pauses (needs a person).
     #[arg(long)]
     exit_on_pause: bool,
+    /// Declare only these commands, comma-separated [default: all of
+    /// system.which, system.run.prepare, system.run,
+    /// system.execApprovals.get, system.execApprovals.set].
+    #[arg(long, value_delimiter = ',', value_name = "CMD,...")]
+    commands: Vec<String>,
 }
 
 /// A secret given on the command line: kept out of `Debug` output (clap's
@@ -371,6 +376,25 @@ fn run(args: RunArgs) -> ExitCode {
         .with_system_which()
         .with_system_run()
         .with_exec_approvals();
+    if !args.commands.is_empty() {
+        let known = builder.command_names();
+        let unknown: Vec<&String> = args
+            .commands
+            .iter()
+            .filter(|c| !known.contains(*c))
+            .collect();
+        if !unknown.is_empty() {
+            let known: Vec<&str> = known.iter().map(String::as_str).collect();
+            return fail(
+                EXIT_USAGE,
+                format!(
+                    "--commands: unknown command {unknown:?}; this host serves {}",
+                    known.join(", ")
+                ),
+            );
+        }
+        builder = builder.only_commands(&args.commands);
+    }
     let events = builder.events();
     let node = match builder.spawn() {
         Ok(n) => n,

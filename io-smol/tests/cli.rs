@@ -54,6 +54,19 @@ fn usage_errors_exit_2_naming_the_bad_value() {
             &[
                 "run",
                 "--url",
+                "ws://127.0.0.1:1",
+                "--commands",
+                "system.which,nope",
+            ],
+            d,
+        ),
+        "\"nope\"",
+    );
+    assert_usage_error(
+        &clawnode(
+            &[
+                "run",
+                "--url",
                 "wss://127.0.0.1:1",
                 "--tofu",
                 "--tls-fingerprint",

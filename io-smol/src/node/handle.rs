@@ -110,6 +110,19 @@ impl NodeBuilder {
         self
     }
 
+    /// The commands registered so far (the ones the node declares).
+    pub fn command_names(&self) -> std::collections::BTreeSet<String> {
+        self.handlers.names()
+    }
+
+    /// Keeps only the commands named in `names`: the node declares, and
+    /// the gateway may invoke, nothing else.
+    pub fn only_commands<S: AsRef<str>>(mut self, names: &[S]) -> Self {
+        self.handlers
+            .retain(|name| names.iter().any(|n| n.as_ref() == name));
+        self
+    }
+
     /// Registers the built-in `system.which`.
     pub fn with_system_which(self) -> Self {
         self.command(which::SYSTEM_WHICH, which::handler)
