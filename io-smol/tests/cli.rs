@@ -306,7 +306,16 @@ fn sighup_applies_the_file_through_the_core_and_sigterm_stops_with_1000() {
         let req = challenge(&mut ws).await;
         // The token came from OPENCLAW_GATEWAY_TOKEN.
         assert_eq!(req["params"]["auth"]["token"], "env-token");
-        assert_eq!(req["params"]["commands"], json!(["system.which"]));
+        assert_eq!(
+            req["params"]["commands"],
+            json!([
+                "system.execApprovals.get",
+                "system.execApprovals.set",
+                "system.run",
+                "system.run.prepare",
+                "system.which"
+            ])
+        );
         assert_eq!(req["params"]["client"]["platform"], "linux");
         assert_eq!(req["params"]["client"]["id"], "node-host");
         hello_ok(&mut ws, &req).await;
