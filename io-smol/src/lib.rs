@@ -42,6 +42,7 @@ pub mod exec;
 pub mod file_config;
 #[cfg(feature = "smol")]
 mod frame_limit;
+pub mod host_stats;
 #[cfg(feature = "smol")]
 mod node;
 mod store;

@@ -394,6 +394,9 @@ fn run(args: RunArgs) -> ExitCode {
             );
         }
         builder = builder.only_commands(&args.commands);
+    } else {
+        // As upstream: a restricted surface publishes no host stats.
+        builder = builder.with_host_stats();
     }
     let events = builder.events();
     let node = match builder.spawn() {

@@ -631,3 +631,27 @@ fn an_unread_event_stream_stays_bounded_and_reports_what_it_missed() {
         smol::future::zip(within(node.shutdown()), drain_until_closed(&mut ws)).await;
     });
 }
+
+#[test]
+fn host_stats_go_out_right_after_each_admission() {
+    let gw = FakeGateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut builder =
+        NodeBuilder::new(node_config(&gw.url()), StateDir::new(dir.path())).with_host_stats();
+    let events = builder.events();
+    let node = builder.spawn().unwrap();
+    smol::block_on(async {
+        let mut ws = accept_connected(&gw, &events).await;
+        let req = recv(&mut ws).await.unwrap();
+        assert_eq!(req["method"], "node.event");
+        assert_eq!(req["params"]["event"], "node.host.stats");
+        let payload: serde_json::Value =
+            serde_json::from_str(req["params"]["payloadJSON"].as_str().unwrap()).unwrap();
+        assert!(payload["cpuCount"].as_u64().unwrap() >= 1, "{payload}");
+        assert!(
+            payload["memoryFreeBytes"].as_u64() <= payload["memoryTotalBytes"].as_u64(),
+            "{payload}"
+        );
+        smol::future::zip(node.shutdown(), drain_until_closed(&mut ws)).await;
+    });
+}

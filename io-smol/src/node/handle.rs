@@ -58,6 +58,7 @@ pub struct NodeBuilder {
     options: Option<NodeOptions>,
     handlers: Registry,
     subscribers: Subscribers,
+    host_stats: bool,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -82,7 +83,16 @@ impl NodeBuilder {
             options: None,
             handlers: Registry::default(),
             subscribers: Arc::default(),
+            host_stats: false,
         }
+    }
+
+    /// Reports `node.host.stats` (CPUs, load, memory, disk) right after
+    /// each admission and every 60 s while connected, as the official host
+    /// does.
+    pub fn with_host_stats(mut self) -> Self {
+        self.host_stats = true;
+        self
     }
 
     /// Uses `key` as the device key instead of the state directory's.
@@ -214,6 +224,7 @@ impl NodeBuilder {
         let token = self
             .store
             .load_token(config.url().as_str(), &device_id, NODE_ROLE)?;
+        let stats_events = self.host_stats.then(|| subscribe(&self.subscribers));
         let running = driver::spawn(Start {
             node: NodeState::new(key, options),
             store: self.store,
@@ -224,6 +235,9 @@ impl NodeBuilder {
             config,
             token,
         });
+        if let Some(events) = stats_events {
+            smol::spawn(publish_host_stats(events, running.tx.clone())).detach();
+        }
         Ok(NodeHandle {
             tx: running.tx,
             status: running.status,
@@ -383,6 +397,45 @@ impl Drop for NodeHandle {
         if let Some(task) = self.task.take() {
             let _ = self.tx.try_send(Msg::Command(Command::Stop));
             task.detach();
+        }
+    }
+}
+
+/// Sends `node.host.stats` after each `connected` and then every 60 s
+/// until the next `disconnected`; ends with the session's event stream.
+async fn publish_host_stats(events: Receiver<Event>, tx: Sender<Msg>) {
+    use crate::host_stats::{HOST_STATS, HOST_STATS_EVERY, sample};
+    let home = std::env::var_os("HOME").map_or_else(|| "/".into(), std::path::PathBuf::from);
+    let send = || {
+        // Nobody waits for the gateway's acknowledgement.
+        let (reply, _) = channel::bounded(1);
+        let _ = tx.try_send(Msg::Command(Command::Event {
+            event: HOST_STATS.to_owned(),
+            payload: Some(sample(&home)),
+            reply,
+        }));
+    };
+    // When the next report is due, while connected.
+    let mut due: Option<std::time::Instant> = None;
+    loop {
+        let next = async { events.recv().await.ok().map(Some) };
+        let tick = async {
+            match due {
+                Some(at) => {
+                    smol::Timer::at(at).await;
+                    Some(None)
+                }
+                None => std::future::pending().await,
+            }
+        };
+        match smol::future::FutureExt::or(next, tick).await {
+            None => return,
+            Some(Some(Event::Connected { .. })) | Some(None) => {
+                send();
+                due = Some(std::time::Instant::now() + HOST_STATS_EVERY);
+            }
+            Some(Some(Event::Disconnected { .. })) => due = None,
+            Some(Some(_)) => {}
         }
     }
 }
