@@ -11,7 +11,7 @@
 # state directory, event formatting, config-file parsing) against
 # clawnode-smol's tests; results go to target/mutants-smol/mutants.out/.
 #
-# Without an argument every mutant runs (about 550; hours on 2 cores). A
+# Without an argument every mutant runs (about 550; about an hour on 2 cores). A
 # shard of 16 runs in about half an hour. The model check is cut to 5 s per
 # mutant (CLAWNODE_MODEL_SECS). Results go to target/mutants/mutants.out/;
 # cargo-mutants is installed if missing. JOBS (default 2) mutants build

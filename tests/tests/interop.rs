@@ -1127,6 +1127,17 @@ fn s11_tokio_example_pins_serves_survives_a_restart_and_pauses_on_a_wrong_pin() 
     );
 }
 
+/// A `clawnode run` node pinned to `gw`, connected and approved; its
+/// device id.
+fn pinned_and_approved(gw: &Gateway, bin: &std::path::Path, tag: &str) -> (Node, String) {
+    let node = Node::spawn(
+        bin,
+        NodeOptions::new(&gw.url(), gw.token(), &unique(tag)).pin(&gw.pin()),
+    );
+    let (id, _) = connected_and_approved(gw, &node);
+    (node, id)
+}
+
 // ---------------------------------------------------------------- scenario 12
 
 /// Exec approvals from the real operator CLI: `openclaw approvals get
@@ -1138,12 +1149,7 @@ fn s11_tokio_example_pins_serves_survives_a_restart_and_pauses_on_a_wrong_pin() 
 fn s12_exec_approvals_from_the_operator_cli() {
     let (install, bin) = require!("s12");
     let gw = shared_tls(&install);
-    let name = unique("s12");
-    let node = Node::spawn(
-        &bin,
-        NodeOptions::new(&gw.url(), gw.token(), &name).pin(&gw.pin()),
-    );
-    let (id, _) = connected_and_approved(gw, &node);
+    let (node, id) = pinned_and_approved(gw, &bin, "s12");
     let t = Duration::from_secs(60);
     let get = |what: &str| {
         let out = gw.openclaw(&["approvals", "get", "--node", &id, "--json"], t);
@@ -1202,12 +1208,7 @@ fn s12_exec_approvals_from_the_operator_cli() {
 fn s13_system_run_through_the_gateway_is_denied_by_default_then_runs() {
     let (install, bin) = require!("s13");
     let gw = shared_tls(&install);
-    let name = unique("s13");
-    let node = Node::spawn(
-        &bin,
-        NodeOptions::new(&gw.url(), gw.token(), &name).pin(&gw.pin()),
-    );
-    let (id, _) = connected_and_approved(gw, &node);
+    let (node, id) = pinned_and_approved(gw, &bin, "s13");
     let t = Duration::from_secs(60);
     // Each call its own key: the node runs a key once only.
     let calls = std::cell::Cell::new(0);
@@ -1296,11 +1297,7 @@ fn s14_the_gateway_exec_tool_runs_on_clawnode() {
         opts.config = extra;
     }
     let gw = Gateway::start(&install, opts);
-    let node = Node::spawn(
-        &bin,
-        NodeOptions::new(&gw.url(), gw.token(), &name).pin(&gw.pin()),
-    );
-    connected_and_approved(&gw, &node);
+    let (node, _) = pinned_and_approved(&gw, &bin, "s14");
     let t = Duration::from_secs(90);
     let turn = |what: &str| {
         let started = Instant::now();
