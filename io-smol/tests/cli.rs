@@ -177,10 +177,17 @@ async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::text(v.to_string())).await.unwrap();
 }
 
+/// The next frame, past the host stats the node reports after admission
+/// (these scripts are about other frames).
 async fn recv(ws: &mut Ws) -> Option<Value> {
     loop {
         match within(ws.next()).await {
-            Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(t.as_str()).unwrap()),
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["params"]["event"] != "node.host.stats" {
+                    return Some(v);
+                }
+            }
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
             Some(Ok(_)) => {}
         }
