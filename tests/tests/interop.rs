@@ -1347,3 +1347,48 @@ fn s14_the_gateway_exec_tool_runs_on_clawnode() {
         stub.requests()
     );
 }
+
+// ---------------------------------------------------------------- scenario 15
+
+/// `node.host.stats`: the gateway refuses a node's events until it is
+/// approved, so an approved node's next admission reports them, and the
+/// gateway keeps them (`nodes status` shows `hostStats`) within bounds.
+#[test]
+fn s15_host_stats_reach_the_gateway_after_approval() {
+    let (install, bin) = require!("s15");
+    let gw = shared_tls(&install);
+    // The state outlives the first process: the device must stay the same.
+    let state = sys::scratch_dir("s15-state");
+    let opts = NodeOptions {
+        state_dir: Some(state.clone()),
+        ..NodeOptions::new(&gw.url(), gw.token(), &unique("s15")).pin(&gw.pin())
+    };
+    let first = Node::spawn(&bin, opts.clone());
+    let (id, _) = connected_and_approved(gw, &first);
+    drop(first);
+    let node = Node::spawn(&bin, opts);
+    node.expect(0, "connected", CONNECT);
+    let stats = sys::poll(Duration::from_secs(30), || {
+        gw.node_status(&id)
+            .and_then(|n| n.get("hostStats").cloned())
+            .filter(|s| s.get("cpuCount").is_some())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no hostStats for {id}: {:?}\n{}",
+            gw.node_status(&id),
+            node.dump()
+        )
+    });
+    let n = |k: &str| {
+        stats[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {stats}"))
+    };
+    assert!(n("cpuCount") >= 1, "{stats}");
+    assert!(n("memoryFreeBytes") <= n("memoryTotalBytes"), "{stats}");
+    assert!(n("diskAvailableBytes") <= n("diskTotalBytes"), "{stats}");
+    eprintln!("MEASURE s15 host_stats={stats}");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&state);
+}
