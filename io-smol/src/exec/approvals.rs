@@ -208,6 +208,14 @@ impl ApprovalsFile {
         Ok(file)
     }
 
+    /// Reads the stored form back ([`to_stored`](Self::to_stored)); the
+    /// error says why it is unusable.
+    pub fn from_stored(bytes: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|v| ApprovalsFile::from_value(v).map_err(|e| e.to_string()))
+    }
+
     /// The bytes stored: pretty JSON and a newline. The hash is over them.
     pub fn to_stored(&self) -> Vec<u8> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("the document serialises");
@@ -290,7 +298,7 @@ pub fn apply_set(
     }
     let mut next = incoming;
     let old_token = stored
-        .and_then(|b| serde_json::from_slice::<ApprovalsFile>(b).ok())
+        .and_then(|b| ApprovalsFile::from_stored(b).ok())
         .and_then(|f| f.socket)
         .and_then(|s| s.token);
     if let Some(token) = old_token

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
-use super::approvals::{ApprovalsError, ApprovalsFile, apply_set, hash};
+use super::approvals::{ApprovalsFile, apply_set, hash};
 use crate::command::CommandError;
 use crate::store::{StateDir, StoreError};
 
@@ -34,18 +34,15 @@ fn load(store: &StateDir) -> Result<(Option<Vec<u8>>, ApprovalsFile), CommandErr
     let stored = store.load_exec_approvals().map_err(unavailable)?;
     let file = match &stored {
         None => ApprovalsFile::default(),
-        Some(bytes) => serde_json::from_slice(bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|v| ApprovalsFile::from_value(v).map_err(|e| e.to_string()))
-            .map_err(|why| {
-                CommandError::new(
-                    "UNAVAILABLE",
-                    format!(
-                        "exec approvals file {} is corrupt ({why}); fix or remove it",
-                        store.exec_approvals_path().display()
-                    ),
-                )
-            })?,
+        Some(bytes) => ApprovalsFile::from_stored(bytes).map_err(|why| {
+            CommandError::new(
+                "UNAVAILABLE",
+                format!(
+                    "exec approvals file {} is corrupt ({why}); fix or remove it",
+                    store.exec_approvals_path().display()
+                ),
+            )
+        })?,
     };
     Ok((stored, file))
 }
@@ -96,11 +93,7 @@ pub fn approvals_set(store: &StateDir, params: &Value) -> Result<Value, CommandE
     let incoming = ApprovalsFile::from_value(file.clone()).map_err(invalid)?;
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let stored = store.load_exec_approvals().map_err(unavailable)?;
-    let next = apply_set(stored.as_deref(), incoming, base).map_err(|e| match e {
-        ApprovalsError::Invalid(_) | ApprovalsError::Changed | ApprovalsError::BaseHashRequired => {
-            invalid(e)
-        }
-    })?;
+    let next = apply_set(stored.as_deref(), incoming, base).map_err(invalid)?;
     let bytes = next.to_stored();
     store.store_exec_approvals(&bytes).map_err(unavailable)?;
     tracing::info!(path = %store.exec_approvals_path().display(), "exec approvals replaced");

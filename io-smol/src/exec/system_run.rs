@@ -152,10 +152,7 @@ fn policy_file(store: &StateDir) -> Result<ApprovalsFile, CommandError> {
     };
     match store.load_exec_approvals() {
         Ok(None) => Ok(ApprovalsFile::default()),
-        Ok(Some(bytes)) => serde_json::from_slice(&bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|v| ApprovalsFile::from_value(v).map_err(|e| e.to_string()))
-            .map_err(unavailable),
+        Ok(Some(bytes)) => ApprovalsFile::from_stored(&bytes).map_err(unavailable),
         Err(e) => Err(unavailable(e.to_string())),
     }
 }

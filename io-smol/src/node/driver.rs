@@ -601,7 +601,7 @@ impl Session {
 
 /// A command's `node.event`s, queued to the driver like the application's:
 /// in order with the command's answer, which is queued after them.
-fn node_events(tx: Sender<Msg>) -> command::NodeEvents {
+pub(super) fn node_events(tx: Sender<Msg>) -> command::NodeEvents {
     command::NodeEvents::new(move |event, payload| {
         // Nobody waits for the gateway's acknowledgement.
         let (reply, _) = channel::bounded(1);

@@ -406,15 +406,8 @@ impl Drop for NodeHandle {
 async fn publish_host_stats(events: Receiver<Event>, tx: Sender<Msg>) {
     use crate::host_stats::{HOST_STATS, HOST_STATS_EVERY, sample};
     let home = std::env::var_os("HOME").map_or_else(|| "/".into(), std::path::PathBuf::from);
-    let send = || {
-        // Nobody waits for the gateway's acknowledgement.
-        let (reply, _) = channel::bounded(1);
-        let _ = tx.try_send(Msg::Command(Command::Event {
-            event: HOST_STATS.to_owned(),
-            payload: Some(sample(&home)),
-            reply,
-        }));
-    };
+    let report = driver::node_events(tx);
+    let send = || report.send(HOST_STATS, sample(&home));
     // When the next report is due, while connected.
     let mut due: Option<std::time::Instant> = None;
     loop {
