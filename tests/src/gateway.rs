@@ -622,6 +622,23 @@ impl Gateway {
         out
     }
 
+    /// `openclaw gateway call METHOD --json --params JSON`: the operator's
+    /// raw RPC path, for what `nodes invoke` refuses client-side
+    /// (`system.run`, `system.run.prepare`).
+    pub fn call(&self, method: &str, params: &Value, timeout: Duration) -> CliOutput {
+        self.openclaw(
+            &[
+                "gateway",
+                "call",
+                method,
+                "--json",
+                "--params",
+                &params.to_string(),
+            ],
+            timeout,
+        )
+    }
+
     /// Runs the operator CLI with `--json` appended and parses stdout.
     pub fn openclaw_json(&self, args: &[&str]) -> Result<Value, String> {
         let mut all: Vec<&str> = args.to_vec();

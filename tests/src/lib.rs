@@ -39,7 +39,7 @@ mod tap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-pub use gateway::{Gateway, GatewayOptions, LogLine};
+pub use gateway::{CliOutput, Gateway, GatewayOptions, LogLine};
 pub use node::{Node, NodeOptions, device_id};
 pub use schema::{Schema, Violation};
 pub use stub_model::StubModel;

@@ -123,6 +123,31 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     out
 }
 
+/// Every live process with `arg` as one of its arguments (`/proc/*/cmdline`).
+pub fn pids_with_arg(arg: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.split(|b| *b == 0).any(|a| a == arg.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// The peak resident set (`VmHWM`) of `pid`, in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
 /// SIGKILLs process group `pgid` and every descendant of `pid` (some
 /// gateway helpers run in process groups of their own).
 pub fn kill_tree(pid: u32) {

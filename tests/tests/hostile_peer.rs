@@ -9,7 +9,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clawnode_tests::{Node, NodeOptions, clawnode_bin};
+use clawnode_tests::{Node, NodeOptions, clawnode_bin, sys};
 use serde_json::{Value, json};
 use tungstenite::handshake::server::{Request, Response};
 use tungstenite::{Message, WebSocket};
@@ -104,17 +104,6 @@ fn node(port: u16, name: &str) -> Node {
     )
 }
 
-/// The node's peak resident set (`VmHWM`), in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 fn disconnect_reasons(node: &Node) -> Vec<String> {
     node.named_since(0, "disconnected")
         .iter()
@@ -134,7 +123,7 @@ fn frames_over_64_kib_before_hello_ok_are_refused_at_read_time() {
         e["event"] == "disconnected" && e["attempt"] == 3
     })
     .unwrap_or_else(|| panic!("three attempts\n{}", node.dump()));
-    let peak = peak_rss_kib(node.pid());
+    let peak = sys::peak_rss_kib(node.pid()).unwrap_or(0);
     eprintln!(
         "MEASURE hostile oversize_before_hello_ok peak_rss_kib={peak} attempts=3 first={first}"
     );
@@ -161,7 +150,7 @@ fn frames_over_max_payload_after_hello_ok_are_refused_at_read_time() {
     let node = node(port, "oversize-post");
     let (ci, _) = node.expect(0, "connected", Duration::from_secs(20));
     let (_, disc) = node.expect(ci, "disconnected", Duration::from_secs(20));
-    let peak = peak_rss_kib(node.pid());
+    let peak = sys::peak_rss_kib(node.pid()).unwrap_or(0);
     eprintln!("MEASURE hostile oversize_after_hello_ok peak_rss_kib={peak} disconnect={disc}");
     // The 512 KiB frame sent right behind hello-ok met the raised limit.
     assert_eq!(disc["attempt"], 1, "{}", node.dump());
@@ -259,7 +248,7 @@ fn a_gateway_that_stops_reading_gets_its_socket_failed_not_a_growing_queue() {
     let node = node(port, "not-reading");
     let (ci, _) = node.expect(0, "connected", Duration::from_secs(20));
     let (_, disc) = node.expect(ci, "disconnected", Duration::from_secs(120));
-    let peak = peak_rss_kib(node.pid());
+    let peak = sys::peak_rss_kib(node.pid()).unwrap_or(0);
     eprintln!("MEASURE hostile not_reading peak_rss_kib={peak} disconnect={disc}");
     assert!(
         disc["reason"]
@@ -267,6 +256,252 @@ fn a_gateway_that_stops_reading_gets_its_socket_failed_not_a_growing_queue() {
             .unwrap_or_default()
             .contains("the gateway is not reading"),
         "{disc}\n{}",
+        node.dump()
+    );
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+}
+
+/// `clawnode approvals set ARGS --state-dir` for `node`.
+fn approvals_set(node: &Node, args: &[&str]) {
+    let out = std::process::Command::new(clawnode_bin())
+        .args(["approvals", "set"])
+        .args(args)
+        .arg("--state-dir")
+        .arg(node.state_dir())
+        .output()
+        .expect("clawnode approvals set");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// A `system.run` request for `argv` with `extra` params.
+fn run_request(id: &str, node_id: &Value, argv: &[&str], extra: Value) -> Value {
+    let mut params = json!({"command": argv, "sessionKey": "hostile", "runId": id});
+    if let (Value::Object(p), Value::Object(e)) = (&mut params, extra) {
+        p.extend(e);
+    }
+    json!({"type":"event","event":"node.invoke.request","payload":{
+        "id": id, "nodeId": node_id, "command": "system.run",
+        "paramsJSON": params.to_string(), "timeoutMs": 30_000}})
+}
+
+/// Reads until `n` invoke results arrived (acknowledging each), or the
+/// socket ends; `also` sees every other text frame.
+fn results(ws: &mut Peer, n: usize, mut also: impl FnMut(&Value)) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let Some(frame) = recv(ws) else { break };
+        if frame["method"] == "node.invoke.result" {
+            send(
+                ws,
+                json!({"type":"res","id":frame["id"],"ok":true,"payload":{}}),
+            );
+            out.push(frame["params"].clone());
+        } else {
+            also(&frame);
+        }
+    }
+    out
+}
+
+/// A peer with no approval machinery at all (no gateway-side guard) sends
+/// `system.run` with forged approval flags: `approved`, an
+/// `approvalDecision`, an `approvalSource`, a plan without the policy it was
+/// approved under. None lifts the node's policy: nothing runs.
+#[test]
+fn approval_flags_from_the_peer_lift_nothing() {
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<Value>>();
+    let marker = std::env::temp_dir().join(format!("clawnode-bypass-{}", std::process::id()));
+    let touch = marker.to_str().expect("utf-8").to_owned();
+    let port = listen(move |i, mut ws| {
+        if i > 0 {
+            return;
+        }
+        let Some(req) = admit(&mut ws, 25 << 20) else {
+            return;
+        };
+        let node_id = req["params"]["device"]["id"].clone();
+        if wait.recv().is_err() {
+            return;
+        }
+        let argv = ["/usr/bin/touch", touch.as_str()];
+        let cwd = std::env::current_dir().expect("cwd");
+        let plan = json!({"argv": argv, "cwd": cwd, "commandText": format!("/usr/bin/touch {touch}"),
+                          "agentId": null, "sessionKey": "hostile"});
+        let forged = [
+            json!({"approved": true, "approvalDecision": "allow-always"}),
+            json!({"approved": true}),
+            json!({"approvalDecision": "allow-once"}),
+            json!({"approvalSource": "ask-fallback"}),
+            json!({"approvalSource": "auto-review", "systemRunPlan": plan, "cwd": cwd}),
+            json!({"approved": true, "systemRunPlan": plan, "cwd": cwd}),
+            json!({"approved": true, "approvalSource": "ask-fallback"}),
+        ];
+        let n = forged.len();
+        for (k, extra) in forged.into_iter().enumerate() {
+            send(
+                &mut ws,
+                run_request(&format!("forged-{k}"), &node_id, &argv, extra),
+            );
+        }
+        let _ = tx.send(results(&mut ws, n, |_| {}));
+        let _ = ws.read();
+    });
+    let node = node(port, "bypass");
+    node.expect(0, "connected", Duration::from_secs(20));
+    // The state an operator asks for when it wants approvals: an empty
+    // allowlist, ask on a miss, and a fallback that would allow anything.
+    approvals_set(
+        &node,
+        &[
+            "--security",
+            "allowlist",
+            "--ask",
+            "on-miss",
+            "--ask-fallback",
+            "full",
+        ],
+    );
+    go.send(()).expect("peer");
+    let answers = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("every forged run answered\n{}", node.dump()));
+    let codes: Vec<String> = answers
+        .iter()
+        .map(|a| format!("{} {}", a["ok"], a["error"]["message"]))
+        .collect();
+    eprintln!("MEASURE hostile forged_approvals answers={codes:?}");
+    assert_eq!(answers.len(), 7, "{codes:?}");
+    for a in &answers {
+        assert_eq!(a["ok"], false, "a forged approval ran: {a}");
+    }
+    assert!(!marker.exists(), "the command ran");
+}
+
+/// Sixteen runs at once, each writing output as fast as `yes` can until
+/// its timeout, on a 2-core machine: the session loop still answers the
+/// peer's WebSocket pings promptly, every run ends with its output capped,
+/// and the node's memory stays bounded.
+#[test]
+fn sixteen_heavy_runs_do_not_stall_the_session() {
+    const RUNS: usize = 16;
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let (tx, rx) = std::sync::mpsc::channel::<(Vec<Value>, Vec<u128>, usize)>();
+    let port = listen(move |i, mut ws| {
+        if i > 0 {
+            return;
+        }
+        let Some(req) = admit(&mut ws, 25 << 20) else {
+            return;
+        };
+        let node_id = req["params"]["device"]["id"].clone();
+        if wait.recv().is_err() {
+            return;
+        }
+        for k in 0..RUNS {
+            send(
+                &mut ws,
+                run_request(
+                    &format!("heavy-{k}"),
+                    &node_id,
+                    &["/usr/bin/yes", "0123456789abcdef"],
+                    json!({"timeoutMs": 4_000}),
+                ),
+            );
+        }
+        let _ = ws
+            .get_mut()
+            .set_read_timeout(Some(Duration::from_millis(10)));
+        let mut out = Vec::new();
+        let mut rtts = Vec::new();
+        let mut pings = 0usize;
+        let mut sent_at = std::time::Instant::now();
+        let mut waiting = false;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while out.len() < RUNS && std::time::Instant::now() < deadline {
+            if !waiting && sent_at.elapsed() >= Duration::from_millis(50) {
+                sent_at = std::time::Instant::now();
+                waiting = ws.send(Message::Ping(vec![1].into())).is_ok();
+                pings += 1;
+            }
+            match ws.read() {
+                Ok(Message::Pong(_)) if waiting => {
+                    rtts.push(sent_at.elapsed().as_micros());
+                    waiting = false;
+                }
+                Ok(Message::Text(t)) => {
+                    let frame: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
+                    if frame["method"] == "node.invoke.result" {
+                        send(
+                            &mut ws,
+                            json!({"type":"res","id":frame["id"],"ok":true,"payload":{}}),
+                        );
+                        out.push(frame["params"].clone());
+                    } else if frame["type"] == "req" {
+                        send(
+                            &mut ws,
+                            json!({"type":"res","id":frame["id"],"ok":true,"payload":{}}),
+                        );
+                    }
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send((out, rtts, pings));
+        let _ = ws.get_mut().set_read_timeout(None);
+        while ws.read().is_ok() {}
+    });
+    let node = node(port, "heavy");
+    node.expect(0, "connected", Duration::from_secs(20));
+    approvals_set(&node, &["--security", "full"]);
+    go.send(()).expect("peer");
+    let (answers, mut rtts, pings) = rx
+        .recv_timeout(Duration::from_secs(90))
+        .unwrap_or_else(|_| panic!("the peer finished\n{}", node.dump()));
+    let peak = sys::peak_rss_kib(node.pid()).unwrap_or(0);
+    rtts.sort_unstable();
+    let pct = |n: usize| rtts.get((rtts.len().saturating_sub(1)) * n / 100).copied();
+    let sizes: Vec<usize> = answers
+        .iter()
+        .map(|a| {
+            let p: Value = serde_json::from_str(a["payloadJSON"].as_str().unwrap_or("null"))
+                .unwrap_or(Value::Null);
+            p["stdout"].as_str().map_or(0, str::len)
+        })
+        .collect();
+    eprintln!(
+        "MEASURE hostile sixteen_heavy_runs pings={pings} pongs={} pong_rtt_us_p50={:?} p99={:?} max={:?} \
+         peak_rss_kib={peak} stdout_bytes={sizes:?}",
+        rtts.len(),
+        pct(50),
+        pct(99),
+        rtts.last()
+    );
+    assert_eq!(answers.len(), RUNS, "every run answered\n{}", node.dump());
+    for a in &answers {
+        assert_eq!(a["ok"], true, "{a}");
+        let p: Value = serde_json::from_str(a["payloadJSON"].as_str().unwrap_or("null"))
+            .unwrap_or(Value::Null);
+        assert_eq!(p["timedOut"], true, "{p}");
+    }
+    assert!(
+        sizes.iter().all(|s| (200_000..=200_100).contains(s)),
+        "each capped: {sizes:?}"
+    );
+    assert!(
+        rtts.len() >= 20,
+        "the loop answered pings all along: {} of {pings}",
+        rtts.len()
+    );
+    assert!(
+        node.named_since(0, "disconnected").is_empty(),
+        "{}",
         node.dump()
     );
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB");

@@ -1392,3 +1392,299 @@ fn s15_host_stats_reach_the_gateway_after_approval() {
     drop(node);
     let _ = std::fs::remove_dir_all(&state);
 }
+
+// ---------------------------------------------------------------- scenario 16
+
+/// The `n`th percentile of `v` (sorted in place).
+fn percentile(v: &mut [u128], n: usize) -> u128 {
+    v.sort_unstable();
+    v.get((v.len().saturating_sub(1)) * n / 100)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// `system.run` through the real gateway (`node.invoke` by the operator's
+/// `gateway call`), every frame on the wire captured by a tap:
+/// - the operator sets an allowlist on the node (`openclaw approvals set
+///   --node`): the covered command runs, another is denied with a reason
+///   and an `exec.denied` event;
+/// - approval flags a caller puts in the params lift nothing;
+/// - under `full`: 50 echo round trips (p50, as the operator sees it and
+///   as the node does), a non-zero exit, 10 MB of output truncated at the
+///   cap with the node's memory bounded, `sleep 600` and a descendant
+///   killed at the timeout with no orphan, `LD_PRELOAD` and `BASH_ENV`
+///   refused;
+/// - every frame the node sent validates against the published schema.
+#[test]
+fn s16_system_run_through_the_gateway_with_figures() {
+    let (install, bin) = require!("s16");
+    let schema = Schema::load(&install.schema);
+    let gw = shared_plain(&install);
+    let tap = Tap::start(gw.port(), true);
+    let node = Node::spawn(
+        &bin,
+        NodeOptions::new(&tap.url(false), gw.token(), &unique("s16")),
+    );
+    let (id, _) = connected_and_approved(gw, &node);
+    let t = Duration::from_secs(60);
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let run = |params: Value, timeout_ms: u64| {
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let req = json!({"nodeId": id, "command": "system.run", "params": params,
+                         "idempotencyKey": format!("{}-{n}", unique("k")),
+                         "timeoutMs": timeout_ms});
+        gw.call(
+            "node.invoke",
+            &req,
+            Duration::from_millis(timeout_ms + 30_000),
+        )
+    };
+    let argv = |a: &[&str]| json!({"command": a, "sessionKey": "s16", "timeoutMs": 20_000});
+    let payload = |out: &clawnode_tests::CliOutput| -> Value {
+        assert!(out.success, "run: {out:?}\n{}", node.dump());
+        out.json().expect("--json")["payload"].clone()
+    };
+    let text = |out: &clawnode_tests::CliOutput| format!("{}{}", out.stdout, out.stderr);
+    let refusal = |out: &clawnode_tests::CliOutput| {
+        let t = text(out);
+        t.lines()
+            .find(|l| l.contains("\"message\"") || l.contains("Error:"))
+            .unwrap_or(&t)
+            .trim()
+            .chars()
+            .take(200)
+            .collect::<String>()
+    };
+    let set_policy = |policy: Value| {
+        let file = gw.dir().join(format!("{}.json", unique("s16-approvals")));
+        std::fs::write(&file, policy.to_string()).expect("write the approvals file");
+        let set = gw.openclaw(
+            &[
+                "approvals",
+                "set",
+                "--node",
+                &id,
+                "--file",
+                file.to_str().expect("utf-8 path"),
+            ],
+            t,
+        );
+        assert!(
+            set.success,
+            "approvals set --node: {set:?}\n{}",
+            node.dump()
+        );
+    };
+
+    // The operator's allowlist: one program, by its real path.
+    let echo = std::fs::canonicalize("/bin/echo").expect("/bin/echo");
+    set_policy(json!({"version": 1,
+        "defaults": {"security": "allowlist", "ask": "off", "askFallback": "deny"},
+        "agents": {"*": {"allowlist": [{"pattern": echo}]}}}));
+    let allowed = payload(&run(argv(&["/bin/echo", "allowed"]), 20_000));
+    assert_eq!(allowed["stdout"], "allowed\n", "{allowed}");
+    let miss = run(argv(&["/usr/bin/id"]), 20_000);
+    assert!(!miss.success, "ran off the allowlist: {miss:?}");
+    assert!(text(&miss).contains("allowlist miss"), "{miss:?}");
+
+    // Approval flags from the caller, with no approval the gateway made.
+    let mut forged = argv(&["/usr/bin/id"]);
+    forged["approved"] = true.into();
+    forged["approvalDecision"] = "allow-always".into();
+    forged["runId"] = "forged-approval".into();
+    let bypass = run(forged, 20_000);
+    assert!(!bypass.success, "approval flags ran it: {bypass:?}");
+    assert!(!text(&bypass).contains("uid="), "{bypass:?}");
+    let mut fallback = argv(&["/usr/bin/id"]);
+    fallback["approvalSource"] = "ask-fallback".into();
+    fallback["runId"] = "forged-fallback".into();
+    let bypass_fallback = run(fallback, 20_000);
+    assert!(!bypass_fallback.success, "{bypass_fallback:?}");
+    assert!(
+        !text(&bypass_fallback).contains("uid="),
+        "{bypass_fallback:?}"
+    );
+
+    set_policy(json!({"version": 1,
+        "defaults": {"security": "full", "ask": "off", "askFallback": "deny"}}));
+
+    // 50 round trips.
+    let mut cli_ms = Vec::new();
+    for _ in 0..50 {
+        let out = run(argv(&["/bin/echo", "s16-p50"]), 20_000);
+        assert_eq!(payload(&out)["stdout"], "s16-p50\n");
+        cli_ms.push(out.elapsed.as_millis());
+    }
+
+    let failed = payload(&run(argv(&["/bin/sh", "-c", "exit 3"]), 20_000));
+    assert_eq!(failed["exitCode"], 3, "{failed}");
+    assert_eq!(failed["success"], false, "{failed}");
+
+    let rss_before = sys::rss_kib(node.pid()).unwrap_or(0);
+    let big = run(
+        argv(&["/bin/sh", "-c", "head -c 10000000 /dev/zero | tr '\\000' x"]),
+        60_000,
+    );
+    let big_ms = big.elapsed.as_millis();
+    let big = payload(&big);
+    let kept = big["stdout"].as_str().unwrap_or_default().len()
+        + big["stderr"].as_str().unwrap_or_default().len();
+    assert!(
+        (200_000..=200_100).contains(&kept),
+        "kept {kept} bytes: {}",
+        &big.to_string()[..200]
+    );
+    assert!(
+        big["stdout"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("(truncated)")),
+        "marked as truncated"
+    );
+    assert_eq!(big["success"], true);
+    let peak = sys::peak_rss_kib(node.pid()).unwrap_or(0);
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+
+    // A tree at the timeout: the shell, a background sleep and its own.
+    let marker = format!("600.{}", std::process::id());
+    let script = format!("sleep {marker} & sleep {marker}; wait");
+    let mut long = argv(&["/bin/sh", "-c", &script]);
+    long["timeoutMs"] = 1_500.into();
+    let (long_out, seen) = std::thread::scope(|s| {
+        let call = s.spawn(|| run(long, 30_000));
+        let seen = sys::poll(Duration::from_secs(20), || {
+            let pids = sys::pids_with_arg(&marker);
+            (pids.len() == 2).then_some(pids)
+        });
+        (call.join().expect("the call"), seen)
+    });
+    assert!(seen.is_some(), "both sleeps ran\n{}", node.dump());
+    let timed_out = payload(&long_out);
+    assert_eq!(timed_out["timedOut"], true, "{timed_out}");
+    let survivors = sys::poll(Duration::from_secs(3), || {
+        sys::pids_with_arg(&marker).is_empty().then_some(())
+    });
+    assert!(
+        survivors.is_some(),
+        "orphans after the timeout: {:?}",
+        sys::pids_with_arg(&marker)
+    );
+
+    // Cancel: the operator goes away (its CLI's own `--timeout` closes its
+    // socket), so the gateway sends `node.invoke.cancel`; the tree dies.
+    let marker = format!("601.{}", std::process::id());
+    let script = format!("sleep {marker} & sleep {marker}; wait");
+    let mut long = argv(&["/bin/sh", "-c", &script]);
+    long["timeoutMs"] = 600_000.into();
+    let req = json!({"nodeId": id, "command": "system.run", "params": long,
+                     "idempotencyKey": unique("k-cancel"), "timeoutMs": 120_000});
+    let (gone_ms, seen) = std::thread::scope(|s| {
+        let call = s.spawn(|| {
+            gw.openclaw(
+                &[
+                    "gateway",
+                    "call",
+                    "node.invoke",
+                    "--json",
+                    "--timeout",
+                    "4000",
+                    "--params",
+                    &req.to_string(),
+                ],
+                t,
+            )
+        });
+        let seen = sys::poll(Duration::from_secs(20), || {
+            (sys::pids_with_arg(&marker).len() == 2).then_some(())
+        });
+        let out = call.join().expect("the call");
+        assert!(!out.success, "the operator gave up: {out:?}");
+        let gone = Instant::now();
+        sys::poll(Duration::from_secs(5), || {
+            sys::pids_with_arg(&marker).is_empty().then_some(())
+        });
+        (gone.elapsed().as_millis(), seen)
+    });
+    assert!(seen.is_some(), "both sleeps ran\n{}", node.dump());
+    assert!(
+        sys::pids_with_arg(&marker).is_empty(),
+        "orphans after the cancel: {:?}\n{}",
+        sys::pids_with_arg(&marker),
+        node.dump()
+    );
+
+    for key in ["LD_PRELOAD", "BASH_ENV"] {
+        let mut p = argv(&["/usr/bin/env"]);
+        p["env"] = json!({ key: "/nonexistent/evil" });
+        let out = run(p, 20_000);
+        assert!(!out.success, "{key} reached a run: {out:?}");
+        assert!(text(&out).contains(key), "the refusal names {key}: {out:?}");
+        assert!(!text(&out).contains("/nonexistent/evil\n"), "{out:?}");
+    }
+
+    // The wire: what the node sent, and how long it held each echo.
+    let frames = tap.frames();
+    let mut requested = std::collections::HashMap::new();
+    let mut node_ms = Vec::new();
+    let mut violations = Vec::new();
+    let mut events: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut cancels = 0;
+    for f in frames.iter().filter(|f| f.opcode == 1) {
+        let v: Value = serde_json::from_str(&f.text()).unwrap_or(Value::Null);
+        if !f.from_client {
+            if v["event"] == "node.invoke.cancel" {
+                cancels += 1;
+            }
+            if v["event"] == "node.invoke.request"
+                && v["payload"]["paramsJSON"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("s16-p50"))
+            {
+                requested.insert(v["payload"]["id"].to_string(), f.at);
+            }
+            continue;
+        }
+        if let Err(e) = schema.check_frame(&f.text()) {
+            violations.push(e);
+        }
+        if v["method"] == "node.event" {
+            *events
+                .entry(v["params"]["event"].as_str().unwrap_or("?").to_owned())
+                .or_default() += 1;
+        }
+        if v["method"] == "node.invoke.result"
+            && let Some(at) = requested.get(&v["params"]["id"].to_string())
+        {
+            node_ms.push(f.at.duration_since(*at).as_micros());
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "frames off the schema: {violations:?}"
+    );
+    assert_eq!(node_ms.len(), 50, "every echo answered on the wire");
+    assert!(
+        events.get("exec.denied").copied().unwrap_or(0) >= 1,
+        "{events:?}"
+    );
+    assert!(
+        events.get("exec.finished").copied().unwrap_or(0) >= 53,
+        "{events:?}"
+    );
+    assert_eq!(
+        events.get("exec.started"),
+        events.get("exec.finished").map(|n| n + 1).as_ref(),
+        "every run started, and all but the cancelled one finished: {events:?}"
+    );
+    assert_eq!(cancels, 1, "one node.invoke.cancel from the gateway");
+    eprintln!(
+        "MEASURE s16 echo_cli_ms_p50={} echo_cli_ms_p90={} echo_node_us_p50={} echo_node_us_p90={} \
+         ten_mb_ms={big_ms} tree_gone_after_cancel_ms={gone_ms} rss_kib_before_10mb={rss_before} peak_rss_kib={peak} events={events:?} \
+         bypass_refusal={:?} fallback_refusal={:?}",
+        percentile(&mut cli_ms, 50),
+        percentile(&mut cli_ms, 90),
+        percentile(&mut node_ms, 50),
+        percentile(&mut node_ms, 90),
+        refusal(&bypass),
+        refusal(&bypass_fallback),
+    );
+}

@@ -196,6 +196,12 @@ fn signal_group(pgid: Option<Pid>, signal: Signal) {
 /// Runs `spec` to its end; see the module documentation for how it is
 /// bounded. A command that cannot start reports why in `error`.
 pub fn run(spec: &RunSpec, cancel: &Cancel) -> RunOutcome {
+    run_with(spec, cancel, |_| {})
+}
+
+/// [`run`], calling `started` with the child's pid once it has been
+/// spawned (not for a command that cannot start).
+pub fn run_with(spec: &RunSpec, cancel: &Cancel, started: impl FnOnce(u32)) -> RunOutcome {
     let Some((program, args)) = spec.argv.split_first() else {
         return failed("command required".into());
     };
@@ -222,6 +228,7 @@ pub fn run(spec: &RunSpec, cancel: &Cancel) -> RunOutcome {
         Ok(c) => c,
         Err(e) => return failed(format!("spawn {program}: {e}")),
     };
+    started(child.id());
     let pgid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
     let (wake, wakes) = mpsc::channel();
     let capture = Arc::new(Mutex::new(Capture::default()));

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use super::allowlist::{self, Context, shell_text, split_shell};
 use super::approvals::{Approval, ApprovalsFile, Ask, Resolved, Security, decide};
 use super::env::child_env;
-use super::run::{Cancel, RunSpec, run};
+use super::run::{Cancel, RunSpec, run_with};
 use crate::command::{CommandError, NodeEvents};
 use crate::store::StateDir;
 
@@ -343,22 +343,25 @@ pub fn system_run(
             .filter(|t| *t > 0)
             .map(std::time::Duration::from_millis),
     };
-    let outcome = run(&spec, cancel);
+    let mut about = json!({"sessionKey": session_key, "runId": run_id, "host": "node",
+                           "command": command});
+    if req.suppress_notify_on_exit == Some(true) {
+        about["suppressNotifyOnExit"] = true.into();
+    }
+    let outcome = run_with(&spec, cancel, |_| {
+        events.send("exec.started", about.clone())
+    });
     if outcome.cancelled {
         // Upstream sends nothing for a cancelled run: its answer is not wanted.
         return Err(CommandError::new("CANCELLED", "the run was cancelled"));
     }
     let payload = outcome.payload();
-    let mut finished = json!({
-        "sessionKey": session_key, "runId": run_id, "host": "node", "command": command,
-        "timedOut": outcome.timed_out, "success": outcome.success(),
-        "output": output_tail(&payload),
-    });
+    let mut finished = about;
+    finished["timedOut"] = outcome.timed_out.into();
+    finished["success"] = outcome.success().into();
+    finished["output"] = output_tail(&payload).into();
     if let Some(code) = outcome.exit_code {
         finished["exitCode"] = code.into();
-    }
-    if req.suppress_notify_on_exit == Some(true) {
-        finished["suppressNotifyOnExit"] = true.into();
     }
     events.send("exec.finished", finished);
     Ok(payload)
@@ -485,18 +488,37 @@ mod tests {
     }
 
     #[test]
-    fn under_full_a_run_answers_and_reports_exec_finished() {
+    fn under_full_a_run_answers_and_reports_exec_started_then_finished() {
         let h = host();
         h.set(Security::Full, Ask::Off, &[]);
         let (r, sent) = h.run(sh("echo hi; exit 3"));
         let payload = r.unwrap();
         assert_eq!(payload["exitCode"], 3);
         assert_eq!(payload["stdout"], "hi\n");
-        assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].0, "exec.finished");
-        assert_eq!(sent[0].1["output"], "hi");
-        assert_eq!(sent[0].1["exitCode"], 3);
-        assert_eq!(sent[0].1["success"], false);
+        let names: Vec<&str> = sent.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["exec.started", "exec.finished"]);
+        let started = &sent[0].1;
+        assert_eq!(
+            started["command"], "/bin/sh -lc \"echo hi; exit 3\"",
+            "{started}"
+        );
+        assert_eq!(started["host"], "node");
+        assert!(started.get("exitCode").is_none(), "{started}");
+        assert_eq!(sent[1].1["output"], "hi");
+        assert_eq!(sent[1].1["exitCode"], 3);
+        assert_eq!(sent[1].1["success"], false);
+        assert_eq!(sent[1].1["sessionKey"], started["sessionKey"]);
+        assert_eq!(sent[1].1["runId"], started["runId"]);
+    }
+
+    #[test]
+    fn a_command_that_cannot_start_reports_no_start() {
+        let h = host();
+        h.set(Security::Full, Ask::Off, &[]);
+        let (r, sent) = h.run(json!({"command": ["/nonexistent/program"]}));
+        assert_eq!(r.unwrap()["success"], false);
+        let names: Vec<&str> = sent.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["exec.finished"]);
     }
 
     #[test]
