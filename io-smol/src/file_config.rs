@@ -10,10 +10,18 @@
 //! tls = "pinned"                 # "pinned" | "system" | "tofu"; inferred when absent
 //! display_name = "build box"
 //! session_id = "1"               # change it to force a new session
+//!
+//! [exec]                           # optional: the host's exec policy
+//! security = "allowlist"           # "deny" | "allowlist" | "full"
+//! ask = "off"                      # "off" | "on-miss" | "always"
+//! ask_fallback = "deny"
+//! allow = ["/usr/bin/uname"]       # allowlist entries for every agent
 //! ```
 //!
 //! Command-line values win over the file's, and the file's over the
-//! environment's.
+//! environment's. `[exec]` comes from the file only: `clawnode run` writes
+//! it into the state directory's approvals document at start and on every
+//! reload (see [`ExecSettings`]).
 
 use std::fmt;
 use std::io::Read as _;
@@ -23,6 +31,8 @@ use clawnode_core::{
     ClientOptions, ConfigError, Credentials, GatewayUrl, Secret, SessionConfig, TlsPolicy,
 };
 use serde::Deserialize;
+
+use crate::exec::approvals::{AllowEntry, ApprovalsFile, Ask, Security};
 
 /// How the gateway's certificate is authenticated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -54,6 +64,51 @@ pub struct Settings {
     pub display_name: Option<String>,
     /// An opaque session id; changing it forces a new session.
     pub session_id: Option<String>,
+    /// The `[exec]` table: the host's exec policy.
+    pub exec: Option<ExecSettings>,
+}
+
+/// The `[exec]` table of the config file: the host owner's exec policy,
+/// as `clawnode approvals set` and `clawnode approvals allow` would set
+/// it. It is merged into the stored approvals document rather than
+/// replacing it, so that what an operator added through the gateway
+/// (`system.execApprovals.set`) stays; a value the file sets wins again at
+/// each reload.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecSettings {
+    /// `defaults.security`.
+    pub security: Option<Security>,
+    /// `defaults.ask`.
+    pub ask: Option<Ask>,
+    /// `defaults.askFallback`.
+    pub ask_fallback: Option<Security>,
+    /// Patterns added to the allowlist of every agent (`*`) if missing.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+impl ExecSettings {
+    /// Merges these settings into `file`; says whether anything changed.
+    pub fn apply(&self, file: &mut ApprovalsFile) -> bool {
+        let before = file.clone();
+        let d = &mut file.defaults;
+        d.security = self.security.or(d.security);
+        d.ask = self.ask.or(d.ask);
+        d.ask_fallback = self.ask_fallback.or(d.ask_fallback);
+        if !self.allow.is_empty() {
+            let list = &mut file.agents.entry("*".into()).or_default().allowlist;
+            for pattern in &self.allow {
+                if !list.iter().any(|e| &e.pattern == pattern) {
+                    list.push(AllowEntry {
+                        pattern: pattern.clone(),
+                        ..AllowEntry::default()
+                    });
+                }
+            }
+        }
+        *file != before
+    }
 }
 
 impl fmt::Debug for Settings {
@@ -67,6 +122,7 @@ impl fmt::Debug for Settings {
             .field("tls", &self.tls)
             .field("display_name", &self.display_name)
             .field("session_id", &self.session_id)
+            .field("exec", &self.exec)
             .finish()
     }
 }
@@ -169,6 +225,7 @@ impl Settings {
             tls: over.tls.or(self.tls),
             display_name: over.display_name.or(self.display_name),
             session_id: over.session_id.or(self.session_id),
+            exec: over.exec.or(self.exec),
         }
     }
 
@@ -505,5 +562,55 @@ mod tests {
             shown.contains("ws://127.0.0.1:1") && shown.contains("<redacted>"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn the_exec_table_is_merged_into_the_approvals_document() {
+        let s = Settings::from_toml(
+            "url = \"wss://h:1\"\n[exec]\nsecurity = \"allowlist\"\nask = \"on-miss\"\nallow = [\"/usr/bin/uname\", \"git\"]\n",
+            "t",
+        )
+        .unwrap();
+        let exec = s.exec.clone().unwrap();
+        assert_eq!(exec.security, Some(Security::Allowlist));
+        assert_eq!(exec.ask, Some(Ask::OnMiss));
+        assert_eq!(exec.ask_fallback, None);
+        let mut file = ApprovalsFile::default();
+        file.agents
+            .entry("*".into())
+            .or_default()
+            .allowlist
+            .push(AllowEntry {
+                pattern: "/usr/bin/id".into(),
+                ..AllowEntry::default()
+            });
+        assert!(exec.apply(&mut file));
+        assert_eq!(file.defaults.security, Some(Security::Allowlist));
+        let patterns: Vec<&str> = file.agents["*"]
+            .allowlist
+            .iter()
+            .map(|e| e.pattern.as_str())
+            .collect();
+        assert_eq!(
+            patterns,
+            ["/usr/bin/id", "/usr/bin/uname", "git"],
+            "kept and added"
+        );
+        assert!(!exec.apply(&mut file), "applied twice: no change");
+        // The file only: the command line has no [exec] to override it.
+        let merged = s.clone().overlaid_with(Settings::default());
+        assert_eq!(merged.exec, s.exec);
+    }
+
+    #[test]
+    fn a_misspelt_exec_key_or_value_is_named() {
+        for (text, needle) in [
+            ("[exec]\nsecurty = \"full\"\n", "securty"),
+            ("[exec]\nsecurity = \"everything\"\n", "everything"),
+            ("[exec]\nask = \"sometimes\"\n", "sometimes"),
+        ] {
+            let e = Settings::from_toml(text, "t").unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
     }
 }

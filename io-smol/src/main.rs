@@ -11,7 +11,7 @@ use async_signal::{Signal, Signals};
 use clap::{Parser, Subcommand, ValueEnum};
 use clawnode_smol::core::{ClientOptions, DeviceIdentity, GatewayUrl};
 use clawnode_smol::exec::approvals::{Ask, Security};
-use clawnode_smol::file_config::{Settings, SettingsError};
+use clawnode_smol::file_config::Settings;
 use clawnode_smol::{Event, NodeBuilder, StateDir};
 use smol::future::FutureExt as _;
 use smol::stream::StreamExt as _;
@@ -326,18 +326,29 @@ struct Sources {
 }
 
 impl Sources {
-    fn config(&self) -> Result<clawnode_smol::core::SessionConfig, SettingsError> {
+    /// The session config, after writing the file's `[exec]` policy (if
+    /// any, and if it changes anything) into `store`.
+    fn load(&self, store: &StateDir) -> Result<clawnode_smol::core::SessionConfig, String> {
         let env = Settings {
             token: self.env_token.clone(),
             ..Settings::default()
         };
         let file = match &self.file {
-            Some(path) => Settings::from_file(path)?,
+            Some(path) => Settings::from_file(path).map_err(|e| e.to_string())?,
             None => Settings::default(),
         };
-        env.overlaid_with(file)
-            .overlaid_with(self.cli.clone())
+        let settings = env.overlaid_with(file).overlaid_with(self.cli.clone());
+        let config = settings
             .session_config(self.client.clone())
+            .map_err(|e| e.to_string())?;
+        if let Some(exec) = &settings.exec {
+            let changed = clawnode_smol::exec::commands::merge_local(store, |f| exec.apply(f))
+                .map_err(|e| format!("cannot store the [exec] policy: {}", e.message))?;
+            if changed {
+                tracing::info!("exec policy from the config file stored");
+            }
+        }
+        Ok(config)
     }
 }
 
@@ -358,21 +369,22 @@ fn run(args: RunArgs) -> ExitCode {
                 .then_some(clawnode_smol::file_config::TlsMode::Tofu),
             display_name: args.display_name.clone(),
             session_id: None,
+            exec: None,
         },
         env_token: std::env::var("OPENCLAW_GATEWAY_TOKEN")
             .ok()
             .filter(|t| !t.is_empty()),
         client,
     };
-    let config = match sources.config() {
-        Ok(c) => c,
-        Err(e) => return fail(EXIT_USAGE, e),
-    };
     let store = match state_dir(args.state_dir.clone()) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let mut builder = NodeBuilder::new(config, store)
+    let config = match sources.load(&store) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let mut builder = NodeBuilder::new(config, store.clone())
         .with_system_which()
         .with_system_run()
         .with_exec_approvals();
@@ -434,7 +446,7 @@ fn run(args: RunArgs) -> ExitCode {
                     }
                 }
                 Wake::Event(None) => break ExitCode::SUCCESS,
-                Wake::Signal(Some(Signal::Hup)) => match sources.config() {
+                Wake::Signal(Some(Signal::Hup)) => match sources.load(&store) {
                     Ok(config) => {
                         node.reconfigure(config).await;
                     }

@@ -299,11 +299,17 @@ fn sighup_applies_the_file_through_the_core_and_sigterm_stops_with_1000() {
     let dir = tempfile::tempdir().unwrap();
     let gw = Gateway::start();
     let file = dir.path().join("node.toml");
+    let exec = "[exec]\nsecurity = \"allowlist\"\nallow = [\"/usr/bin/uname\"]\n";
     std::fs::write(
         &file,
-        format!("url = \"{}\"\nsession_id = \"1\"\n", gw.url()),
+        format!("url = \"{}\"\nsession_id = \"1\"\n{exec}", gw.url()),
     )
     .unwrap();
+    let stored = || -> Value {
+        let text = std::fs::read_to_string(dir.path().join("state/exec-approvals.json"))
+            .expect("the [exec] policy was stored");
+        serde_json::from_str(&text).unwrap()
+    };
     let (mut child, events) = spawn_run(
         &["--config", file.to_str().unwrap()],
         &dir.path().join("state"),
@@ -331,6 +337,12 @@ fn sighup_applies_the_file_through_the_core_and_sigterm_stops_with_1000() {
         let connected = next_event(&events, "connected");
         assert_eq!(connected["connId"], "c");
         assert_eq!(connected["tickIntervalMs"], 30000);
+        let policy = stored();
+        assert_eq!(policy["defaults"]["security"], "allowlist", "{policy}");
+        assert_eq!(
+            policy["agents"]["*"]["allowlist"][0]["pattern"], "/usr/bin/uname",
+            "{policy}"
+        );
 
         // Unchanged file: nothing happens.
         kill(&child, "-HUP");
@@ -338,11 +350,16 @@ fn sighup_applies_the_file_through_the_core_and_sigterm_stops_with_1000() {
         // Changed file: exactly one reconnect.
         std::fs::write(
             &file,
-            format!("url = \"{}\"\nsession_id = \"2\"\n", gw.url()),
+            format!(
+                "url = \"{}\"\nsession_id = \"2\"\n{}",
+                gw.url(),
+                exec.replace("allowlist", "full")
+            ),
         )
         .unwrap();
         kill(&child, "-HUP");
         assert_eq!(next_event(&events, "config")["changed"], true);
+        assert_eq!(stored()["defaults"]["security"], "full");
         assert!(recv(&mut ws).await.is_none(), "old socket closed");
         let mut ws2 = gw.accept().await;
         admit(&mut ws2).await;

@@ -115,6 +115,24 @@ pub fn edit_local(
     Ok(snapshot(store, Some(&bytes), &file))
 }
 
+/// Like [`edit_local`], but stores the document only when `edit` says it
+/// changed something (so that an unchanged config file does not rewrite
+/// it, or change its hash under an operator's read); says whether it did.
+pub fn merge_local(
+    store: &StateDir,
+    edit: impl FnOnce(&mut ApprovalsFile) -> bool,
+) -> Result<bool, CommandError> {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let (_, mut file) = load(store)?;
+    if !edit(&mut file) {
+        return Ok(false);
+    }
+    store
+        .store_exec_approvals(&file.to_stored())
+        .map_err(unavailable)?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
