@@ -1688,3 +1688,203 @@ fn s16_system_run_through_the_gateway_with_figures() {
         refusal(&bypass_fallback),
     );
 }
+
+// ---------------------------------------------------------------- scenario 17
+
+/// An operator client that can take exec approvals: connected with the
+/// shared token as a local backend (the gateway keeps the scopes of such a
+/// client without a device), scope `operator.admin` and cap
+/// `exec-approvals`. While it is connected the gateway has somewhere to
+/// deliver an approval request; without one, it denies at once ("Headless
+/// runs cannot wait for interactive exec approval").
+struct Approver {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Approver {
+    fn connect(gw: &Gateway) -> Approver {
+        use tungstenite::Message;
+        let url = format!("ws://127.0.0.1:{}", gw.port());
+        let (mut ws, _) = tungstenite::connect(url.as_str()).expect("approver connect");
+        let read = |ws: &mut tungstenite::WebSocket<_>| loop {
+            match ws.read().expect("approver read") {
+                Message::Text(t) => {
+                    break serde_json::from_str::<Value>(t.as_str()).unwrap_or(Value::Null);
+                }
+                _ => continue,
+            }
+        };
+        let challenge = read(&mut ws);
+        assert_eq!(challenge["event"], "connect.challenge", "{challenge}");
+        let connect = json!({"type": "req", "id": "1", "method": "connect", "params": {
+            "minProtocol": 4, "maxProtocol": 4,
+            "client": {"id": "gateway-client", "version": "test", "platform": "linux",
+                       "mode": "backend"},
+            "role": "operator", "scopes": ["operator.admin", "operator.approvals"],
+            "caps": ["exec-approvals"], "auth": {"token": gw.token()}}});
+        ws.send(Message::text(connect.to_string()))
+            .expect("send connect");
+        let hello = loop {
+            let v = read(&mut ws);
+            if v["type"] == "res" {
+                break v;
+            }
+        };
+        assert_eq!(hello["ok"], true, "approver admitted: {hello}");
+        let scopes = hello["payload"]["auth"]["scopes"].to_string();
+        assert!(scopes.contains("operator.admin"), "scopes kept: {hello}");
+        if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = ws.get_ref() {
+            let _ = tcp.set_read_timeout(Some(Duration::from_millis(200)));
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let reader = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match ws.read() {
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Io(e))
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return,
+                }
+            }
+            let _ = ws.close(None);
+        });
+        Approver {
+            stop,
+            reader: Some(reader),
+        }
+    }
+}
+
+impl Drop for Approver {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+/// The gateway's interactive approval flow: the node's owner allows an
+/// empty allowlist and asks on a miss. With no approver connected, the
+/// gateway's exec tool is refused at once; with one, the tool holds the
+/// run for an operator (`openclaw approvals pending`); the operator allows
+/// it once (`openclaw approvals resolve ID allow-once`) and the gateway
+/// sends the run with its approval and the prepared plan, which the node
+/// checks against the plan it made (argv, cwd, session, policy) before it
+/// runs it. A second turn, denied by the operator, runs nothing.
+#[test]
+fn s17_an_operator_approves_a_run_the_node_asked_for() {
+    let (install, bin) = require!("s17");
+    let name = unique("s17");
+    let stub = StubModel::start("echo from-an-approved-run");
+    let mut opts = GatewayOptions::plain("s17");
+    if let Value::Object(extra) = stub.gateway_config(&name) {
+        opts.config = extra;
+    }
+    let gw = Gateway::start(&install, opts);
+    let node = Node::spawn(&bin, NodeOptions::new(&gw.url(), gw.token(), &name));
+    connected_and_approved(&gw, &node);
+    let set = std::process::Command::new(&bin)
+        .args([
+            "approvals",
+            "set",
+            "--security",
+            "allowlist",
+            "--ask",
+            "on-miss",
+            "--state-dir",
+        ])
+        .arg(node.state_dir())
+        .output()
+        .expect("clawnode approvals");
+    assert!(set.status.success(), "{set:?}");
+    let t = Duration::from_secs(120);
+    let headless = gw.openclaw(
+        &[
+            "agent",
+            "--agent",
+            "main",
+            "--message",
+            "no approver yet",
+            "--json",
+        ],
+        t,
+    );
+    assert!(
+        stub.tool_results()
+            .last()
+            .is_some_and(|r| r.contains("cannot wait for interactive exec approval")),
+        "with no approver the gateway refuses at once: {headless:?}"
+    );
+    let approver = Approver::connect(&gw);
+    let turn_with = |what: &str, decision: &str| {
+        std::thread::scope(|s| {
+            let turn = s.spawn(|| {
+                gw.openclaw(
+                    &["agent", "--agent", "main", "--message", what, "--json"],
+                    t,
+                )
+            });
+            let pending = sys::poll(Duration::from_secs(60), || {
+                let out = gw.openclaw(&["approvals", "pending", "--json"], t);
+                let v = out.json().ok()?;
+                v["approvals"]
+                    .as_array()?
+                    .first()
+                    .and_then(|a| a["id"].as_str().map(str::to_owned))
+            });
+            let Some(id) = pending else {
+                let out = turn.join().expect("turn");
+                panic!(
+                    "no pending approval: {out:?}\n{}\n{}",
+                    node.dump(),
+                    gw.log_tail(40)
+                );
+            };
+            let resolved = gw.openclaw(&["approvals", "resolve", &id, decision], t);
+            assert!(resolved.success, "resolve: {resolved:?}");
+            turn.join().expect("turn")
+        })
+    };
+    let started = Instant::now();
+    let allowed = turn_with("run it once approved", "allow-once");
+    let ms = started.elapsed().as_millis();
+    let results = stub.tool_results();
+    assert!(
+        results
+            .last()
+            .is_some_and(|r| r.contains("from-an-approved-run")),
+        "the approved run's output reached the model: {results:?}\n{allowed:?}\n{}\n{}",
+        node.dump(),
+        gw.log_tail(40)
+    );
+    let invokes = node.named_since(0, "invoke");
+    let count = |c: &str| invokes.iter().filter(|e| e["command"] == c).count();
+    assert_eq!(count("system.run"), 1, "{}", node.dump());
+    assert!(invokes.iter().all(|e| e["ok"] == true), "{}", node.dump());
+
+    let denied = turn_with("run it again", "deny");
+    let results = stub.tool_results();
+    eprintln!(
+        "MEASURE s17 approved_turn_ms={ms} denied_tool_result={:?}",
+        results
+            .last()
+            .map(|r| r.chars().take(160).collect::<String>())
+    );
+    drop(approver);
+    let invokes = node.named_since(0, "invoke");
+    assert_eq!(
+        invokes
+            .iter()
+            .filter(|e| e["command"] == "system.run")
+            .count(),
+        1,
+        "the denied run never reached the node: {denied:?}\n{}",
+        node.dump()
+    );
+}
