@@ -37,6 +37,11 @@ enum Command {
         /// State directory [default: $XDG_STATE_HOME/clawnode or ~/.local/state/clawnode].
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// One JSON line, exactly as `openclaw node identity --json` prints
+        /// it (what the gateway's SSH auto-approval probe reads); with no
+        /// identity yet, an error and exit status 1, creating nothing.
+        #[arg(long)]
+        json: bool,
     },
     /// Show or change what `system.run` may run on this host (the exec
     /// approvals document; with none, nothing runs).
@@ -168,14 +173,38 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = as_openclaw_probe() {
+        return code;
+    }
     let cli = Cli::parse();
     init_tracing();
     match cli.command {
         Command::Run(args) => run(args),
-        Command::Identity { state_dir } => identity(state_dir),
+        Command::Identity { state_dir, json } => identity(state_dir, json),
         Command::Probe { url } => probe(&url),
         Command::Approvals { state_dir, action } => approvals(state_dir, action),
     }
+}
+
+/// Invoked as `openclaw` (a link to this binary): the gateway's SSH
+/// auto-approval probe runs `sh -lc 'openclaw node identity --json'` on the
+/// node's host, and this answers it as the official host does. Nothing
+/// else is served under that name.
+fn as_openclaw_probe() -> Option<ExitCode> {
+    let mut args = std::env::args_os();
+    let argv0 = PathBuf::from(args.next()?);
+    if argv0.file_name()? != "openclaw" {
+        return None;
+    }
+    let rest: Vec<_> = args.collect();
+    if rest == ["node", "identity", "--json"] {
+        return Some(identity(None, true));
+    }
+    Some(fail(
+        EXIT_USAGE,
+        "this is clawnode under the name `openclaw`: it answers only `openclaw node identity --json` \
+         (the gateway's SSH probe); run `clawnode --help`",
+    ))
 }
 
 fn init_tracing() {
@@ -209,16 +238,44 @@ fn state_dir(given: Option<PathBuf>) -> Result<StateDir, ExitCode> {
     }
 }
 
-fn identity(dir: Option<PathBuf>) -> ExitCode {
+fn identity(dir: Option<PathBuf>, json: bool) -> ExitCode {
     let store = match state_dir(dir) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    match store.load_or_create_identity() {
+    let key = if json {
+        // A probe reads the identity; it must not make one.
+        match store.load_identity() {
+            Ok(Some(k)) => Ok(k),
+            Ok(None) => {
+                return fail(
+                    1,
+                    format!(
+                        "no device identity in {} (start the node once with `clawnode run`)",
+                        store.path().display()
+                    ),
+                );
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        store.load_or_create_identity()
+    };
+    match key {
         Ok(key) => {
             let id = DeviceIdentity::new(key);
-            println!("device_id: {}", id.device_id());
-            println!("public_key: {}", id.public_key());
+            if json {
+                // Key order and compact form as the official host prints them.
+                let text = |s: &str| serde_json::Value::from(s).to_string();
+                println!(
+                    "{{\"deviceId\":{},\"publicKey\":{}}}",
+                    text(id.device_id()),
+                    text(id.public_key())
+                );
+            } else {
+                println!("device_id: {}", id.device_id());
+                println!("public_key: {}", id.public_key());
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(1, e),

@@ -709,3 +709,43 @@ fn approvals_are_shown_and_changed_on_the_host() {
     );
     assert_usage_error(&bad, "everything");
 }
+
+#[test]
+fn identity_json_is_one_line_and_linked_as_openclaw_it_answers_the_ssh_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("xdg");
+    // The probe's command line, through a link named `openclaw`, with the
+    // default state directory of the user it runs as.
+    let link = dir.path().join("openclaw");
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    let probe = || {
+        Command::new(&link)
+            .args(["node", "identity", "--json"])
+            .env("XDG_STATE_HOME", &state)
+            .output()
+            .unwrap()
+    };
+    let missing = clawnode(&["identity", "--json"], &state);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(probe().status.code(), Some(1));
+    assert!(
+        !state.join("clawnode/identity.json").exists(),
+        "a probe creates nothing"
+    );
+    assert!(clawnode(&["identity"], &state).status.success());
+    let out = clawnode(&["identity", "--json"], &state);
+    let line = String::from_utf8(out.stdout).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        line,
+        format!(
+            "{{\"deviceId\":\"{}\",\"publicKey\":\"{}\"}}\n",
+            v["deviceId"].as_str().unwrap(),
+            v["publicKey"].as_str().unwrap()
+        )
+    );
+    assert_eq!(String::from_utf8(probe().stdout).unwrap(), line);
+    let other = Command::new(&link).args(["node", "run"]).output().unwrap();
+    assert_eq!(other.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("node identity --json"));
+}

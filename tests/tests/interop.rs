@@ -1888,3 +1888,86 @@ fn s17_an_operator_approves_a_run_the_node_asked_for() {
         node.dump()
     );
 }
+
+// ---------------------------------------------------------------- scenario 18
+
+/// `clawnode identity --json` as the gateway's SSH auto-approval probe
+/// reads it. The probe runs `sh -lc 'openclaw node identity --json'` on the
+/// node's host and parses stdout with `parseRemoteIdentity` (taken here
+/// from the installed gateway's own code and run by its Node). sshd cannot
+/// run here, so this checks the exact bytes instead: what the probe parses
+/// from clawnode's output, after a login shell's banner line, is the device
+/// id and public key the gateway recorded when the node connected.
+#[test]
+fn s18_identity_json_is_what_the_gateway_ssh_probe_parses() {
+    let (install, bin) = require!("s18");
+    let gw = shared_tls(&install);
+    let (node, id) = pinned_and_approved(gw, &bin, "s18");
+    let out = std::process::Command::new(&bin)
+        .args(["identity", "--json", "--state-dir"])
+        .arg(node.state_dir())
+        .output()
+        .expect("clawnode identity --json");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        stdout.ends_with("}\n") && stdout.lines().count() == 1,
+        "one compact line: {stdout:?}"
+    );
+
+    let dist = install.openclaw.parent().expect("package dir").join("dist");
+    let handler = std::fs::read_dir(&dist)
+        .expect("dist")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            std::fs::read_to_string(p).is_ok_and(|t| t.contains("function parseRemoteIdentity("))
+        })
+        .expect("the gateway's probe parser in dist/");
+    let text = std::fs::read_to_string(&handler).expect("read");
+    let start = text.find("function parseRemoteIdentity(").expect("parser");
+    let end = start + text[start..].find("\n}\n").expect("end of the parser") + 3;
+    let parser = &text[start..end];
+    assert!(
+        text.contains("openclaw node identity --json"),
+        "the probe still runs `openclaw node identity --json`"
+    );
+    let script = format!(
+        "{parser}\nconst out = require('fs').readFileSync(0, 'utf8');\
+         process.stdout.write(JSON.stringify(parseRemoteIdentity(out)));"
+    );
+    let mut child = std::process::Command::new(&install.node)
+        .args(["-e", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("Welcome to the build box\n{stdout}").as_bytes())
+        .expect("write");
+    let parsed = child.wait_with_output().expect("node output");
+    let parsed: Value = serde_json::from_slice(&parsed.stdout).expect("parser output");
+
+    let devices = gw
+        .openclaw_json(&["devices", "list"])
+        .expect("devices list");
+    let recorded = devices["paired"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["deviceId"] == id)
+        .unwrap_or_else(|| panic!("{id} in {devices}"));
+    eprintln!(
+        "MEASURE s18 parsed={parsed} recorded_public_key={}",
+        recorded["publicKey"]
+    );
+    assert_eq!(parsed["deviceId"], id.as_str(), "{parsed}");
+    assert_eq!(
+        parsed["publicKey"], recorded["publicKey"],
+        "{parsed} vs {recorded}"
+    );
+}
