@@ -72,6 +72,15 @@ pub enum Effect {
         /// The token.
         token: Secret,
     },
+    /// Delete the device token stored for this gateway URL, device id and
+    /// role: the gateway rejected it (`AUTH_DEVICE_TOKEN_MISMATCH`, a
+    /// revoked or rotated token). At most once per config and admission.
+    ForgetDeviceToken {
+        /// The gateway that rejected it.
+        url: GatewayUrl,
+        /// The role it was for.
+        role: String,
+    },
     /// The outcome of a request the application sent.
     Response {
         /// The request's id.

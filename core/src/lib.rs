@@ -55,7 +55,7 @@
 //!             Effect::SendFrame { .. } | Effect::SendPing { .. } => io.send(&effect),
 //!             Effect::CloseSocket { .. } => io.close(&effect),
 //!             Effect::Invoke(_) | Effect::CancelInvoke { .. } => io.spawn_command(&effect),
-//!             Effect::StoreDeviceToken { .. } => io.persist(&effect),
+//!             Effect::StoreDeviceToken { .. } | Effect::ForgetDeviceToken { .. } => io.persist(&effect),
 //!             Effect::Response { .. } | Effect::Notify(_) => io.deliver(effect),
 //!         }
 //!     }

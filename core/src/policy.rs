@@ -123,7 +123,10 @@ pub(crate) fn classify(err: &GatewayError, ctx: AuthContext) -> Verdict {
                 .into(),
         );
     }
-    if detail == "PROTOCOL_MISMATCH" || err.code == "INVALID_REQUEST" {
+    if detail == "PROTOCOL_MISMATCH" {
+        return pause(PauseKind::Protocol, PauseCause::Any, protocol_hint(err));
+    }
+    if err.code == "INVALID_REQUEST" {
         return pause(
             PauseKind::Protocol,
             PauseCause::Any,
@@ -146,6 +149,36 @@ pub(crate) fn classify(err: &GatewayError, ctx: AuthContext) -> Verdict {
     Verdict::Backoff { retry_after }
 }
 
+/// The hint for `PROTOCOL_MISMATCH`: the gateway's range from
+/// `details.expectedProtocol` (and `minimumProbeProtocol`, the oldest it
+/// still admits for probes and nodes), and which side to upgrade.
+fn protocol_hint(err: &GatewayError) -> String {
+    let number = |k: &str| {
+        err.details
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .and_then(Value::as_u64)
+    };
+    let Some(expected) = number("expectedProtocol") else {
+        return format!(
+            "the gateway does not speak protocol {MIN_PROTOCOL}..={MAX_PROTOCOL} ({}): upgrade clawnode or the gateway",
+            err.message
+        );
+    };
+    let range = match number("minimumProbeProtocol") {
+        Some(min) if min < expected => format!("{min}..={expected}"),
+        _ => format!("{expected}"),
+    };
+    let upgrade = if expected > u64::from(MAX_PROTOCOL) {
+        "upgrade clawnode"
+    } else {
+        "upgrade the gateway"
+    };
+    format!(
+        "the gateway speaks protocol {range}, clawnode {MIN_PROTOCOL}..={MAX_PROTOCOL}: {upgrade}"
+    )
+}
+
 fn auth_hint(detail: &str) -> &'static str {
     match detail {
         "AUTH_TOKEN_MISSING" => "the gateway requires a token: configure the gateway token",
@@ -154,6 +187,10 @@ fn auth_hint(detail: &str) -> &'static str {
         }
         d if d.starts_with("AUTH_PASSWORD") => {
             "the gateway rejected the password: configure the gateway's current password"
+        }
+        "AUTH_DEVICE_TOKEN_MISMATCH" => {
+            "the gateway no longer accepts this device's token (revoked or rotated): \
+             configure the gateway's token, or pair again with `clawnode run --pair CODE`"
         }
         "AUTH_BOOTSTRAP_TOKEN_INVALID" => {
             "the bootstrap token was rejected: ask the gateway operator for a new one"
@@ -356,17 +393,35 @@ mod tests {
 
     #[test]
     fn protocol_and_invalid_request_pause_naming_the_gateway_message() {
-        for e in [
-            err("INVALID_REQUEST", Some("PROTOCOL_MISMATCH")),
-            err("INVALID_REQUEST", None),
-        ] {
+        let (kind, cause, hint) = paused(classify(&err("INVALID_REQUEST", None), FRESH));
+        assert_eq!((kind, cause), (PauseKind::Protocol, PauseCause::Any));
+        assert_eq!(
+            hint,
+            "the gateway refused the connect request (msg): upgrade clawnode or the gateway"
+        );
+        let mismatch = |details: Option<Value>| {
+            let mut e = err("INVALID_REQUEST", Some("PROTOCOL_MISMATCH"));
+            e.details = details;
             let (kind, cause, hint) = paused(classify(&e, FRESH));
             assert_eq!((kind, cause), (PauseKind::Protocol, PauseCause::Any));
-            assert_eq!(
-                hint,
-                "the gateway refused the connect request (msg): upgrade clawnode or the gateway"
-            );
-        }
+            hint
+        };
+        assert_eq!(
+            mismatch(None),
+            "the gateway does not speak protocol 3..=4 (msg): upgrade clawnode or the gateway"
+        );
+        assert_eq!(
+            mismatch(Some(
+                json!({"code": "PROTOCOL_MISMATCH", "expectedProtocol": 6,
+                                 "minimumProbeProtocol": 5, "clientMinProtocol": 3,
+                                 "clientMaxProtocol": 4})
+            )),
+            "the gateway speaks protocol 5..=6, clawnode 3..=4: upgrade clawnode"
+        );
+        assert_eq!(
+            mismatch(Some(json!({"expectedProtocol": 2}))),
+            "the gateway speaks protocol 2, clawnode 3..=4: upgrade the gateway"
+        );
     }
 
     #[test]

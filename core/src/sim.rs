@@ -115,6 +115,8 @@ pub struct App {
     pub responses: Vec<(RequestId, Result<Value, crate::RequestError>)>,
     /// Device tokens the driver was asked to store.
     pub stored_tokens: Vec<Secret>,
+    /// How many times the driver was asked to forget the stored token.
+    pub forgotten_tokens: usize,
     /// When set, every invoke is answered with this outcome after this delay.
     pub auto_answer: Option<(Duration, InvokeOutcome)>,
     scheduled: Vec<(Time, String, InvokeOutcome)>,
@@ -268,6 +270,7 @@ impl Sim {
                 Effect::StoreDeviceToken { token, .. } => {
                     self.app.stored_tokens.push(token.clone())
                 }
+                Effect::ForgetDeviceToken { .. } => self.app.forgotten_tokens += 1,
                 Effect::Response { id, result } => self.app.responses.push((*id, result.clone())),
                 Effect::Notify(_) => {}
             }

@@ -35,7 +35,8 @@ use crate::timer::Deadline;
 
 use next::Next;
 
-/// The one device-token retry after a shared-token mismatch
+/// The one device-token retry after a shared-token mismatch, and the one
+/// forgetting of a device token the gateway no longer accepts
 /// (docs/protocol.md §3, §4). Reset by new inputs and by an admission.
 #[derive(Clone, Copy, Debug, Default)]
 struct TokenRetry {
@@ -43,6 +44,8 @@ struct TokenRetry {
     used: bool,
     /// The next connect authenticates with the device token only.
     active: bool,
+    /// The stored device token was forgotten for the current inputs.
+    forgot: bool,
 }
 
 /// The node session: a deterministic state machine with no I/O.
@@ -81,6 +84,8 @@ struct TokenRetry {
 ///   role, and feed it back with [`Input::StoredDeviceToken`] right after the
 ///   [`Input::Config`] on the next start. Feeding `StoredDeviceToken(None)`
 ///   is optional: a session starts with no stored token.
+/// - [`Effect::ForgetDeviceToken`]: delete the stored token for that gateway
+///   URL, device id and role (the gateway rejected it as revoked or stale).
 /// - [`Effect::Response`]: hand it to whoever sent the request.
 /// - [`Effect::Notify`]: tell the application; nothing to perform.
 ///

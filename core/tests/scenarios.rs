@@ -1204,6 +1204,52 @@ fn stored_device_token_authenticates_when_no_shared_secret_is_configured() {
 }
 
 #[test]
+fn a_device_token_the_gateway_no_longer_accepts_is_forgotten_once_and_the_session_pauses() {
+    // Paired without a shared secret: the stored device token is all the
+    // node has.
+    let base = loopback_config().with_credentials(Credentials::default());
+    let mut sim = connected(GatewayConfig::default(), base.clone());
+    assert_eq!(sim.app.stored_tokens, vec![Secret::new("devtok-1")]);
+    // The operator revokes it: the gateway now wants its shared token, and
+    // the device token it would accept is another.
+    sim.gateway.config.shared_token = Some("shared".into());
+    sim.gateway.config.device_token = Some("devtok-2".into());
+    sim.gw_close(4001);
+    sim.run_for(secs(600));
+    assert_eq!(opens_since(&sim, 0).len(), 2, "one reconnect, then a pause");
+    assert_eq!(
+        sim.gateway.log.connects[1].auth,
+        json!({"deviceToken": "devtok-1"})
+    );
+    assert_eq!(sim.app.forgotten_tokens, 1);
+    let pauses = paused(&sim);
+    assert_eq!(pauses.len(), 1);
+    assert!(
+        pauses[0].hint.contains("clawnode run --pair"),
+        "{}",
+        pauses[0].hint
+    );
+    // The same config again, a thousand times: nothing.
+    for _ in 0..1000 {
+        sim.apply(base.clone());
+    }
+    sim.run_for(secs(60));
+    assert_eq!(opens_since(&sim, 0).len(), 2);
+    assert_eq!(sim.app.forgotten_tokens, 1);
+    // The owner configures the shared token: one connect, with it alone
+    // (the forgotten token is not sent), and a new device token stored.
+    sim.apply(base.with_credentials(Credentials {
+        token: Some(Secret::new("shared")),
+        ..Credentials::default()
+    }));
+    assert!(sim.run_until_cond(secs(10), |s| s.connected_count() == 2));
+    assert_eq!(opens_since(&sim, 0).len(), 3);
+    assert_eq!(sim.gateway.log.connects[2].auth, json!({"token": "shared"}));
+    assert_eq!(sim.app.stored_tokens.last(), Some(&Secret::new("devtok-2")));
+    assert_eq!(sim.app.forgotten_tokens, 1);
+}
+
+#[test]
 fn a_url_change_clears_the_stored_device_token() {
     let base = loopback_config().with_credentials(Credentials::default());
     let mut sim = connected(GatewayConfig::default(), base.clone());

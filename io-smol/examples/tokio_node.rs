@@ -159,6 +159,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         eprintln!("tokio_node: could not store the device token: {e}");
                     }
                 }
+                Effect::ForgetDeviceToken { url, role } => {
+                    if let Err(e) = store.forget_token(url.as_str(), &device_id, &role) {
+                        eprintln!("tokio_node: could not forget the device token: {e}");
+                    }
+                }
                 // This node sends no requests of its own.
                 Effect::Response { .. } => {}
                 Effect::Notify(n) => {

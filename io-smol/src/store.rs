@@ -266,6 +266,17 @@ impl StateDir {
         write_replace(&path, text.as_bytes())
     }
 
+    /// Deletes the device token stored for (gateway URL, device id, role);
+    /// says whether there was one.
+    pub fn forget_token(&self, url: &str, device_id: &str, role: &str) -> Result<bool, StoreError> {
+        let path = self.token_path(url, device_id, role);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err("remove", &path)(e)),
+        }
+    }
+
     fn pin_path(&self, key: &str) -> PathBuf {
         self.root
             .join("pins")

@@ -1971,3 +1971,29 @@ fn s18_identity_json_is_what_the_gateway_ssh_probe_parses() {
         "{parsed} vs {recorded}"
     );
 }
+
+// ---------------------------------------------------------------- scenario 19
+
+/// An operator revokes the node's device token (`openclaw devices revoke
+/// --role node`) while it is connected with the shared token.
+#[test]
+fn s19_a_revoked_device_token_recovers_once() {
+    let (install, bin) = require!("s19");
+    let gw = shared_tls(&install);
+    let (node, id) = pinned_and_approved(gw, &bin, "s19");
+    let mark = node.mark();
+    let out = gw.openclaw(
+        &[
+            "devices", "revoke", "--device", &id, "--role", "node", "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(out.success, "{out:?}");
+    std::thread::sleep(Duration::from_secs(20));
+    eprintln!("{}", node.dump());
+    eprintln!("{:?}", node.events_since(mark));
+    eprintln!("{:?}", gw.node_status(&id));
+    let invoke = gw.invoke(&id, "system.which", &json!({"bins": ["sh"]}), 10_000);
+    eprintln!("{invoke:?}");
+    panic!("experiment");
+}

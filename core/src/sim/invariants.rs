@@ -156,6 +156,8 @@ pub struct Invariants {
     now: Time,
     /// Invoke ids handed to the application, with when.
     handed: BTreeMap<String, Time>,
+    /// Device tokens forgotten since the last config change or admission.
+    forgets: u32,
 }
 
 impl Invariants {
@@ -181,6 +183,7 @@ impl Invariants {
             effects_seen: 0,
             now: Time::ZERO,
             handed: BTreeMap::new(),
+            forgets: 0,
         }
     }
 
@@ -419,6 +422,7 @@ impl Invariants {
                 let changed = self.config.as_ref() != Some(c);
                 if changed {
                     self.config = Some(c.clone());
+                    self.forgets = 0;
                     // The core resets its backoff on any config change.
                     self.failures = 0;
                     self.restart_window = None;
@@ -567,6 +571,19 @@ impl Invariants {
                 Ok(())
             }
             Effect::Notify(n) => self.on_notification(now, n),
+            Effect::ForgetDeviceToken { .. } => {
+                self.forgets += 1;
+                if self.forgets > 1 {
+                    return violation(
+                        "forget-once-per-config-and-admission",
+                        format!(
+                            "ForgetDeviceToken #{} with no config change or admission between",
+                            self.forgets
+                        ),
+                    );
+                }
+                Ok(())
+            }
             Effect::CancelInvoke { .. }
             | Effect::StoreDeviceToken { .. }
             | Effect::Response { .. } => Ok(()),
@@ -760,6 +777,7 @@ impl Invariants {
     fn on_notification(&mut self, now: Time, n: &Notification) -> Result<(), Violation> {
         match n {
             Notification::Connected { attempt, .. } => {
+                self.forgets = 0;
                 let t = self.live_track(*attempt, "Connected")?;
                 if !t.hello_ok {
                     return violation(

@@ -84,7 +84,12 @@ impl NodeState {
         self.config.hash(&mut h);
         self.stored_token.hash(&mut h);
         self.backoff.failures().hash(&mut h);
-        (self.token_retry.used, self.token_retry.active).hash(&mut h);
+        (
+            self.token_retry.used,
+            self.token_retry.active,
+            self.token_retry.forgot,
+        )
+            .hash(&mut h);
         self.restart_window.map(|u| until(u, now)).hash(&mut h);
         self.restart_retries_left.hash(&mut h);
         self.last_quick_restart

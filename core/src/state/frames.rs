@@ -201,11 +201,28 @@ impl NodeState {
                 .is_some_and(SessionConfig::is_trusted_endpoint),
             device_token_retry_left: !self.token_retry.used && !self.token_retry.active,
         };
+        // A device token the gateway no longer accepts is forgotten, once
+        // for these inputs: sending it again could only fail again
+        // (docs/protocol.md §4, row 4a).
+        if err.detail_code.as_deref() == Some("AUTH_DEVICE_TOKEN_MISMATCH")
+            && self.stored_token.is_some()
+            && !self.token_retry.forgot
+        {
+            self.stored_token = None;
+            self.token_retry.forgot = true;
+            if let Some(config) = &self.config {
+                self.out.push(Effect::ForgetDeviceToken {
+                    url: config.url().clone(),
+                    role: NODE_ROLE.into(),
+                });
+            }
+        }
         let next = match policy::classify(&err, ctx) {
             Verdict::RetryWithDeviceToken => {
                 self.token_retry = TokenRetry {
                     used: true,
                     active: true,
+                    ..self.token_retry
                 };
                 Next::After(self.options.timeouts.device_token_retry)
             }

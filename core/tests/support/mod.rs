@@ -38,7 +38,7 @@ pub fn config(i: u8) -> SessionConfig {
 }
 
 pub fn error_spec(i: u8) -> ErrorSpec {
-    match i % 12 {
+    match i % 13 {
         0 => ErrorSpec::new("NOT_LINKED", Some("AUTH_TOKEN_MISMATCH"))
             .next_step("retry_with_device_token")
             .details(json!({"canRetryWithDeviceToken": true})),
@@ -52,6 +52,9 @@ pub fn error_spec(i: u8) -> ErrorSpec {
         8 => ErrorSpec::new("FORBIDDEN", None),
         9 => ErrorSpec::new("WEIRD", Some("SOMETHING_NEW")),
         10 => ErrorSpec::new("UNAVAILABLE", None).details(json!({"pauseReconnect": true})),
+        11 => ErrorSpec::new("INVALID_REQUEST", Some("AUTH_DEVICE_TOKEN_MISMATCH"))
+            .next_step("update_auth_credentials")
+            .details(json!({"canRetryWithDeviceToken": false})),
         _ => ErrorSpec::new("AGENT_TIMEOUT", None).retry_after(u64::MAX),
     }
 }

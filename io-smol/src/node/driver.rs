@@ -523,6 +523,21 @@ impl Session {
                     }
                 }
             }
+            Effect::ForgetDeviceToken { url, role } => {
+                let (store, dev) = (self.store.clone(), self.device_id.clone());
+                let url_text = url.as_str().to_owned();
+                let role2 = role.clone();
+                match smol::unblock(move || store.forget_token(&url_text, &dev, &role2)).await {
+                    Ok(_) => tracing::warn!(
+                        %url,
+                        role,
+                        "the gateway rejected the stored device token; forgot it"
+                    ),
+                    Err(e) => {
+                        tracing::error!(%url, role, error = %e, "could not forget the device token")
+                    }
+                }
+            }
             Effect::Response { id, result } => {
                 if let Some(reply) = self.pending.remove(&id) {
                     let _ = reply.try_send(result.map_err(RequestFailure::from));
