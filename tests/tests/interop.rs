@@ -1974,13 +1974,24 @@ fn s18_identity_json_is_what_the_gateway_ssh_probe_parses() {
 
 // ---------------------------------------------------------------- scenario 19
 
-/// An operator revokes the node's device token (`openclaw devices revoke
-/// --role node`) while it is connected with the shared token.
+/// An operator revokes a connected node's device token (`openclaw devices
+/// revoke --role node`). The gateway closes the node with 4001 "device
+/// removed"; the node reconnects once with its shared token, the gateway
+/// wants the role approved again (`PAIRING_REQUIRED`), and the node pauses
+/// with the approve command: no loop. Approved and restarted on the same
+/// state, it is back.
 #[test]
-fn s19_a_revoked_device_token_recovers_once() {
+fn s19_a_revoked_node_reconnects_once_then_waits_for_approval() {
     let (install, bin) = require!("s19");
     let gw = shared_tls(&install);
-    let (node, id) = pinned_and_approved(gw, &bin, "s19");
+    // The state outlives the first process: the device must stay the same.
+    let state = sys::scratch_dir("s19-state");
+    let opts = NodeOptions {
+        state_dir: Some(state.clone()),
+        ..NodeOptions::new(&gw.url(), gw.token(), &unique("s19")).pin(&gw.pin())
+    };
+    let node = Node::spawn(&bin, opts.clone());
+    let (id, _) = connected_and_approved(gw, &node);
     let mark = node.mark();
     let out = gw.openclaw(
         &[
@@ -1989,11 +2000,41 @@ fn s19_a_revoked_device_token_recovers_once() {
         Duration::from_secs(60),
     );
     assert!(out.success, "{out:?}");
-    std::thread::sleep(Duration::from_secs(20));
-    eprintln!("{}", node.dump());
-    eprintln!("{:?}", node.events_since(mark));
-    eprintln!("{:?}", gw.node_status(&id));
-    let invoke = gw.invoke(&id, "system.which", &json!({"bins": ["sh"]}), 10_000);
-    eprintln!("{invoke:?}");
-    panic!("experiment");
+    let (_, paused) = node.expect(mark, "paused", Duration::from_secs(30));
+    assert_eq!(paused["code"], "PAIRING_REQUIRED", "{paused}");
+    let hint = paused["hint"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        hint.starts_with("approve this device on the gateway: openclaw devices approve "),
+        "{hint}"
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    let events = node.events_since(mark);
+    let attempts = events.iter().filter(|e| e["event"] == "connecting").count();
+    assert_eq!(attempts, 1, "one reconnect, then quiet: {events:?}");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "disconnected" && e["code"] == 4001)
+            .count(),
+        1,
+        "{events:?}"
+    );
+    // The operator runs the command the hint names.
+    let request = hint.rsplit(' ').next().unwrap_or_default().to_owned();
+    let approved = gw.openclaw(
+        &["devices", "approve", &request, "--json"],
+        Duration::from_secs(60),
+    );
+    assert!(approved.success, "{approved:?}");
+    drop(node);
+    let again = Node::spawn(&bin, opts);
+    again.expect(0, "connected", CONNECT);
+    assert_eq!(again.device_id(), id, "the same device");
+    let status = sys::poll(Duration::from_secs(30), || {
+        gw.node_status(&id).filter(|n| n["connected"] == true)
+    });
+    assert!(status.is_some(), "{:?}", gw.node_status(&id));
+    drop(again);
+    let _ = std::fs::remove_dir_all(&state);
+    eprintln!("MEASURE s19 revoke_events={} hint={hint:?}", events.len());
 }
