@@ -45,6 +45,7 @@ mod frame_limit;
 pub mod host_stats;
 #[cfg(feature = "smol")]
 mod node;
+pub mod setup_code;
 mod store;
 mod tls;
 #[cfg(feature = "smol")]
@@ -56,7 +57,7 @@ pub use command::{CommandError, CommandFuture, Invocation, NodeEvents};
 pub use event::{DisconnectCode, Event};
 #[cfg(feature = "smol")]
 pub use node::{NodeBuilder, NodeHandle, NodeStatus, RequestFailure, StartError};
-pub use store::{StateDir, StoreError};
+pub use store::{PairedGateway, StateDir, StoreError};
 pub use tls::{PinStore, TlsAttempt, pin_of, tcp_error};
 #[cfg(feature = "smol")]
 pub use transport::{ProbeReport, probe};

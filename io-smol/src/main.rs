@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use clawnode_smol::core::{ClientOptions, DeviceIdentity, GatewayUrl};
 use clawnode_smol::exec::approvals::{Ask, Security};
 use clawnode_smol::file_config::Settings;
-use clawnode_smol::{Event, NodeBuilder, StateDir};
+use clawnode_smol::setup_code::SetupCode;
+use clawnode_smol::{Event, NodeBuilder, PairedGateway, StateDir};
 use smol::future::FutureExt as _;
 use smol::stream::StreamExt as _;
 
@@ -143,6 +144,18 @@ struct RunArgs {
     /// Exit with status 3 when the session pauses (needs a person).
     #[arg(long)]
     exit_on_pause: bool,
+    /// Pair with the setup code an operator minted (`oc-pair://…`): its
+    /// URL, certificate pin and single-use bootstrap token, re-pairing
+    /// even if a device token is stored. --url and --tls-fingerprint
+    /// override the code's. The gateway remembered, later runs need none
+    /// of it. The code works once and for minutes only, but while it is
+    /// on the command line, local users can read it in the process list.
+    #[arg(long, value_name = "CODE", conflicts_with_all = ["token", "password", "pair_if_needed"])]
+    pair: Option<SecretArg>,
+    /// As --pair, but a device token already stored for the gateway is
+    /// used instead of the code when there is one.
+    #[arg(long, value_name = "CODE", conflicts_with_all = ["token", "password"])]
+    pair_if_needed: Option<SecretArg>,
     /// Declare only these commands, comma-separated [default: all of
     /// system.which, system.run.prepare, system.run,
     /// system.execApprovals.get, system.execApprovals.set].
@@ -380,6 +393,9 @@ struct Sources {
     cli: Settings,
     env_token: Option<String>,
     client: ClientOptions,
+    /// The setup code of `--pair`/`--pair-if-needed`, decoded once (its
+    /// expiry is checked at start, not at every reload).
+    pairing: Option<SetupCode>,
 }
 
 impl Sources {
@@ -394,10 +410,38 @@ impl Sources {
             Some(path) => Settings::from_file(path).map_err(|e| e.to_string())?,
             None => Settings::default(),
         };
-        let settings = env.overlaid_with(file).overlaid_with(self.cli.clone());
-        let config = settings
+        let mut settings = env.overlaid_with(file).overlaid_with(self.cli.clone());
+        if let Some(code) = &self.pairing {
+            // Explicit values win; the code's pin goes with the code's URL.
+            let url = settings
+                .url
+                .get_or_insert_with(|| code.url.as_str().to_owned());
+            let same_url =
+                clawnode_smol::core::GatewayUrl::parse(url).ok().as_ref() == Some(&code.url);
+            let pins = settings.tls_fingerprints.get_or_insert_with(Vec::new);
+            if pins.is_empty()
+                && same_url
+                && let Some(fp) = &code.tls_fingerprint
+            {
+                pins.push(format!("sha256:{fp}"));
+            }
+        } else if settings.url.is_none()
+            && let Some(paired) = store.load_paired_gateway().map_err(|e| e.to_string())?
+        {
+            settings.url = Some(paired.url);
+            let pins = settings.tls_fingerprints.get_or_insert_with(Vec::new);
+            if pins.is_empty() {
+                *pins = paired.tls_fingerprints;
+            }
+        }
+        let mut config = settings
             .session_config(self.client.clone())
             .map_err(|e| e.to_string())?;
+        if let Some(code) = &self.pairing {
+            let mut creds = config.credentials.clone();
+            creds.bootstrap_token = Some(code.bootstrap_token.clone());
+            config = config.with_credentials(creds);
+        }
         if let Some(exec) = &settings.exec {
             let changed = clawnode_smol::exec::commands::merge_local(store, |f| exec.apply(f))
                 .map_err(|e| format!("cannot store the [exec] policy: {}", e.message))?;
@@ -410,6 +454,11 @@ impl Sources {
 }
 
 fn run(args: RunArgs) -> ExitCode {
+    let pair_code = args
+        .pair
+        .as_ref()
+        .or(args.pair_if_needed.as_ref())
+        .map(|c| c.0.clone());
     let client = ClientOptions {
         display_name: host_name(),
         ..ClientOptions::default()
@@ -428,11 +477,20 @@ fn run(args: RunArgs) -> ExitCode {
             session_id: None,
             exec: None,
         },
+        // As upstream, pairing does not use the shared token.
         env_token: std::env::var("OPENCLAW_GATEWAY_TOKEN")
             .ok()
-            .filter(|t| !t.is_empty()),
+            .filter(|t| !t.is_empty() && pair_code.is_none()),
         client,
+        pairing: None,
     };
+    let mut sources = sources;
+    if let Some(text) = pair_code {
+        match clawnode_smol::setup_code::decode(&text, wall_ms()) {
+            Ok(code) => sources.pairing = Some(code),
+            Err(e) => return fail(EXIT_USAGE, e),
+        }
+    }
     let store = match state_dir(args.state_dir.clone()) {
         Ok(s) => s,
         Err(code) => return code,
@@ -441,6 +499,26 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
+    if args.pair.is_some() {
+        // --pair pairs again: the bootstrap token goes only where no
+        // device token is stored for this gateway.
+        let forgot = store.load_or_create_identity().and_then(|key| {
+            let id = DeviceIdentity::new(key);
+            store.forget_token(config.url().as_str(), id.device_id(), "node")
+        });
+        if let Err(e) = forgot {
+            return fail(1, e);
+        }
+    }
+    let mut remember = sources.pairing.is_some().then(|| PairedGateway {
+        url: config.url().as_str().to_owned(),
+        tls_fingerprints: match config.tls() {
+            clawnode_smol::core::TlsPolicy::Pinned(set) => {
+                set.iter().map(|p| format!("sha256:{p}")).collect()
+            }
+            _ => Vec::new(),
+        },
+    });
     let mut builder = NodeBuilder::new(config, store.clone())
         .with_system_which()
         .with_system_run()
@@ -496,6 +574,19 @@ fn run(args: RunArgs) -> ExitCode {
                 Wake::Event(Some(Event::GatewayEvent { .. })) => {}
                 Wake::Event(Some(event)) => {
                     printer.print(&event);
+                    if matches!(event, Event::Connected { .. })
+                        && let Some(gateway) = remember.take()
+                    {
+                        // Paired: later runs find the gateway here.
+                        match store.store_paired_gateway(&gateway) {
+                            Ok(()) => {
+                                tracing::info!(url = gateway.url, "paired; gateway remembered")
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "could not remember the paired gateway")
+                            }
+                        }
+                    }
                     if args.exit_on_pause && matches!(event, Event::Paused { .. }) {
                         let stop_by = Instant::now() + STOP_BUDGET;
                         stop(node, stop_by).await;
@@ -692,12 +783,17 @@ impl Printer {
     }
 }
 
-/// One line of `event` in `format`, stamped now.
-fn line(format: EventFormat, event: &Event) -> String {
-    let ts = SystemTime::now()
+/// Unix milliseconds now.
+fn wall_ms() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// One line of `event` in `format`, stamped now.
+fn line(format: EventFormat, event: &Event) -> String {
+    let ts = wall_ms();
     match format {
         EventFormat::Json => event.to_json_line(ts),
         EventFormat::Text => event.to_string(),

@@ -73,6 +73,17 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreE
     }
 }
 
+/// The gateway a node paired with, as [`StateDir::store_paired_gateway`]
+/// keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PairedGateway {
+    /// The gateway URL.
+    pub url: String,
+    /// Its certificate pins (`sha256:` hex), empty for a loopback `ws://`.
+    pub tls_fingerprints: Vec<String>,
+}
+
 /// The state directory of one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateDir {
@@ -324,6 +335,29 @@ impl StateDir {
                 reason: "vanished while being created".into(),
             })
         }
+    }
+
+    /// The gateway this node paired with (`clawnode run --pair`): its URL
+    /// and certificate pins, used when no URL is configured. Never a
+    /// token: the bootstrap token is not written anywhere.
+    pub fn load_paired_gateway(&self) -> Result<Option<PairedGateway>, StoreError> {
+        let path = self.root.join("paired-gateway.json");
+        let Some(text) = read_optional(&path)? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Remembers the gateway this node paired with, replacing the last.
+    pub fn store_paired_gateway(&self, gateway: &PairedGateway) -> Result<(), StoreError> {
+        self.ensure_dir(&self.root)?;
+        let text = serde_json::to_string_pretty(gateway).expect("serialisable") + "\n";
+        write_replace(&self.root.join("paired-gateway.json"), text.as_bytes())
     }
 
     /// The exec approvals document's path.

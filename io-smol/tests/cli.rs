@@ -749,3 +749,42 @@ fn identity_json_is_one_line_and_linked_as_openclaw_it_answers_the_ssh_probe() {
     assert_eq!(other.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&other.stderr).contains("node identity --json"));
 }
+
+#[test]
+fn a_bad_setup_code_is_refused_naming_the_part_and_never_echoing_the_token() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let code = |v: Value| {
+        format!(
+            "oc-pair://{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        )
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for (text, needle) in [
+        (
+            code(json!({"url": "wss://127.0.0.1:1", "bootstrapToken": "boot-secret",
+                        "expiresAtMs": now - 120_000})),
+            "expired",
+        ),
+        (
+            code(json!({"url": "ws://203.0.113.9:18789", "bootstrapToken": "boot-secret"})),
+            "plaintext ws://",
+        ),
+        (
+            code(json!({"bootstrapToken": "boot-secret"})),
+            "`url` is missing",
+        ),
+        ("oc-pair://not a code".to_owned(), "not base64url"),
+    ] {
+        let out = clawnode(&["run", "--pair", &text], dir.path());
+        assert_usage_error(&out, needle);
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("boot-secret"));
+    }
+    // A shared token does not go with a setup code.
+    let out = clawnode(&["run", "--pair", "x", "--token", "t"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+}

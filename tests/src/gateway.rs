@@ -185,7 +185,15 @@ impl Gateway {
             "logging": { "file": dir.join("openclaw.jsonl") },
         });
         for (k, v) in &opts.config {
-            cfg[k] = v.clone();
+            match (k.as_str(), v) {
+                // Merged, so that the port and TLS set above stay.
+                ("gateway", Value::Object(extra)) => {
+                    for (gk, gv) in extra {
+                        cfg["gateway"][gk] = gv.clone();
+                    }
+                }
+                _ => cfg[k] = v.clone(),
+            }
         }
         std::fs::write(&config, format!("{cfg}\n")).expect("write gateway config");
         let gateway = Gateway {

@@ -145,7 +145,9 @@ impl Node {
             std::fs::write(&config, opts.toml()).expect("write node config");
             cmd.arg("--config").arg(&config);
         } else {
-            cmd.args(["--url", &opts.url]);
+            if !opts.url.is_empty() {
+                cmd.args(["--url", &opts.url]);
+            }
             match &opts.token {
                 Some(token) if example => {
                     cmd.env("OPENCLAW_GATEWAY_TOKEN", token);

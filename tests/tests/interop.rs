@@ -2038,3 +2038,145 @@ fn s19_a_revoked_node_reconnects_once_then_waits_for_approval() {
     let _ = std::fs::remove_dir_all(&state);
     eprintln!("MEASURE s19 revoke_events={} hint={hint:?}", events.len());
 }
+
+// ---------------------------------------------------------------- scenario 20
+
+/// One-paste pairing: the operator mints a node setup code with the
+/// gateway's own RPC (`device.pair.setupCode`, node profile); `clawnode
+/// run --pair CODE`, with no token, URL or pin of its own, connects pinned
+/// to the certificate the code names, is approved by the gateway with no
+/// manual step, and keeps the device token it is issued (never the
+/// bootstrap token). A second run with no pairing flags at all reconnects
+/// on the stored device token. Then the operator revokes that token: the
+/// node forgets it exactly once and pauses with a hint, no loop.
+#[test]
+fn s20_one_paste_pairing_then_the_stored_device_token() {
+    let (install, bin) = require!("s20");
+    let mut opts = GatewayOptions::tls("s20");
+    opts.config.insert(
+        "gateway".into(),
+        json!({"bind": "custom", "customBindHost": "127.0.0.1"}),
+    );
+    let gw = Gateway::start(&install, opts);
+    let minted = gw.call(
+        "device.pair.setupCode",
+        &json!({"bootstrapProfile": "node", "includeQr": false}),
+        Duration::from_secs(60),
+    );
+    assert!(
+        minted.success,
+        "setup code: {minted:?}\n{}",
+        gw.log_tail(30)
+    );
+    let minted = minted.json().expect("--json");
+    let code = minted["setupCode"].as_str().expect("setupCode").to_owned();
+    assert_eq!(minted["access"], "node", "{minted}");
+    let boot = {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(code.trim_start_matches("oc-pair://"))
+            .expect("base64url");
+        let v: Value = serde_json::from_slice(&raw).expect("json");
+        assert_eq!(
+            norm_pin(v["tlsFingerprint"].as_str().unwrap_or_default()),
+            norm_pin(&gw.pin()),
+            "the code pins the gateway's certificate: {v}"
+        );
+        v["bootstrapToken"].as_str().expect("token").to_owned()
+    };
+
+    let state = sys::scratch_dir("s20-state");
+    let name = unique("s20");
+    let paired = |extra: Vec<String>| NodeOptions {
+        url: String::new(),
+        token: None,
+        display_name: name.clone(),
+        state_dir: Some(state.clone()),
+        extra_args: extra,
+        ..NodeOptions::default()
+    };
+    let first = Node::spawn(
+        &bin,
+        paired(vec!["--pair".into(), format!("oc-pair://{code}")]),
+    );
+    first.expect(0, "connected", CONNECT);
+    let id = first.device_id();
+    // No `nodes approve`: the gateway approved it on the code.
+    let which = sys::poll(Duration::from_secs(30), || {
+        let out = gw.invoke(&id, "system.which", &json!({"bins": ["sh"]}), 10_000);
+        out.success.then_some(out)
+    });
+    assert!(
+        which.is_some(),
+        "invoke without approval\n{}\n{}",
+        first.dump(),
+        gw.log_tail(30)
+    );
+    drop(first);
+    let on_disk: String = walk(&state)
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect();
+    assert!(
+        !on_disk.contains(&boot),
+        "the bootstrap token was written to disk"
+    );
+    assert!(
+        on_disk.contains("deviceToken") || on_disk.contains("token"),
+        "a device token is stored"
+    );
+
+    // No flags: the gateway and the pin remembered, the device token used.
+    let second = Node::spawn(&bin, paired(Vec::new()));
+    second.expect(0, "connected", CONNECT);
+    assert_eq!(second.device_id(), id);
+    let logged = second.stderr();
+    assert!(
+        !logged.contains(&boot),
+        "the bootstrap token reached the log"
+    );
+
+    // Revoked: forgotten once, then a pause naming how to pair again.
+    let mark = second.mark();
+    let out = gw.openclaw(
+        &[
+            "devices", "revoke", "--device", &id, "--role", "node", "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(out.success, "{out:?}");
+    let (_, paused) = second.expect(mark, "paused", Duration::from_secs(30));
+    eprintln!("MEASURE s20 code_chars={} paused={paused}", code.len());
+    std::thread::sleep(Duration::from_secs(5));
+    let events = second.events_since(mark);
+    assert_eq!(
+        events.iter().filter(|e| e["event"] == "connecting").count(),
+        1,
+        "{events:?}"
+    );
+    let forgot = second
+        .stderr()
+        .matches("rejected the stored device token; forgot it")
+        .count();
+    assert_eq!(forgot, 1, "{}", second.dump());
+    drop(second);
+    assert!(
+        walk(&state.join("tokens")).is_empty(),
+        "the revoked token is gone from disk"
+    );
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
