@@ -40,6 +40,13 @@ fi
 echo "crates in the tree: neutral $(wc -l <<< "$neutral"), full $(wc -l <<< "$full")"
 
 step "both crates package and build as they would be published"
+# The just-packaged core reaches clawnode-smol's build through a temporary
+# local registry. Cargo treats registry sources as immutable while the
+# version stays 0.1.0: it reuses an earlier run's unpacked copy
+# ($CARGO_HOME/registry/src/-<hash>/) and its compiled artifacts, which would
+# hide this run's core. Both go first.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/clawnode-*
+cargo clean -p clawnode-core
 cargo publish --dry-run --allow-dirty -p clawnode-core -p clawnode-smol
 
 step "the injected bugs of scripts/falsify.sh still apply to the core"
