@@ -54,6 +54,16 @@ for p in scripts/falsify/*.patch; do
     git apply --check "$p"
 done
 
+step "systemd-analyze, which checks the unit \`clawnode service install\` writes"
+if ! command -v systemd-analyze >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
+    else
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
+    fi
+fi
+systemd-analyze --version | head -1
+
 step "real OpenClaw gateway for the interop tests (installed once, cached in .gateway/)"
 scripts/gateway.sh install
 

@@ -45,6 +45,8 @@ mod frame_limit;
 pub mod host_stats;
 #[cfg(feature = "smol")]
 mod node;
+#[cfg(feature = "cli")]
+pub mod service;
 pub mod setup_code;
 mod store;
 mod tls;

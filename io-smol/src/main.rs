@@ -53,11 +53,61 @@ enum Command {
         #[command(subcommand)]
         action: ApprovalsAction,
     },
+    /// Install, remove or inspect the systemd unit that keeps `clawnode
+    /// run` up (needs a systemd host).
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
     /// Print a TLS gateway's certificate pin, subject and validity.
     Probe {
         /// The gateway, wss://HOST:PORT.
         #[arg(long, value_name = "URL")]
         url: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ServiceAction {
+    /// Write the unit (and, from OPENCLAW_GATEWAY_TOKEN, a 0600
+    /// environment file), then enable and start it.
+    Install {
+        /// The system manager (root) instead of the user's.
+        #[arg(long)]
+        system: bool,
+        /// Write the files only; do not call systemctl.
+        #[arg(long)]
+        no_start: bool,
+        /// State directory [default: the user's, or /var/lib/clawnode with --system].
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// The gateway URL [default: the one paired with, or --config's].
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Certificate pins (repeatable).
+        #[arg(long = "tls-fingerprint", value_name = "FP")]
+        tls_fingerprints: Vec<String>,
+        /// A TOML config file (read by the service; SIGHUP or a restart re-reads it).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The name shown to operators.
+        #[arg(long, value_name = "NAME")]
+        display_name: Option<String>,
+        /// Declare only these commands.
+        #[arg(long, value_delimiter = ',', value_name = "CMD,...")]
+        commands: Vec<String>,
+    },
+    /// Stop, disable and delete the unit and its environment file.
+    Uninstall {
+        /// The system manager's unit.
+        #[arg(long)]
+        system: bool,
+    },
+    /// Where the unit is, and whether systemd runs it.
+    Status {
+        /// The system manager's unit.
+        #[arg(long)]
+        system: bool,
     },
 }
 
@@ -196,6 +246,7 @@ fn main() -> ExitCode {
         Command::Identity { state_dir, json } => identity(state_dir, json),
         Command::Probe { url } => probe(&url),
         Command::Approvals { state_dir, action } => approvals(state_dir, action),
+        Command::Service { action } => service(action),
     }
 }
 
@@ -347,6 +398,193 @@ fn approvals(dir: Option<PathBuf>, action: ApprovalsAction) -> ExitCode {
         }
         Err(e) => fail(1, e),
     }
+}
+
+fn service(action: ServiceAction) -> ExitCode {
+    use clawnode_smol::service::{
+        Scope, UNIT, UnitSpec, lingering, paths, render_env, render_unit,
+    };
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let scope_of = |system: bool| if system { Scope::System } else { Scope::User };
+    let systemctl = |scope: Scope, args: &[&str]| {
+        let mut cmd = std::process::Command::new("systemctl");
+        if scope == Scope::User {
+            cmd.arg("--user");
+        }
+        cmd.args(args).status()
+    };
+    match action {
+        ServiceAction::Install {
+            system,
+            no_start,
+            state_dir,
+            url,
+            tls_fingerprints,
+            config,
+            display_name,
+            commands,
+        } => {
+            let scope = scope_of(system);
+            let (unit_path, env_path) = paths(scope, &home);
+            let state = match (state_dir, scope) {
+                (Some(d), _) => d,
+                (None, Scope::System) => PathBuf::from("/var/lib/clawnode"),
+                (None, Scope::User) => match StateDir::default_location() {
+                    Ok(s) => s.path().to_path_buf(),
+                    Err(e) => return fail(EXIT_USAGE, e),
+                },
+            };
+            let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+            let state = absolute(state);
+            let paired = StateDir::new(&state).load_paired_gateway().ok().flatten();
+            if url.is_none() && config.is_none() && paired.is_none() {
+                return fail(
+                    EXIT_USAGE,
+                    format!(
+                        "nothing to connect to: no --url, no --config, and no gateway paired in {}; \
+                         pair first with `clawnode run --pair CODE --state-dir {}`",
+                        state.display(),
+                        state.display()
+                    ),
+                );
+            }
+            let binary = match std::env::current_exe().and_then(std::fs::canonicalize) {
+                Ok(b) => b,
+                Err(e) => return fail(1, format!("cannot find this binary: {e}")),
+            };
+            let mut run_args = vec!["--state-dir".to_owned(), state.display().to_string()];
+            if let Some(c) = config {
+                run_args.extend(["--config".to_owned(), absolute(c).display().to_string()]);
+            }
+            if let Some(u) = url {
+                run_args.extend(["--url".to_owned(), u]);
+            }
+            for fp in tls_fingerprints {
+                run_args.extend(["--tls-fingerprint".to_owned(), fp]);
+            }
+            if let Some(n) = display_name {
+                run_args.extend(["--display-name".to_owned(), n]);
+            }
+            if !commands.is_empty() {
+                run_args.extend(["--commands".to_owned(), commands.join(",")]);
+            }
+            let token = std::env::var("OPENCLAW_GATEWAY_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty());
+            let vars: Vec<(&str, &str)> = token
+                .as_deref()
+                .map(|t| ("OPENCLAW_GATEWAY_TOKEN", t))
+                .into_iter()
+                .collect();
+            let env_text = match render_env(&vars) {
+                Ok(t) => t,
+                Err(e) => return fail(EXIT_USAGE, e),
+            };
+            let unit = render_unit(&UnitSpec {
+                scope,
+                binary,
+                run_args,
+                env_file: env_path.clone(),
+            });
+            let written = write_private(&env_path, env_text.as_bytes(), 0o600)
+                .and_then(|()| write_private(&unit_path, unit.as_bytes(), 0o644));
+            if let Err(e) = written {
+                return fail(1, e);
+            }
+            println!("unit: {}", unit_path.display());
+            println!("environment file (mode 0600): {}", env_path.display());
+            if scope == Scope::User {
+                let user = std::env::var("USER")
+                    .or_else(|_| std::env::var("LOGNAME"))
+                    .unwrap_or_default();
+                if !lingering(&user) {
+                    let who = if user.is_empty() { "$(id -un)" } else { &user };
+                    eprintln!(
+                        "clawnode: warning: lingering is off for {who}: the node stops at logout and \
+                         does not start at boot; to keep it up, run `loginctl enable-linger {who}`"
+                    );
+                }
+            }
+            if no_start {
+                return ExitCode::SUCCESS;
+            }
+            let flag = if scope == Scope::User { " --user" } else { "" };
+            for args in [&["daemon-reload"][..], &["enable", "--now", UNIT][..]] {
+                match systemctl(scope, args) {
+                    Ok(s) if s.success() => {}
+                    other => {
+                        return fail(
+                            1,
+                            format!(
+                                "`systemctl{flag} {}` failed ({other:?}); the files are written: on a systemd \
+                                 host, run `systemctl{flag} daemon-reload && systemctl{flag} enable --now {UNIT}`",
+                                args.join(" ")
+                            ),
+                        );
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        ServiceAction::Uninstall { system } => {
+            let scope = scope_of(system);
+            let (unit_path, env_path) = paths(scope, &home);
+            let _ = systemctl(scope, &["disable", "--now", UNIT]);
+            for p in [&unit_path, &env_path] {
+                match std::fs::remove_file(p) {
+                    Ok(()) => println!("removed {}", p.display()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return fail(1, format!("cannot remove {}: {e}", p.display())),
+                }
+            }
+            let _ = systemctl(scope, &["daemon-reload"]);
+            ExitCode::SUCCESS
+        }
+        ServiceAction::Status { system } => {
+            let scope = scope_of(system);
+            let (unit_path, _) = paths(scope, &home);
+            println!(
+                "unit: {} ({})",
+                unit_path.display(),
+                if unit_path.exists() {
+                    "installed"
+                } else {
+                    "not installed"
+                }
+            );
+            match systemctl(scope, &["is-active", "--quiet", UNIT]) {
+                Ok(s) => println!("active: {}", s.success()),
+                Err(e) => println!("active: unknown (systemctl: {e})"),
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Writes `bytes` to `path` with `mode`, creating its directory (0700).
+fn write_private(path: &std::path::Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    let err = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", path.display());
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| err("create the directory of", e))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| err("write", e))?;
+    // An existing file keeps its mode on open: set it.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| err("set the mode of", e))?;
+    f.write_all(bytes).map_err(|e| err("write", e))
 }
 
 fn probe(url_text: &str) -> ExitCode {

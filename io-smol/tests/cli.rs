@@ -766,8 +766,10 @@ fn a_bad_setup_code_is_refused_naming_the_part_and_never_echoing_the_token() {
         .as_millis() as u64;
     for (text, needle) in [
         (
-            code(json!({"url": "wss://127.0.0.1:1", "bootstrapToken": "boot-secret",
-                        "expiresAtMs": now - 120_000})),
+            code(
+                json!({"url": "wss://127.0.0.1:1", "bootstrapToken": "boot-secret",
+                        "expiresAtMs": now - 120_000}),
+            ),
             "expired",
         ),
         (
@@ -787,4 +789,100 @@ fn a_bad_setup_code_is_refused_naming_the_part_and_never_echoing_the_token() {
     // A shared token does not go with a setup code.
     let out = clawnode(&["run", "--pair", "x", "--token", "t"], dir.path());
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// `systemd-analyze verify` on `unit`: its complaints (it exits 0 even
+/// when it ignores a line, so silence is the pass).
+fn systemd_verify(unit: &Path) -> Option<String> {
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(unit)
+        .output()
+        .ok()?;
+    Some(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+#[test]
+fn service_install_writes_a_unit_systemd_accepts_and_keeps_the_token_out_of_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let home = tempfile::tempdir().unwrap();
+    let state = home.path().join("state");
+    let install = |args: &[&str], token: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["service", "install", "--no-start"])
+            .args(args)
+            .env("HOME", home.path())
+            .env("USER", "clawnode-test-user")
+            .env_remove("OPENCLAW_GATEWAY_TOKEN");
+        if let Some(t) = token {
+            cmd.env("OPENCLAW_GATEWAY_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    // Nothing to connect to yet: refused, naming how to pair.
+    let nothing = install(&["--state-dir", state.to_str().unwrap()], None);
+    assert_usage_error(&nothing, "--pair");
+
+    let out = install(
+        &[
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--url",
+            "wss://127.0.0.1:18789",
+            "--display-name",
+            "50% \"lab\" box",
+        ],
+        Some("s3cret-token"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("loginctl enable-linger clawnode-test-user"),
+        "the lingering warning: {stderr}"
+    );
+    let unit = home.path().join(".config/systemd/user/clawnode.service");
+    let env = home.path().join(".config/clawnode/clawnode.env");
+    let unit_text = std::fs::read_to_string(&unit).unwrap();
+    let env_text = std::fs::read_to_string(&env).unwrap();
+    assert!(!unit_text.contains("s3cret-token"), "{unit_text}");
+    assert!(env_text.contains("OPENCLAW_GATEWAY_TOKEN='s3cret-token'"));
+    assert_eq!(
+        std::fs::metadata(&env).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(unit_text.contains(" run --exit-on-pause "), "{unit_text}");
+    assert!(unit_text.contains("RestartPreventExitStatus=2 3"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cret-token"));
+
+    match systemd_verify(&unit) {
+        Some(complaints) => {
+            assert_eq!(complaints, "", "systemd-analyze verify: {unit_text}");
+            // The check has teeth: a unit with a bad line is reported.
+            let bad = home.path().join("bad.service");
+            std::fs::write(
+                &bad,
+                unit_text.replace("Restart=on-failure", "Restart=often"),
+            )
+            .unwrap();
+            let complaint = systemd_verify(&bad).unwrap();
+            assert!(complaint.contains("often"), "{complaint:?}");
+        }
+        None if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false") => {
+            panic!("systemd-analyze is missing; scripts/test.sh installs Debian's systemd")
+        }
+        None => eprintln!("systemd-analyze not found: unit not verified"),
+    }
+
+    // Uninstall removes both files (systemctl may be absent here).
+    let removed = Command::new(BIN)
+        .args(["service", "uninstall"])
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(removed.status.success(), "{removed:?}");
+    assert!(!unit.exists() && !env.exists());
 }
