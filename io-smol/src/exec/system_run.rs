@@ -11,11 +11,15 @@
 //! arrive without such a plan refuse the request; they never lift the
 //! policy. `security: deny`, this host's default, is never lifted at all.
 //!
-//! Binding is stricter than upstream's. Where a run needs approval, a plan
-//! is only made for commands it can pin: one program, named by bare name or
-//! absolute path, with no script operand. Shell text with several
-//! commands, redirections or a path or interpreter as its program is
-//! refused at prepare, so nothing an approval covers can change between the
+//! Where a run needs approval, a plan is only made for commands it can
+//! pin: one program, named by bare name or absolute path; or, as upstream,
+//! an interpreter and its script (`python3 job.py`, `sh job.sh`) or a
+//! program given by a relative path (`./run.sh`), whose file the plan binds
+//! by real path and SHA-256 (`mutableFileOperand`): an approved run whose
+//! script changed since is refused. Shell text with several commands,
+//! redirections, or a path or interpreter as its program is refused at
+//! prepare, as are interpreters with options before the script (stricter
+//! than upstream), so nothing an approval covers can change between the
 //! approval and the run.
 
 use std::collections::BTreeMap;
@@ -38,16 +42,36 @@ pub const SYSTEM_RUN: &str = "system.run";
 /// The most output an `exec.finished` event carries (its last characters).
 pub const EVENT_TAIL: usize = 20_000;
 
-/// Programs that run code they are given: their plans cannot be pinned.
+/// Programs that run code they are given: their plans cannot be pinned,
+/// except for the script operand of [`SCRIPT_RUNNERS`].
 const INTERPRETERS: &[&str] = &[
     "sh", "bash", "dash", "zsh", "ksh", "ash", "fish", "env", "node", "nodejs", "deno", "bun",
     "perl", "php", "ruby", "python", "python2", "python3", "tsx", "ts-node", "npx", "pnpm",
     "xargs", "nice", "nohup", "timeout", "sudo", "busybox", "toybox",
 ];
 
+/// Interpreters whose first operand is the script they run: a plan for
+/// `python3 script.py` binds that file's contents (docs/exec-host.md §2.4).
+const SCRIPT_RUNNERS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "ash", "node", "nodejs", "perl", "php", "ruby", "python",
+    "python2", "python3",
+];
+
+/// The one file a plan binds by content: which argument, its real path and
+/// the SHA-256 of its bytes when the plan was made.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+struct FileOperand {
+    argv_index: usize,
+    path: String,
+    sha256: String,
+}
+
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 struct Plan {
+    #[serde(default)]
+    mutable_file_operand: Option<FileOperand>,
     argv: Vec<String>,
     #[serde(default)]
     cwd: Option<String>,
@@ -201,6 +225,58 @@ fn canonical_cwd(cwd: Option<&str>, node_cwd: &Path) -> Result<PathBuf, CommandE
         })
 }
 
+/// Which argument of a direct command names a script whose contents an
+/// approval must cover: `INTERPRETER SCRIPT [ARGS]` (no option before the
+/// script), or a program given by a relative path (`./run.sh`).
+fn file_operand_index(argv: &[String]) -> Option<usize> {
+    if shell_text(argv).is_some() {
+        return None;
+    }
+    let program = argv.first()?;
+    if program.contains('/') && !program.starts_with('/') {
+        return Some(0);
+    }
+    let name = Path::new(program).file_name()?.to_str()?;
+    let runner = SCRIPT_RUNNERS.contains(&name)
+        || name
+            .strip_prefix("python")
+            .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'));
+    (runner && argv.get(1).is_some_and(|a| !a.starts_with('-'))).then_some(1)
+}
+
+/// The snapshot of `argv[index]` (relative to `cwd`): real path and hash.
+fn snapshot_operand(argv: &[String], index: usize, cwd: &Path) -> Result<FileOperand, String> {
+    let arg = argv.get(index).ok_or("no such argument")?;
+    let path = std::fs::canonicalize(cwd.join(arg)).map_err(|e| format!("{arg}: {e}"))?;
+    let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    use sha2::Digest as _;
+    let sha = sha2::Sha256::digest(&bytes);
+    Ok(FileOperand {
+        argv_index: index,
+        path: path.display().to_string(),
+        sha256: sha.iter().map(|b| format!("{b:02x}")).collect(),
+    })
+}
+
+/// For an approved run: the script the plan bound must still be the same
+/// file with the same bytes, and a script the plan did not bind is refused.
+fn check_operand(plan: &Plan, argv: &[String], cwd: &Path) -> Result<(), CommandError> {
+    let denied =
+        |m: &str| CommandError::new("SYSTEM_RUN_DENIED", format!("SYSTEM_RUN_DENIED: {m}"));
+    match (&plan.mutable_file_operand, file_operand_index(argv)) {
+        (Some(bound), _) => match snapshot_operand(argv, bound.argv_index, cwd) {
+            Ok(now) if now == *bound => Ok(()),
+            _ => Err(denied("approval script operand changed before execution")),
+        },
+        (None, Some(_)) => Err(denied("approval missing script operand binding")),
+        (None, None) => Ok(()),
+    }
+}
+
 /// Whether a plan for `argv` can be pinned (see the module documentation).
 fn pinnable(argv: &[String]) -> bool {
     let words = match shell_text(argv) {
@@ -241,7 +317,16 @@ pub fn prepare(store: &StateDir, params: &Value, node_cwd: &Path) -> Result<Valu
         .map_or(policy.security, |s| s.min(policy.security));
     let ask = req.ask.map_or(policy.ask, |a| a.max(policy.ask));
     let binds = security != Security::Full || ask != Ask::Off;
-    if binds && !pinnable(&req.command) {
+    let operand = match file_operand_index(&req.command) {
+        Some(i) if binds => Some(snapshot_operand(&req.command, i, &cwd).map_err(|e| {
+            CommandError::new(
+                "SYSTEM_RUN_DENIED",
+                format!("SYSTEM_RUN_DENIED: approval requires a readable script file ({e})"),
+            )
+        })?),
+        _ => None,
+    };
+    if binds && operand.is_none() && !pinnable(&req.command) {
         return Err(invalid(
             "SYSTEM_RUN_DENIED: approval cannot safely bind this command: run one program by \
              name or absolute path, without a script, redirection or second command\n\
@@ -251,7 +336,7 @@ pub fn prepare(store: &StateDir, params: &Value, node_cwd: &Path) -> Result<Valu
     let preview = shell_text(&req.command)
         .map(str::trim)
         .filter(|t| *t != format_command(&req.command));
-    Ok(json!({
+    let mut answer = json!({
         "plan": {
             "argv": req.command,
             "cwd": cwd.display().to_string(),
@@ -263,7 +348,13 @@ pub fn prepare(store: &StateDir, params: &Value, node_cwd: &Path) -> Result<Valu
         },
         "execPolicy": {"security": policy.security, "ask": policy.ask},
         "allowAlwaysCoverage": {"complete": false, "patterns": []},
-    }))
+    });
+    // Absent, not null, when nothing is bound: the gateway wants an object or nothing.
+    if let Some(o) = operand {
+        answer["plan"]["mutableFileOperand"] =
+            json!({"argvIndex": o.argv_index, "path": o.path, "sha256": o.sha256});
+    }
+    Ok(answer)
 }
 
 /// The last `EVENT_TAIL` characters of the run's output, as upstream cuts
@@ -316,6 +407,11 @@ pub fn system_run(
     }
     let cwd =
         canonical_cwd(req.cwd.as_deref(), node_cwd).map_err(|e| deny("cwd-unavailable", e))?;
+    if approval != Approval::None
+        && let Some(plan) = &req.system_run_plan
+    {
+        check_operand(plan, &req.command, &cwd).map_err(|e| deny("execution-plan-miss", e))?;
+    }
     let shell = shell_text(&req.command).is_some();
     let requested = req.env.clone().unwrap_or_default();
     let env = child_env(std::env::vars(), &requested, shell).map_err(|e| invalid(e.to_string()))?;
@@ -588,6 +684,7 @@ mod tests {
         assert_eq!(p["plan"]["cwd"], h.cwd.display().to_string());
         assert_eq!(p["execPolicy"], json!({"security": "full", "ask": "off"}));
         h.set(Security::Allowlist, Ask::OnMiss, &[]);
+        // Inside a shell payload nothing can be bound (as upstream).
         for text in [
             "echo a && echo b",
             "cat x > y",
@@ -607,6 +704,60 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn an_approved_script_runs_only_with_the_bytes_that_were_approved() {
+        let h = host();
+        h.set(Security::Allowlist, Ask::Always, &[]);
+        let script = h.cwd.join("job.sh");
+        std::fs::write(&script, "echo approved\n").unwrap();
+        let argv = json!({"command": ["/bin/sh", "job.sh"], "sessionKey": "s", "runId": "r"});
+        let plan = prepare(&h.store, &argv, &h.cwd).unwrap()["plan"].clone();
+        let bound = &plan["mutableFileOperand"];
+        assert_eq!(bound["argvIndex"], 1, "{plan}");
+        assert_eq!(
+            bound["path"],
+            std::fs::canonicalize(&script)
+                .unwrap()
+                .display()
+                .to_string()
+        );
+        assert_eq!(bound["sha256"].as_str().map(str::len), Some(64));
+        let mut approved = argv.clone();
+        approved["systemRunPlan"] = plan.clone();
+        approved["cwd"] = plan["cwd"].clone();
+        approved["approved"] = true.into();
+        approved["approvalDecision"] = "allow-once".into();
+        assert_eq!(h.run(approved.clone()).0.unwrap()["stdout"], "approved\n");
+        // The script changed after the approval: refused, and reported.
+        std::fs::write(&script, "echo swapped\n").unwrap();
+        let (r, sent) = h.run(approved.clone());
+        assert!(r.unwrap_err().message.contains("script operand changed"));
+        assert_eq!(sent[0].0, "exec.denied");
+        assert_eq!(sent[0].1["reason"], "execution-plan-miss");
+        // A plan that bound no script does not cover one.
+        let mut unbound = approved.clone();
+        unbound["systemRunPlan"]
+            .as_object_mut()
+            .unwrap()
+            .remove("mutableFileOperand");
+        assert!(
+            h.run(unbound)
+                .0
+                .unwrap_err()
+                .message
+                .contains("missing script operand binding")
+        );
+        // Nothing is bound, and no null is sent, when nothing needs approval.
+        h.set(Security::Full, Ask::Off, &[]);
+        let free = prepare(&h.store, &argv, &h.cwd).unwrap();
+        assert!(free["plan"].get("mutableFileOperand").is_none(), "{free}");
+        // A script that is not there cannot be bound.
+        h.set(Security::Allowlist, Ask::Always, &[]);
+        let missing = json!({"command": ["python3", "nope.py"]});
+        let e = prepare(&h.store, &missing, &h.cwd).unwrap_err();
+        assert!(e.message.contains("readable script file"), "{e:?}");
     }
 
     #[test]
