@@ -54,6 +54,18 @@ pub enum Effect {
     /// Run a command for the gateway and answer with
     /// [`Input::InvokeResult`](crate::Input::InvokeResult) before `deadline`.
     Invoke(InvokeRequest),
+    /// Input the gateway streamed to a running invoke (`node.invoke.input`),
+    /// in the gateway's order. A `seq` past the one expected means the
+    /// gateway skipped some; an old or repeated one is not handed on.
+    InvokeInput {
+        /// The invoke id.
+        id: String,
+        /// The gateway's zero-based sequence number.
+        seq: u64,
+        /// The input, as JSON text (at most
+        /// [`MAX_PROGRESS_CHUNK`](crate::MAX_PROGRESS_CHUNK) bytes).
+        payload_json: String,
+    },
     /// Stop working on an invoke: its answer is no longer wanted.
     CancelInvoke {
         /// The invoke id.

@@ -264,6 +264,17 @@ pub(crate) struct ErrorBody<'a> {
     pub message: &'a str,
 }
 
+/// `node.invoke.progress` params, borrowed.
+#[derive(Serialize)]
+pub(crate) struct ProgressParams<'a> {
+    #[serde(rename = "invokeId")]
+    pub invoke_id: &'a str,
+    #[serde(rename = "nodeId")]
+    pub node_id: &'a str,
+    pub seq: u64,
+    pub chunk: &'a str,
+}
+
 /// `node.event` params, borrowed.
 #[derive(Serialize)]
 pub(crate) struct EventParams<'a> {

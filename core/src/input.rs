@@ -75,6 +75,20 @@ pub enum Input {
         /// The answer.
         outcome: InvokeOutcome,
     },
+    /// Streamed output of a running invoke (`node.invoke.progress`). It is
+    /// sent in order on the invoke's own connection, cut into pieces of at
+    /// most [`MAX_PROGRESS_CHUNK`](crate::MAX_PROGRESS_CHUNK) bytes of
+    /// UTF-8, each with the invoke's next zero-based `seq`; an empty chunk
+    /// is a heartbeat. Progress for an invoke that is not running on the
+    /// admitted connection (answered, cancelled, expired, or of an earlier
+    /// connection) is never sent: it is reported as
+    /// [`Notification::ProgressDropped`](crate::Notification::ProgressDropped).
+    InvokeProgress {
+        /// The invoke id from the effect.
+        id: String,
+        /// The text.
+        chunk: String,
+    },
     /// The network came back: retry now if a retry is waiting.
     Wake,
     /// Stop: close the socket with 1000 and make no further attempt.

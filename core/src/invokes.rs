@@ -15,10 +15,11 @@ use core::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::MAX_PROGRESS_CHUNK;
 use crate::effect::{
     CancelReason, Effect, InvokeRequest, RequestError, RequestId, SendRefusal, SendRefused,
 };
-use crate::frame::{self, ErrorBody, EventParams, ResultParams};
+use crate::frame::{self, ErrorBody, EventParams, ProgressParams, ResultParams};
 use crate::input::{AttemptId, InvokeOutcome};
 use crate::notification::{DropReason, InvokeRefusal, Notification};
 use crate::options::NodeOptions;
@@ -51,6 +52,10 @@ struct Running {
     attempt: AttemptId,
     deadline: Time,
     idempotency_key: Option<String>,
+    /// The `seq` of the next progress chunk sent.
+    progress_seq: u64,
+    /// The `seq` of the next input expected from the gateway.
+    input_seq: u64,
 }
 
 /// The invokes running and the requests in flight.
@@ -108,6 +113,8 @@ impl Invokes {
                 rel,
                 r.deadline.saturating_since(now),
                 &r.idempotency_key,
+                r.progress_seq,
+                r.input_seq,
             )
                 .hash(h);
         }
@@ -278,6 +285,8 @@ impl Invokes {
                 attempt,
                 deadline,
                 idempotency_key: key.clone(),
+                progress_seq: 0,
+                input_seq: 0,
             },
         );
         if s.live.is_some() {
@@ -320,6 +329,92 @@ impl Invokes {
                 reason: CancelReason::Gateway,
             });
         }
+    }
+
+    /// Streamed output of a running invoke: sent in pieces of at most
+    /// [`MAX_PROGRESS_CHUNK`] bytes, each with the next `seq`, only on the
+    /// invoke's own admitted connection and only while it runs.
+    pub fn on_progress(&mut self, s: Scope<'_>, id: String, chunk: &str) {
+        let Some(inv) = self.running.get_mut(&id) else {
+            return progress_dropped(s.out, id, DropReason::NotRunning);
+        };
+        let Some(link) = s.live.filter(|l| l.attempt == inv.attempt) else {
+            return progress_dropped(s.out, id, DropReason::StaleAttempt);
+        };
+        let mut rest = chunk;
+        loop {
+            let mut cut = rest.len().min(MAX_PROGRESS_CHUNK);
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let (piece, tail) = rest.split_at(cut);
+            let frame_id = format!("ip{}", self.next_frame);
+            let text = frame::request(
+                &frame_id,
+                "node.invoke.progress",
+                &ProgressParams {
+                    invoke_id: &id,
+                    node_id: s.device_id,
+                    seq: inv.progress_seq,
+                    chunk: piece,
+                },
+            );
+            if text.len() > link.max_payload {
+                return progress_dropped(s.out, id, DropReason::TooLarge);
+            }
+            self.next_frame += 1;
+            inv.progress_seq += 1;
+            s.out.counters.progress_chunks += 1;
+            s.out.send(link.attempt, text);
+            rest = tail;
+            if rest.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// `node.invoke.input` on `attempt`: handed to the application when it
+    /// is for an invoke of this connection and not older than expected.
+    pub fn on_input(&mut self, s: Scope<'_>, attempt: AttemptId, payload: Option<&Value>) {
+        let field = |k: &str| payload.and_then(|p| p.get(k));
+        let (Some(id), Some(seq), Some(input)) = (
+            field("id").and_then(Value::as_str),
+            field("seq").and_then(Value::as_u64),
+            field("payloadJSON").and_then(Value::as_str),
+        ) else {
+            return s.out.reject(
+                attempt,
+                "node.invoke.input without a string id, a seq and a payloadJSON string".into(),
+            );
+        };
+        if input.len() > MAX_PROGRESS_CHUNK {
+            return s.out.reject(
+                attempt,
+                format!(
+                    "node.invoke.input of {} bytes, over {MAX_PROGRESS_CHUNK}",
+                    input.len()
+                ),
+            );
+        }
+        let Some(inv) = self
+            .running
+            .get_mut(id)
+            .filter(|i| i.attempt == attempt && seq >= i.input_seq)
+        else {
+            // Not this connection's running invoke, or a repeat: the
+            // official host drops these too.
+            return s.out.reject(
+                attempt,
+                format!("node.invoke.input for {id:?} seq {seq}: not running here or not new"),
+            );
+        };
+        inv.input_seq = seq.saturating_add(1);
+        s.out.counters.invoke_inputs += 1;
+        s.out.push(Effect::InvokeInput {
+            id: id.to_owned(),
+            seq,
+            payload_json: input.to_owned(),
+        });
     }
 
     /// The application's answer to an invoke.
@@ -390,6 +485,8 @@ impl Invokes {
                     reason: DropReason::Rejected(frame::gateway_error(error.as_ref())),
                 });
             }
+        } else if self.is_progress_frame(&id) {
+            // A progress chunk's acknowledgement: nothing waits for it.
         } else if let Some(rid) = parse_request_frame_id(&id)
             && self.requests.remove(&rid).is_some()
         {
@@ -507,6 +604,13 @@ impl Invokes {
         Some(inv)
     }
 
+    /// Whether `id` is exactly the frame id of a progress chunk sent.
+    fn is_progress_frame(&self, id: &str) -> bool {
+        id.strip_prefix("ip")
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n < self.next_frame && format!("ip{n}") == id)
+    }
+
     fn encode_result(&self, params: &ResultParams<'_>) -> (String, String) {
         let ack = format!("ir{}", self.next_frame);
         let text = frame::request(&ack, "node.invoke.result", params);
@@ -558,6 +662,11 @@ impl Invokes {
         self.commit(out, attempt, ack, invoke_id.to_owned(), text);
         true
     }
+}
+
+fn progress_dropped(out: &mut Outbox, id: String, reason: DropReason) {
+    out.counters.progress_dropped += 1;
+    out.notify(Notification::ProgressDropped { id, reason });
 }
 
 fn dropped(out: &mut Outbox, id: String, reason: DropReason) {

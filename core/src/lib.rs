@@ -54,7 +54,9 @@
 //!             Effect::OpenSocket { .. } => io.open(&effect),
 //!             Effect::SendFrame { .. } | Effect::SendPing { .. } => io.send(&effect),
 //!             Effect::CloseSocket { .. } => io.close(&effect),
-//!             Effect::Invoke(_) | Effect::CancelInvoke { .. } => io.spawn_command(&effect),
+//!             Effect::Invoke(_) | Effect::CancelInvoke { .. } | Effect::InvokeInput { .. } => {
+//!                 io.spawn_command(&effect)
+//!             }
 //!             Effect::StoreDeviceToken { .. } | Effect::ForgetDeviceToken { .. } => io.persist(&effect),
 //!             Effect::Response { .. } | Effect::Notify(_) => io.deliver(effect),
 //!         }
@@ -145,3 +147,6 @@ pub const NODE_ROLE: &str = "node";
 pub const MIN_PROTOCOL: u32 = 3;
 /// Highest protocol version spoken.
 pub const MAX_PROTOCOL: u32 = 4;
+/// The largest `node.invoke.progress` chunk, and the largest
+/// `node.invoke.input` payload, in bytes of UTF-8 (the gateway's limit).
+pub const MAX_PROGRESS_CHUNK: usize = 16_384;

@@ -69,6 +69,13 @@ pub enum Notification {
         /// Why.
         reason: DropReason,
     },
+    /// Streamed progress of an invoke that was not sent.
+    ProgressDropped {
+        /// The invoke id.
+        id: String,
+        /// Why.
+        reason: DropReason,
+    },
     /// An invoke request that was answered with an error without reaching
     /// the application, or a duplicate that was ignored.
     InvokeRefused {

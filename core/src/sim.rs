@@ -115,6 +115,8 @@ pub struct App {
     pub responses: Vec<(RequestId, Result<Value, crate::RequestError>)>,
     /// Device tokens the driver was asked to store.
     pub stored_tokens: Vec<Secret>,
+    /// Streamed inputs handed to the application: invoke id, seq, payload.
+    pub inputs: Vec<(String, u64, String)>,
     /// How many times the driver was asked to forget the stored token.
     pub forgotten_tokens: usize,
     /// When set, every invoke is answered with this outcome after this delay.
@@ -208,6 +210,14 @@ impl Sim {
         })
     }
 
+    /// The application streams `chunk` for invoke `id`.
+    pub fn progress(&mut self, id: &str, chunk: &str) -> Vec<Effect> {
+        self.input(Input::InvokeProgress {
+            id: id.into(),
+            chunk: chunk.into(),
+        })
+    }
+
     /// The application sends a request.
     pub fn send_request(
         &mut self,
@@ -271,6 +281,14 @@ impl Sim {
                     self.app.stored_tokens.push(token.clone())
                 }
                 Effect::ForgetDeviceToken { .. } => self.app.forgotten_tokens += 1,
+                Effect::InvokeInput {
+                    id,
+                    seq,
+                    payload_json,
+                } => self
+                    .app
+                    .inputs
+                    .push((id.clone(), *seq, payload_json.clone())),
                 Effect::Response { id, result } => self.app.responses.push((*id, result.clone())),
                 Effect::Notify(_) => {}
             }
@@ -391,6 +409,12 @@ impl Sim {
         let a = self.admitted();
         self.gateway
             .invoke(self.now, a, id, command, params_json, timeout_ms);
+    }
+
+    /// The gateway streams input to invoke `id`.
+    pub fn gw_input(&mut self, id: &str, seq: u64, payload_json: &str) {
+        let a = self.admitted();
+        self.gateway.input(self.now, a, id, seq, payload_json);
     }
 
     /// The gateway sends `node.invoke.cancel`.

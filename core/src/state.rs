@@ -279,6 +279,10 @@ impl NodeState {
                 let (invokes, scope) = self.invokes();
                 invokes.on_answer(scope, now, id, outcome);
             }
+            Input::InvokeProgress { id, chunk } => {
+                let (invokes, scope) = self.invokes();
+                invokes.on_progress(scope, id, &chunk);
+            }
             Input::Wake => {
                 if matches!(self.conn, Conn::Waiting { .. }) {
                     self.start_attempt(now);

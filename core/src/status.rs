@@ -50,6 +50,13 @@ pub struct Counters {
     pub invokes_refused: u64,
     /// Invoke answers that could not be sent.
     pub invokes_dropped: u64,
+    /// `node.invoke.progress` chunks sent.
+    pub progress_chunks: u64,
+    /// Progress the application gave for an invoke not running on the
+    /// admitted connection, or too large for `policy.maxPayload`.
+    pub progress_dropped: u64,
+    /// `node.invoke.input` frames handed to the application.
+    pub invoke_inputs: u64,
 }
 
 /// A snapshot of the session.

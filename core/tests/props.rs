@@ -161,6 +161,11 @@ enum GwOp {
     StopTicks,
     /// The `tickIntervalMs` announced from the next admission on.
     AnnounceTick(u64),
+    /// The application streams progress for `inv-{i}` (`n` × 1 KiB of
+    /// text; 0 is a heartbeat).
+    Progress(u8, u8),
+    /// The gateway streams input `seq` to `inv-{i}`.
+    Input(u8, u8),
 }
 
 fn gw_op() -> impl Strategy<Value = GwOp> {
@@ -186,6 +191,8 @@ fn gw_op() -> impl Strategy<Value = GwOp> {
         1 => (0u32..120_000).prop_map(GwOp::Down),
         1 => Just(GwOp::StopTicks),
         1 => prop_oneof![1u64..5_000, 100_000u64..u64::MAX].prop_map(GwOp::AnnounceTick),
+        2 => (0u8..6, 0u8..40).prop_map(|(i, n)| GwOp::Progress(i, n)),
+        2 => (0u8..6, 0u8..4).prop_map(|(i, s)| GwOp::Input(i, s)),
     ]
 }
 
@@ -289,6 +296,12 @@ fn run_gateway(seed: u64, ops: &[GwOp]) -> String {
             }
             GwOp::StopTicks if admitted.is_some() => sim.gw_stop_ticks(),
             GwOp::AnnounceTick(ms) => sim.gateway.config.announced_tick_ms = Some(*ms),
+            GwOp::Progress(i, n) => {
+                sim.progress(&format!("inv-{i}"), &"é".repeat(usize::from(*n) * 512));
+            }
+            GwOp::Input(i, seq) if admitted.is_some() => {
+                sim.gw_input(&format!("inv-{i}"), u64::from(*seq), "{}");
+            }
             _ => {}
         }
     }

@@ -164,6 +164,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         eprintln!("tokio_node: could not forget the device token: {e}");
                     }
                 }
+                // Its only command (system.which) reads no streamed input.
+                Effect::InvokeInput { .. } => {}
                 // This node sends no requests of its own.
                 Effect::Response { .. } => {}
                 Effect::Notify(n) => {

@@ -40,6 +40,72 @@ impl fmt::Debug for NodeEvents {
     }
 }
 
+/// A running invoke's output stream to the gateway
+/// (`node.invoke.progress`): chunks go out in order, before the invoke's
+/// answer, cut to the gateway's 16 KiB limit and numbered by the core.
+/// Sending never blocks; once the invoke has answered or was cancelled,
+/// chunks are dropped and reported by the session.
+#[derive(Clone)]
+pub struct Progress(Arc<SendProgress>);
+
+type SendProgress = dyn Fn(String) + Send + Sync;
+
+impl Progress {
+    /// Chunks handed to `send`.
+    pub fn new(send: impl Fn(String) + Send + Sync + 'static) -> Self {
+        Progress(Arc::new(send))
+    }
+
+    /// Chunks dropped (a command run outside a session, in tests).
+    pub fn discard() -> Self {
+        Progress::new(|_| {})
+    }
+
+    /// Streams `chunk`; an empty chunk is a heartbeat.
+    pub fn send(&self, chunk: impl Into<String>) {
+        (self.0)(chunk.into());
+    }
+}
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Progress")
+    }
+}
+
+/// How many `node.invoke.input` payloads (each at most 16 KiB) may wait
+/// for a command to read them; one more aborts the invoke, as upstream
+/// fails closed when its input buffer overflows.
+pub const INPUT_QUEUE: usize = 64;
+
+/// Input the gateway streams to a running invoke (`node.invoke.input`),
+/// as JSON text, in order.
+#[derive(Clone, Debug)]
+pub struct InvokeInput(Option<async_channel::Receiver<String>>);
+
+impl InvokeInput {
+    /// A stream fed through `sender`, holding at most [`INPUT_QUEUE`].
+    pub fn channel() -> (async_channel::Sender<String>, Self) {
+        let (tx, rx) = async_channel::bounded(INPUT_QUEUE);
+        (tx, InvokeInput(Some(rx)))
+    }
+
+    /// No input ever (a command run outside a session).
+    pub fn none() -> Self {
+        InvokeInput(None)
+    }
+
+    /// The next input; `None` once the invoke can get no more.
+    pub async fn recv(&self) -> Option<String> {
+        self.0.as_ref()?.recv().await.ok()
+    }
+
+    /// The next input if one is waiting.
+    pub fn try_recv(&self) -> Option<String> {
+        self.0.as_ref()?.try_recv().ok()
+    }
+}
+
 /// An invoke handed to a command handler.
 #[derive(Clone, Debug)]
 pub struct Invocation {
@@ -53,6 +119,10 @@ pub struct Invocation {
     pub idempotency_key: Option<String>,
     /// Where the command's `node.event`s go.
     pub events: NodeEvents,
+    /// The invoke's output stream (`node.invoke.progress`).
+    pub progress: Progress,
+    /// The invoke's input stream (`node.invoke.input`).
+    pub input: InvokeInput,
 }
 
 /// A command's failure, sent to the gateway as `{code, message}`.
@@ -98,7 +168,7 @@ mod registry {
     use clawnode_core::InvokeOutcome;
     use serde_json::Value;
 
-    use super::{CommandError, CommandFuture, Invocation, NodeEvents};
+    use super::{CommandError, CommandFuture, Invocation, InvokeInput, NodeEvents, Progress};
 
     /// A registered handler. Shared (`Arc`) because each invoke runs in its own
     /// task, which holds the handler while it runs.
@@ -145,8 +215,9 @@ mod registry {
         command: String,
         params_json: Option<String>,
         idempotency_key: Option<String>,
-        events: NodeEvents,
+        streams: (NodeEvents, Progress, InvokeInput),
     ) -> InvokeOutcome {
+        let (events, progress, input) = streams;
         let params = match params_json.as_deref().map(serde_json::from_str::<Value>) {
             None => Ok(Value::Null),
             Some(Ok(v)) => Ok(v),
@@ -163,6 +234,8 @@ mod registry {
                     params,
                     idempotency_key,
                     events,
+                    progress,
+                    input,
                 })
                 .await
             }

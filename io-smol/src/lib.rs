@@ -55,7 +55,9 @@ mod transport;
 mod which;
 
 pub use clawnode_core as core;
-pub use command::{CommandError, CommandFuture, Invocation, NodeEvents};
+pub use command::{
+    CommandError, CommandFuture, INPUT_QUEUE, Invocation, InvokeInput, NodeEvents, Progress,
+};
 pub use event::{DisconnectCode, Event};
 #[cfg(feature = "smol")]
 pub use node::{NodeBuilder, NodeHandle, NodeStatus, RequestFailure, StartError};

@@ -546,6 +546,90 @@ fn a_slow_invoke_does_not_block_the_session_and_is_cancelled_at_its_deadline() {
 }
 
 #[test]
+fn a_command_streams_progress_and_reads_input_before_its_answer() {
+    let gw = FakeGateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut builder = NodeBuilder::new(node_config(&gw.url()), StateDir::new(dir.path())).command(
+        "test.duplex",
+        |inv| async move {
+            inv.progress.send("ready");
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                let Some(line) = inv.input.recv().await else {
+                    break;
+                };
+                inv.progress.send(format!("echo {line}"));
+                got.push(line);
+            }
+            Ok(json!({"inputs": got}))
+        },
+    );
+    let events = builder.events();
+    let node = builder.spawn().unwrap();
+    smol::block_on(async {
+        let mut ws = accept_connected(&gw, &events).await;
+        let id = node.device_id().to_owned();
+        send(
+            &mut ws,
+            json!({"type":"event","event":"node.invoke.request","payload":{
+                "id":"d1","nodeId":id,"command":"test.duplex","timeoutMs":5000}}),
+        )
+        .await;
+        let mut frames = Vec::new();
+        let mut answered = false;
+        let mut sent_input = false;
+        while !answered {
+            let f = recv(&mut ws).await.expect("a frame");
+            if f["method"] == "node.invoke.progress" {
+                send(
+                    &mut ws,
+                    json!({"type":"res","id":f["id"],"ok":true,"payload":{"ok":true}}),
+                )
+                .await;
+                if !sent_input {
+                    sent_input = true;
+                    for (seq, text) in [(0, "\"a\""), (1, "\"b\"")] {
+                        send(
+                            &mut ws,
+                            json!({"type":"event","event":"node.invoke.input","payload":{
+                                "id":"d1","nodeId":id,"seq":seq,"payloadJSON":text}}),
+                        )
+                        .await;
+                    }
+                }
+            }
+            answered = f["method"] == "node.invoke.result";
+            frames.push(f);
+        }
+        let progress: Vec<(u64, String)> = frames
+            .iter()
+            .filter(|f| f["method"] == "node.invoke.progress")
+            .map(|f| {
+                (
+                    f["params"]["seq"].as_u64().unwrap(),
+                    f["params"]["chunk"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            progress,
+            [
+                (0, "ready".to_owned()),
+                (1, "echo \"a\"".to_owned()),
+                (2, "echo \"b\"".to_owned())
+            ]
+        );
+        let result = frames.last().unwrap();
+        assert_eq!(result["params"]["ok"], true, "{result}");
+        assert_eq!(
+            result["params"]["payloadJSON"],
+            r#"{"inputs":["\"a\"","\"b\""]}"#
+        );
+        smol::future::zip(node.shutdown(), drain_until_closed(&mut ws)).await;
+    });
+}
+
+#[test]
 fn a_close_from_the_gateway_is_answered_not_dropped() {
     use async_tungstenite::tungstenite::protocol::CloseFrame;
     use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;

@@ -598,6 +598,29 @@ impl FakeGateway {
         );
     }
 
+    /// Sends `node.invoke.input` for invoke `id` on `attempt`.
+    pub fn input(&mut self, now: Time, attempt: AttemptId, id: &str, seq: u64, payload_json: &str) {
+        let node_id = self.sockets[&attempt.0].device_id.clone();
+        self.send(
+            now,
+            attempt,
+            json!({"type":"event","event":"node.invoke.input","payload":{
+                "id": id, "nodeId": node_id, "seq": seq, "payloadJSON": payload_json}}),
+        );
+    }
+
+    /// The `node.invoke.progress` requests received, in order.
+    pub fn progress(&self) -> Vec<(AttemptId, Value)> {
+        self.log
+            .frames
+            .iter()
+            .filter(|(_, _, v)| {
+                v.get("method").and_then(Value::as_str) == Some("node.invoke.progress")
+            })
+            .map(|(_, a, v)| (*a, v.get("params").cloned().unwrap_or(Value::Null)))
+            .collect()
+    }
+
     /// Sends `node.invoke.cancel` on `attempt`.
     pub fn cancel(&mut self, now: Time, attempt: AttemptId, id: &str) {
         self.send(

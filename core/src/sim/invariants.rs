@@ -71,6 +71,13 @@ struct Track {
     invokes_in: BTreeMap<String, u32>,
     /// `node.invoke.result` frames sent on it, per invoke id.
     results_out: BTreeMap<String, u32>,
+    /// Invokes handed to the application on this attempt and not answered
+    /// on it yet.
+    live_invokes: BTreeSet<String>,
+    /// Per invoke, the `seq` of the next progress chunk sent.
+    progress_next: BTreeMap<String, u64>,
+    /// Per invoke, the last input `seq` handed on.
+    input_last: BTreeMap<String, u64>,
 }
 
 /// What kind of input the current step is, for rules that depend on it.
@@ -558,7 +565,12 @@ impl Invariants {
                     );
                 }
                 self.handed.insert(req.id.clone(), now);
-                let t = &self.attempts[&req.attempt.0];
+                let Some(t) = self.attempts.get_mut(&req.attempt.0) else {
+                    return violation(
+                        "invoke-from-its-attempt",
+                        format!("Invoke {:?} on unknown attempt {}", req.id, req.attempt),
+                    );
+                };
                 if !t.invokes_in.contains_key(&req.id) {
                     return violation(
                         "invoke-from-its-attempt",
@@ -568,9 +580,39 @@ impl Invariants {
                         ),
                     );
                 }
+                t.live_invokes.insert(req.id.clone());
                 Ok(())
             }
             Effect::Notify(n) => self.on_notification(now, n),
+            Effect::InvokeInput {
+                id,
+                seq,
+                payload_json,
+            } => {
+                let t =
+                    self.live_track(self.live().map_or(AttemptId(0), AttemptId), "InvokeInput")?;
+                if !t.live_invokes.contains(id) {
+                    return violation(
+                        "input-only-for-a-running-invoke",
+                        format!("InvokeInput for {id:?}, not running on the live attempt"),
+                    );
+                }
+                if payload_json.len() > crate::MAX_PROGRESS_CHUNK {
+                    return violation(
+                        "input-bounded",
+                        format!("InvokeInput of {} bytes", payload_json.len()),
+                    );
+                }
+                if let Some(last) = t.input_last.insert(id.clone(), *seq)
+                    && *seq <= last
+                {
+                    return violation(
+                        "input-seq-increases",
+                        format!("input seq {seq} for {id:?} after {last}"),
+                    );
+                }
+                Ok(())
+            }
             Effect::ForgetDeviceToken { .. } => {
                 self.forgets += 1;
                 if self.forgets > 1 {
@@ -746,6 +788,40 @@ impl Invariants {
                 ),
             );
         }
+        if method == "node.invoke.progress" {
+            let p = v.get("params");
+            let s = |k: &str| p.and_then(|p| p.get(k)).and_then(Value::as_str);
+            let inv = s("invokeId").unwrap_or("");
+            if s("nodeId").is_none() || s("nodeId") != device_id.as_deref() {
+                return violation(
+                    "progress-names-this-node",
+                    format!("node.invoke.progress with nodeId {:?}", s("nodeId")),
+                );
+            }
+            if !t.live_invokes.contains(inv) {
+                return violation(
+                    "progress-only-while-running-on-its-attempt",
+                    format!("progress for {inv:?} on attempt {attempt}, not running there"),
+                );
+            }
+            let chunk = s("chunk").unwrap_or("");
+            if chunk.len() > crate::MAX_PROGRESS_CHUNK {
+                return violation(
+                    "progress-chunk-bounded",
+                    format!("progress chunk of {} bytes", chunk.len()),
+                );
+            }
+            let seq = p.and_then(|p| p.get("seq")).and_then(Value::as_u64);
+            let next = t.progress_next.entry(inv.into()).or_default();
+            if seq != Some(*next) {
+                return violation(
+                    "progress-seq-in-order",
+                    format!("progress seq {seq:?} for {inv:?}, expected {next}"),
+                );
+            }
+            *next += 1;
+            return Ok(());
+        }
         if method == "node.invoke.result" {
             let p = v.get("params");
             let inv = p
@@ -759,6 +835,7 @@ impl Invariants {
                     format!("node.invoke.result with nodeId {node_id:?}"),
                 );
             }
+            t.live_invokes.remove(inv);
             let received = t.invokes_in.get(inv).copied().unwrap_or(0);
             let answered = t.results_out.entry(inv.into()).or_default();
             *answered += 1;
@@ -857,6 +934,7 @@ impl Invariants {
             }
             Notification::InvokeRefused { .. }
             | Notification::InvokeDropped { .. }
+            | Notification::ProgressDropped { .. }
             | Notification::SeqGap { .. }
             | Notification::GatewayEvent { .. }
             | Notification::FrameRejected { .. } => Ok(()),

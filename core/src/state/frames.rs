@@ -270,6 +270,10 @@ impl NodeState {
                             &self.options,
                         );
                     }
+                    "node.invoke.input" => {
+                        let (invokes, scope) = self.invokes();
+                        invokes.on_input(scope, attempt, payload.as_ref());
+                    }
                     "node.invoke.cancel" => {
                         let (invokes, scope) = self.invokes();
                         invokes.on_cancel(scope, now, attempt, payload.as_ref());

@@ -87,9 +87,14 @@ pub(crate) enum Op {
     Tick(u64),
     /// The application stops the node.
     Stop,
+    /// The application streams `len` bytes of progress for the `pick`th
+    /// invoke it was handed (or an unknown one).
+    Progress { pick: u8, len: u16 },
+    /// The gateway streams input `seq` to `inv-{id}`, `len` bytes long.
+    InvokeInput { id: u8, seq: u8, len: u16 },
 }
 
-const OPS: u8 = 28;
+const OPS: u8 = 30;
 
 impl<'a> Arbitrary<'a> for Op {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
@@ -145,6 +150,15 @@ impl<'a> Arbitrary<'a> for Op {
                 tick_secs: byte(u)?,
             },
             26 => Op::Tick(long(u)?),
+            28 => Op::Progress {
+                pick: byte(u)?,
+                len: word(u)?,
+            },
+            29 => Op::InvokeInput {
+                id: byte(u)?,
+                seq: byte(u)?,
+                len: word(u)?,
+            },
             _ => Op::Stop,
         })
     }
@@ -254,6 +268,12 @@ impl Op {
             }
             Op::Stop => {
                 w.byte(27);
+            }
+            Op::Progress { pick, len } => {
+                w.byte(28).byte(*pick).word(*len);
+            }
+            Op::InvokeInput { id, seq, len } => {
+                w.byte(29).byte(*id).byte(*seq).word(*len);
             }
         }
     }
@@ -558,6 +578,22 @@ fn step(sim: &mut Sim, current: &mut Option<ConfigPick>, forged: &mut bool, op: 
         }
         Op::Stop => {
             sim.input(Input::Stop);
+        }
+        Op::Progress { pick, len } => {
+            let ids: Vec<String> = sim.app.invokes.iter().map(|i| i.id.clone()).collect();
+            let id = ids
+                .get(usize::from(*pick) % (ids.len() + 1))
+                .cloned()
+                .unwrap_or_else(|| "inv-unknown".into());
+            // Multi-byte text, so that cuts must respect character boundaries.
+            let chunk = "é".repeat(usize::from(*len) / 2);
+            sim.progress(&id, &chunk);
+        }
+        Op::InvokeInput { id, seq, len } => {
+            if admitted.is_some() {
+                let payload = json!("x".repeat(usize::from(*len))).to_string();
+                sim.gw_input(&format!("inv-{}", id % 8), u64::from(*seq), &payload);
+            }
         }
     }
 }

@@ -113,6 +113,8 @@ struct RunningInvoke {
     task: Task<()>,
     command: String,
     started: Instant,
+    /// Where the gateway's `node.invoke.input` for it goes.
+    input: channel::Sender<String>,
 }
 
 /// The driver task's state: the core, and what carries out its effects.
@@ -384,6 +386,10 @@ impl Session {
                     let _ = reply.try_send(Err(RequestFailure::Refused(refused)));
                 }
             },
+            Command::Progress { id, chunk } => {
+                self.node
+                    .handle_input(now, Input::InvokeProgress { id, chunk });
+            }
             Command::Reconfigure { config, reply } => {
                 let config = with_commands(*config, &self.commands);
                 let old_url = self.node.config().map(|c| c.url().clone());
@@ -489,6 +495,30 @@ impl Session {
                 }
             }
             Effect::Invoke(req) => self.start_invoke(req),
+            Effect::InvokeInput {
+                id,
+                seq,
+                payload_json,
+            } => {
+                let Some(inv) = self.invokes.get_mut(&id) else {
+                    return;
+                };
+                if inv.input.try_send(payload_json).is_err() {
+                    // The command does not read its input fast enough (or at
+                    // all): fail closed, as upstream does past 64 KiB. The
+                    // handler is dropped; the answer says why.
+                    tracing::warn!(id, seq, "invoke input overflowed; the invoke is aborted");
+                    drop(std::mem::replace(&mut inv.task, smol::spawn(async {})));
+                    let outcome = InvokeOutcome::Err {
+                        code: "UNAVAILABLE".into(),
+                        message: format!(
+                            "more than {} inputs waited unread; the invoke was aborted",
+                            command::INPUT_QUEUE
+                        ),
+                    };
+                    let _ = self.tx.try_send(Msg::InvokeDone { id, outcome });
+                }
+            }
             Effect::CancelInvoke { id, reason } => {
                 if let Some(inv) = self.invokes.remove(&id) {
                     drop(inv.task);
@@ -586,6 +616,8 @@ impl Session {
         let inv_id = id.clone();
         let name = command.clone();
         let events = node_events(self.tx.clone());
+        let progress = invoke_progress(self.tx.clone(), id.clone());
+        let (input_tx, input) = command::InvokeInput::channel();
         let task = smol::spawn(async move {
             let outcome = command::run(
                 handler,
@@ -593,7 +625,7 @@ impl Session {
                 name,
                 params_json,
                 idempotency_key,
-                events,
+                (events, progress, input),
             )
             .await;
             let _ = tx
@@ -609,9 +641,27 @@ impl Session {
                 task,
                 command,
                 started: Instant::now(),
+                input: input_tx,
             },
         );
     }
+}
+
+/// A command's output stream, queued to the driver in order with its
+/// events and before its answer. A full queue drops the chunk: the driver
+/// is far behind, and a stream is not worth blocking the command for.
+fn invoke_progress(tx: Sender<Msg>, id: String) -> command::Progress {
+    command::Progress::new(move |chunk| {
+        if tx
+            .try_send(Msg::Command(Command::Progress {
+                id: id.clone(),
+                chunk,
+            }))
+            .is_err()
+        {
+            tracing::warn!(id, "progress chunk dropped: the session is far behind");
+        }
+    })
 }
 
 /// A command's `node.event`s, queued to the driver like the application's:

@@ -33,6 +33,11 @@ pub(super) enum Command {
         config: Box<SessionConfig>,
         reply: Sender<bool>,
     },
+    /// A chunk of a running invoke's output stream.
+    Progress {
+        id: String,
+        chunk: String,
+    },
     Wake,
     Stop,
 }

@@ -64,6 +64,11 @@ impl Session {
                     tracing::warn!(id = %clip(id), reason = %clip(&format!("{reason:?}")), "invoke answer not delivered");
                 }
             }
+            Notification::ProgressDropped { id, reason } => {
+                if self.log_limits.invoke_dropped.allow(Instant::now()) {
+                    tracing::warn!(id = %clip(id), reason = %clip(&format!("{reason:?}")), "invoke progress not sent");
+                }
+            }
             Notification::InvokeRefused {
                 id,
                 command,
