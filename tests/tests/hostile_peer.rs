@@ -386,7 +386,7 @@ fn approval_flags_from_the_peer_lift_nothing() {
 fn sixteen_heavy_runs_do_not_stall_the_session() {
     const RUNS: usize = 16;
     let (go, wait) = std::sync::mpsc::channel::<()>();
-    let (tx, rx) = std::sync::mpsc::channel::<(Vec<Value>, Vec<u128>, usize)>();
+    let (tx, rx) = std::sync::mpsc::channel::<(Vec<Value>, Vec<u128>, usize, u128)>();
     let port = listen(move |i, mut ws| {
         if i > 0 {
             return;
@@ -415,6 +415,7 @@ fn sixteen_heavy_runs_do_not_stall_the_session() {
         let mut out = Vec::new();
         let mut rtts = Vec::new();
         let mut pings = 0usize;
+        let started = std::time::Instant::now();
         let mut sent_at = std::time::Instant::now();
         let mut waiting = false;
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -453,7 +454,7 @@ fn sixteen_heavy_runs_do_not_stall_the_session() {
                 Err(_) => break,
             }
         }
-        let _ = tx.send((out, rtts, pings));
+        let _ = tx.send((out, rtts, pings, started.elapsed().as_millis()));
         let _ = ws.get_mut().set_read_timeout(None);
         while ws.read().is_ok() {}
     });
@@ -461,7 +462,7 @@ fn sixteen_heavy_runs_do_not_stall_the_session() {
     node.expect(0, "connected", Duration::from_secs(20));
     approvals_set(&node, &["--security", "full"]);
     go.send(()).expect("peer");
-    let (answers, mut rtts, pings) = rx
+    let (answers, mut rtts, pings, answered_ms) = rx
         .recv_timeout(Duration::from_secs(90))
         .unwrap_or_else(|_| panic!("the peer finished\n{}", node.dump()));
     let peak = sys::peak_rss_kib(node.pid()).unwrap_or(0);
@@ -476,7 +477,7 @@ fn sixteen_heavy_runs_do_not_stall_the_session() {
         })
         .collect();
     eprintln!(
-        "MEASURE hostile sixteen_heavy_runs pings={pings} pongs={} pong_rtt_us_p50={:?} p99={:?} max={:?} \
+        "MEASURE hostile sixteen_heavy_runs answered_ms={answered_ms} pings={pings} pongs={} pong_rtt_us_p50={:?} p99={:?} max={:?} \
          peak_rss_kib={peak} stdout_bytes={sizes:?}",
         rtts.len(),
         pct(50),

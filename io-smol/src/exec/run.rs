@@ -38,6 +38,18 @@ pub const TIMEOUT_EXIT: i32 = 124;
 /// The marker appended to output cut at the cap.
 pub const TRUNCATED: &str = "\n... (truncated)";
 
+/// Sees each piece of kept output as it arrives: the stream (0 stdout,
+/// 1 stderr) and the bytes. Called on the reader threads; never for bytes
+/// past [`OUTPUT_CAP`].
+#[derive(Clone)]
+pub struct OutputTap(pub Arc<dyn Fn(usize, &[u8]) + Send + Sync>);
+
+impl std::fmt::Debug for OutputTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutputTap")
+    }
+}
+
 /// What to run.
 #[derive(Clone, Debug, Default)]
 pub struct RunSpec {
@@ -49,6 +61,8 @@ pub struct RunSpec {
     pub env: BTreeMap<String, String>,
     /// Stop the run after this long.
     pub timeout: Option<Duration>,
+    /// Where kept output goes as it arrives, besides the outcome.
+    pub tap: Option<OutputTap>,
 }
 
 /// How a run ended, in the shape `system.run` answers with.
@@ -160,17 +174,31 @@ struct Capture {
     dropped: u64,
 }
 
-fn pump(mut from: impl Read, stream: usize, capture: Arc<Mutex<Capture>>, done: Sender<Wake>) {
+fn pump(
+    mut from: impl Read,
+    stream: usize,
+    capture: Arc<Mutex<Capture>>,
+    tap: Option<OutputTap>,
+    done: Sender<Wake>,
+) {
     let mut buf = [0u8; 8192];
     while let Ok(n) = from.read(&mut buf) {
         if n == 0 {
             break;
         }
-        let mut c = capture.lock().expect("not poisoned");
-        let take = n.min(OUTPUT_CAP - c.kept);
-        c.out[stream].extend_from_slice(&buf[..take]);
-        c.kept += take;
-        c.dropped += (n - take) as u64;
+        let take = {
+            let mut c = capture.lock().expect("not poisoned");
+            let take = n.min(OUTPUT_CAP - c.kept);
+            c.out[stream].extend_from_slice(&buf[..take]);
+            c.kept += take;
+            c.dropped += (n - take) as u64;
+            take
+        };
+        if take > 0
+            && let Some(tap) = &tap
+        {
+            (tap.0)(stream, &buf[..take]);
+        }
     }
     let _ = done.send(Wake::ReaderDone);
 }
@@ -239,8 +267,8 @@ pub fn run_with(spec: &RunSpec, cancel: &Cancel, started: impl FnOnce(u32)) -> R
     let mut readers = 0;
     for (i, s) in streams.into_iter().enumerate() {
         if let Some(s) = s {
-            let (c, w) = (capture.clone(), wake.clone());
-            std::thread::spawn(move || pump(s, i, c, w));
+            let (c, w, t) = (capture.clone(), wake.clone(), spec.tap.clone());
+            std::thread::spawn(move || pump(s, i, c, t, w));
             readers += 1;
         }
     }

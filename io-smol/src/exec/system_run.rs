@@ -31,8 +31,8 @@ use serde_json::{Value, json};
 use super::allowlist::{self, Context, shell_text, split_shell};
 use super::approvals::{Approval, ApprovalsFile, Ask, Resolved, Security, decide};
 use super::env::child_env;
-use super::run::{Cancel, RunSpec, run_with};
-use crate::command::{CommandError, NodeEvents};
+use super::run::{Cancel, OutputTap, RunSpec, run_with};
+use crate::command::{CommandError, NodeEvents, Progress};
 use crate::store::StateDir;
 
 /// Prepares a run: the plan `system.run` is then bound to.
@@ -384,6 +384,7 @@ pub fn system_run(
     node_cwd: &Path,
     cancel: &Cancel,
     events: &NodeEvents,
+    progress: &Progress,
 ) -> Result<Value, CommandError> {
     let req = parse(params)?;
     let policy = policy_file(store)?.resolve(req.agent_id.as_deref());
@@ -438,6 +439,7 @@ pub fn system_run(
             .timeout_ms
             .filter(|t| *t > 0)
             .map(std::time::Duration::from_millis),
+        tap: Some(stream_output(progress.clone())),
     };
     let mut about = json!({"sessionKey": session_key, "runId": run_id, "host": "node",
                            "command": command});
@@ -461,6 +463,32 @@ pub fn system_run(
     }
     events.send("exec.finished", finished);
     Ok(payload)
+}
+
+/// Streams the kept output as `node.invoke.progress` while the run goes
+/// on, as the official host streams its long-running commands; the answer
+/// still carries the whole kept output. Bytes are sent as text once they
+/// form whole UTF-8 characters (a character split across reads waits for
+/// its rest).
+fn stream_output(progress: Progress) -> OutputTap {
+    let carry: std::sync::Mutex<[Vec<u8>; 2]> = std::sync::Mutex::default();
+    OutputTap(std::sync::Arc::new(move |stream, bytes| {
+        let mut carry = carry.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = &mut carry[stream.min(1)];
+        pending.extend_from_slice(bytes);
+        let valid = match std::str::from_utf8(pending) {
+            Ok(s) => s.len(),
+            // An incomplete character at the end waits; anything else is
+            // sent lossily now.
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => pending.len(),
+        };
+        if valid > 0 {
+            let text = String::from_utf8_lossy(&pending[..valid]).into_owned();
+            pending.drain(..valid);
+            progress.send(text);
+        }
+    }))
 }
 
 /// The approval a request carries, counted only with a matching plan.
@@ -561,7 +589,14 @@ mod tests {
 
         fn run(&self, params: Value) -> (Result<Value, CommandError>, Vec<(String, Value)>) {
             let (ev, sent) = events();
-            let r = system_run(&self.store, &params, &self.cwd, &Cancel::new(), &ev);
+            let r = system_run(
+                &self.store,
+                &params,
+                &self.cwd,
+                &Cancel::new(),
+                &ev,
+                &Progress::discard(),
+            );
             let sent = sent.lock().unwrap().clone();
             (r, sent)
         }
@@ -605,6 +640,35 @@ mod tests {
         assert_eq!(sent[1].1["success"], false);
         assert_eq!(sent[1].1["sessionKey"], started["sessionKey"]);
         assert_eq!(sent[1].1["runId"], started["runId"]);
+    }
+
+    #[test]
+    fn output_streams_as_whole_characters_and_the_answer_keeps_it_all() {
+        let chunks = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = chunks.clone();
+        let tap = stream_output(Progress::new(move |c| sink.lock().unwrap().push(c)));
+        let e = "é".as_bytes();
+        (tap.0)(0, &[b'a', e[0]]);
+        (tap.0)(0, &[e[1], b'b']);
+        (tap.0)(1, b"err");
+        assert_eq!(*chunks.lock().unwrap(), ["a", "éb", "err"]);
+
+        let h = host();
+        h.set(Security::Full, Ask::Off, &[]);
+        let streamed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = streamed.clone();
+        let (ev, _) = events();
+        let r = system_run(
+            &h.store,
+            &sh("printf one; sleep 0.1; printf two"),
+            &h.cwd,
+            &Cancel::new(),
+            &ev,
+            &Progress::new(move |c| sink.lock().unwrap().push_str(&c)),
+        )
+        .unwrap();
+        assert_eq!(r["stdout"], "onetwo");
+        assert_eq!(*streamed.lock().unwrap(), "onetwo");
     }
 
     #[test]

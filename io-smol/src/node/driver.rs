@@ -659,7 +659,7 @@ fn invoke_progress(tx: Sender<Msg>, id: String) -> command::Progress {
             }))
             .is_err()
         {
-            tracing::warn!(id, "progress chunk dropped: the session is far behind");
+            tracing::debug!(id, "progress chunk dropped: the session is far behind");
         }
     })
 }

@@ -166,7 +166,14 @@ impl NodeBuilder {
                 let cancel = Cancel::new();
                 let _guard = CancelOnDrop(cancel.clone());
                 smol::unblock(move || {
-                    system_run(&store, &inv.params, &node_cwd(), &cancel, &inv.events)
+                    system_run(
+                        &store,
+                        &inv.params,
+                        &node_cwd(),
+                        &cancel,
+                        &inv.events,
+                        &inv.progress,
+                    )
                 })
                 .await
             }
