@@ -42,7 +42,10 @@ pub const TRUNCATED: &str = "\n... (truncated)";
 /// 1 stderr) and the bytes. Called on the reader threads; never for bytes
 /// past [`OUTPUT_CAP`].
 #[derive(Clone)]
-pub struct OutputTap(pub Arc<dyn Fn(usize, &[u8]) + Send + Sync>);
+pub struct OutputTap(pub Arc<TapFn>);
+
+/// What an [`OutputTap`] calls.
+pub type TapFn = dyn Fn(usize, &[u8]) + Send + Sync;
 
 impl std::fmt::Debug for OutputTap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
