@@ -273,6 +273,30 @@ fn approvals_set(node: &Node, args: &[&str]) {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// A peer for the first connection only: admits it, waits for `go` (the
+/// test has set the node's policy), then runs `body` with the node's id.
+fn admit_then(
+    go: std::sync::mpsc::Receiver<()>,
+    body: impl FnOnce(&mut Peer, Value) + Send + 'static,
+) -> u16 {
+    let body = std::sync::Mutex::new(Some(body));
+    listen(move |i, mut ws| {
+        if i > 0 {
+            return;
+        }
+        let Some(req) = admit(&mut ws, 25 << 20) else {
+            return;
+        };
+        let node_id = req["params"]["device"]["id"].clone();
+        if go.recv().is_err() {
+            return;
+        }
+        if let Some(body) = body.lock().ok().and_then(|mut b| b.take()) {
+            body(&mut ws, node_id);
+        }
+    })
+}
+
 /// A `system.run` request for `argv` with `extra` params.
 fn run_request(id: &str, node_id: &Value, argv: &[&str], extra: Value) -> Value {
     let mut params = json!({"command": argv, "sessionKey": "hostile", "runId": id});
@@ -313,17 +337,7 @@ fn approval_flags_from_the_peer_lift_nothing() {
     let (tx, rx) = std::sync::mpsc::channel::<Vec<Value>>();
     let marker = std::env::temp_dir().join(format!("clawnode-bypass-{}", std::process::id()));
     let touch = marker.to_str().expect("utf-8").to_owned();
-    let port = listen(move |i, mut ws| {
-        if i > 0 {
-            return;
-        }
-        let Some(req) = admit(&mut ws, 25 << 20) else {
-            return;
-        };
-        let node_id = req["params"]["device"]["id"].clone();
-        if wait.recv().is_err() {
-            return;
-        }
+    let port = admit_then(wait, move |ws, node_id| {
         let argv = ["/usr/bin/touch", touch.as_str()];
         let cwd = std::env::current_dir().expect("cwd");
         let plan = json!({"argv": argv, "cwd": cwd, "commandText": format!("/usr/bin/touch {touch}"),
@@ -340,11 +354,11 @@ fn approval_flags_from_the_peer_lift_nothing() {
         let n = forged.len();
         for (k, extra) in forged.into_iter().enumerate() {
             send(
-                &mut ws,
+                ws,
                 run_request(&format!("forged-{k}"), &node_id, &argv, extra),
             );
         }
-        let _ = tx.send(results(&mut ws, n, |_| {}));
+        let _ = tx.send(results(ws, n, |_| {}));
         let _ = ws.read();
     });
     let node = node(port, "bypass");
@@ -387,20 +401,10 @@ fn sixteen_heavy_runs_do_not_stall_the_session() {
     const RUNS: usize = 16;
     let (go, wait) = std::sync::mpsc::channel::<()>();
     let (tx, rx) = std::sync::mpsc::channel::<(Vec<Value>, Vec<u128>, usize, u128)>();
-    let port = listen(move |i, mut ws| {
-        if i > 0 {
-            return;
-        }
-        let Some(req) = admit(&mut ws, 25 << 20) else {
-            return;
-        };
-        let node_id = req["params"]["device"]["id"].clone();
-        if wait.recv().is_err() {
-            return;
-        }
+    let port = admit_then(wait, move |ws, node_id| {
         for k in 0..RUNS {
             send(
-                &mut ws,
+                ws,
                 run_request(
                     &format!("heavy-{k}"),
                     &node_id,
@@ -434,13 +438,13 @@ fn sixteen_heavy_runs_do_not_stall_the_session() {
                     let frame: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
                     if frame["method"] == "node.invoke.result" {
                         send(
-                            &mut ws,
+                            ws,
                             json!({"type":"res","id":frame["id"],"ok":true,"payload":{}}),
                         );
                         out.push(frame["params"].clone());
                     } else if frame["type"] == "req" {
                         send(
-                            &mut ws,
+                            ws,
                             json!({"type":"res","id":frame["id"],"ok":true,"payload":{}}),
                         );
                     }
