@@ -1541,6 +1541,7 @@ fn s16_system_run_through_the_gateway_with_figures() {
         "marked as truncated"
     );
     assert_eq!(big["success"], true);
+    assert_eq!(big["truncated"], true);
     let peak = sys::peak_rss_kib(node.pid()).unwrap_or(0);
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
 

@@ -95,7 +95,7 @@ impl RunOutcome {
     }
 
     /// The `system.run` result payload: `exitCode` (left out when there is
-    /// none), `timedOut`, `success`, `stdout`, `stderr` and `error`. Output
+    /// none), `timedOut`, `success`, `stdout`, `stderr`, `error` and `truncated`. Output
     /// cut at the cap ends with [`TRUNCATED`], on stderr when it has text,
     /// else on stdout, as the official host marks it.
     pub fn payload(&self) -> Value {
@@ -113,6 +113,8 @@ impl RunOutcome {
             "stdout": stdout,
             "stderr": stderr,
             "error": self.error,
+            // Beyond upstream's in-band marker, for callers that read fields.
+            "truncated": self.dropped_bytes > 0,
         });
         if let Some(code) = self.exit_code {
             v["exitCode"] = code.into();
