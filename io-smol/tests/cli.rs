@@ -886,3 +886,51 @@ fn service_install_writes_a_unit_systemd_accepts_and_keeps_the_token_out_of_it()
     assert!(removed.status.success(), "{removed:?}");
     assert!(!unit.exists() && !env.exists());
 }
+
+#[test]
+fn explicit_flags_override_the_setup_code_and_the_bootstrap_token_is_sent_alone() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start();
+    // The code names another gateway, pinned; --url moves the node to this
+    // one (and drops the code's pin, which was for the other URL).
+    let code = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+        json!({"url": "wss://127.0.0.1:9", "bootstrapToken": "boot-token",
+               "tlsFingerprint": "ab".repeat(32)})
+        .to_string(),
+    );
+    let (mut child, events) = spawn_run(
+        &["--pair", &format!("oc-pair://{code}"), "--url", &gw.url()],
+        &dir.path().join("state"),
+    );
+    smol::block_on(async {
+        let mut ws = gw.accept().await;
+        let req = challenge(&mut ws).await;
+        // OPENCLAW_GATEWAY_TOKEN is set, but pairing does not use it.
+        assert_eq!(
+            req["params"]["auth"],
+            json!({"bootstrapToken": "boot-token"})
+        );
+        hello_ok(&mut ws, &req).await;
+        let connecting = next_event(&events, "connecting");
+        assert_eq!(connecting["url"], format!("{}/", gw.url()), "{connecting}");
+        next_event(&events, "connected");
+        kill(&child, "-TERM");
+        while recv(&mut ws).await.is_some() {}
+    });
+    assert_eq!(wait(&mut child), Some(0));
+    // Admitted: the gateway is remembered, and no token was written.
+    let remembered: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("state/paired-gateway.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(remembered["url"], format!("{}/", gw.url()));
+    assert_eq!(remembered["tlsFingerprints"], json!([]));
+    let all = std::fs::read_dir(dir.path().join("state"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(!all.contains("boot-token"));
+}
