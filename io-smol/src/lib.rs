@@ -49,6 +49,8 @@ mod node;
 pub mod service;
 pub mod setup_code;
 mod store;
+#[cfg(feature = "cli")]
+pub mod swarm;
 mod tls;
 #[cfg(feature = "smol")]
 mod transport;

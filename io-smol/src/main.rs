@@ -59,12 +59,43 @@ enum Command {
         #[command(subcommand)]
         action: ServiceAction,
     },
+    /// Load-test a gateway: hold many real node sessions in this process
+    /// (the token from OPENCLAW_GATEWAY_TOKEN) and report what they cost.
+    Swarm(SwarmArgs),
     /// Print a TLS gateway's certificate pin, subject and validity.
     Probe {
         /// The gateway, wss://HOST:PORT.
         #[arg(long, value_name = "URL")]
         url: String,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct SwarmArgs {
+    /// The gateway URL.
+    #[arg(long, value_name = "URL")]
+    url: String,
+    /// How many sessions.
+    #[arg(long, value_name = "N")]
+    count: usize,
+    /// At most this many sessions connecting at once.
+    #[arg(long, value_name = "K", default_value_t = 16)]
+    inflight: usize,
+    /// How long to hold the sessions once up, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    hold: u64,
+    /// Give up on the ramp after this many seconds and hold what is up.
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    ramp_limit: u64,
+    /// Where the sessions' identities live (node-NNNN below it; reused).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Accept the gateway's certificate iff its SHA-256 is this (repeatable).
+    #[arg(long = "tls-fingerprint", value_name = "FP")]
+    tls_fingerprints: Vec<String>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -247,6 +278,7 @@ fn main() -> ExitCode {
         Command::Probe { url } => probe(&url),
         Command::Approvals { state_dir, action } => approvals(state_dir, action),
         Command::Service { action } => service(action),
+        Command::Swarm(args) => swarm(args),
     }
 }
 
@@ -394,6 +426,74 @@ fn approvals(dir: Option<PathBuf>, action: ApprovalsAction) -> ExitCode {
     match result {
         Ok(v) => {
             println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, e),
+    }
+}
+
+fn swarm(args: SwarmArgs) -> ExitCode {
+    use clawnode_smol::swarm::{SwarmSpec, run};
+    use std::io::IsTerminal as _;
+    if args.count == 0 || args.inflight == 0 {
+        return fail(EXIT_USAGE, "--count and --inflight must be at least 1");
+    }
+    let settings = Settings {
+        url: Some(args.url.clone()),
+        token: std::env::var("OPENCLAW_GATEWAY_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+        tls_fingerprints: Some(args.tls_fingerprints.clone()),
+        ..Settings::default()
+    };
+    let config = match settings.session_config(ClientOptions::default()) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let state = match args.state_dir.clone() {
+        Some(d) => d,
+        None => match StateDir::default_location() {
+            Ok(s) => s.path().join("swarm"),
+            Err(e) => return fail(EXIT_USAGE, e),
+        },
+    };
+    let spec = SwarmSpec {
+        config,
+        count: args.count,
+        inflight: args.inflight,
+        hold: Duration::from_secs(args.hold),
+        ramp_limit: Duration::from_secs(args.ramp_limit),
+        state,
+    };
+    let mut signals = match Signals::new([Signal::Term, Signal::Int]) {
+        Ok(s) => s,
+        Err(e) => return fail(1, format!("cannot install signal handlers: {e}")),
+    };
+    let (stop_tx, stop_rx) = smol::channel::bounded(1);
+    smol::spawn(async move {
+        if signals.next().await.is_some() {
+            let _ = stop_tx.send(()).await;
+        }
+    })
+    .detach();
+    let live = std::io::stderr().is_terminal();
+    let count = args.count;
+    let result = smol::block_on(run(spec, stop_rx, |up, connecting| {
+        if live {
+            eprint!("\r{up}/{count} connected, {connecting} connecting   ");
+        }
+    }));
+    if live {
+        eprintln!();
+    }
+    match result {
+        Ok(summary) => {
+            let v = summary.to_json();
+            if args.json {
+                println!("{v}");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(1, e),

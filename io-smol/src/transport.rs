@@ -110,6 +110,9 @@ pub(crate) async fn open_io(
     Ok(Io::Tls(Box::new(stream)))
 }
 
+/// The WebSocket read buffer of each session, in bytes.
+const READ_BUFFER: usize = 8 * 1024;
+
 /// Opens the WebSocket of one attempt. Its inbound messages are held to
 /// the returned limit: 64 KiB until the driver raises it to the gateway's
 /// `policy.maxPayload` on admission (docs/protocol.md §2).
@@ -122,7 +125,13 @@ pub(crate) async fn open(
     let io = Limited::new(open_io(url, policy, store).await?, limit.clone());
     // `Limited` enforces the handshake-dependent limit before a frame is
     // buffered; tungstenite's fixed limits only back it up.
+    // Buffers sized for the protocol, not tungstenite's 128 KiB defaults:
+    // an idle session reads ticks and pongs of a few hundred bytes, and a
+    // larger frame grows the read buffer as it arrives. Writes go out as
+    // they are made (the driver flushes each message anyway).
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .max_message_size(Some(64 << 20))
         .max_frame_size(Some(64 << 20));
     let (ws, _response) =

@@ -2181,3 +2181,56 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+// ---------------------------------------------------------------- scenario 21
+
+/// `clawnode swarm`: 20 real, signed node sessions in one process against
+/// the real gateway, paced 8 at a time, held 5 s, then closed with 1000;
+/// the JSON summary has every field and all 20 connected.
+#[test]
+fn s21_swarm_holds_twenty_sessions_and_reports_a_summary() {
+    let (install, bin) = require!("s21");
+    let gw = Gateway::start(&install, GatewayOptions::plain("s21"));
+    let state = sys::scratch_dir("s21-swarm");
+    let out = std::process::Command::new(&bin)
+        .args([
+            "swarm",
+            "--url",
+            &gw.url(),
+            "--count",
+            "20",
+            "--inflight",
+            "8",
+            "--hold",
+            "5",
+            "--json",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .env("OPENCLAW_GATEWAY_TOKEN", gw.token())
+        .output()
+        .expect("clawnode swarm");
+    assert!(out.status.success(), "{out:?}");
+    let summary: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    eprintln!("MEASURE s21 swarm={summary}");
+    for field in [
+        "count",
+        "connected",
+        "connectP50Ms",
+        "connectP99Ms",
+        "rssBytes",
+        "rssPerSessionBytes",
+        "idleCpuMsPerMin",
+        "disconnects",
+        "refusals",
+    ] {
+        assert!(summary.get(field).is_some(), "{field} in {summary}");
+    }
+    assert_eq!(summary["count"], 20);
+    assert_eq!(summary["connected"], 20, "{summary}");
+    // Twenty identities, reused by the next run.
+    let identities = std::fs::read_dir(&state).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(identities, 20);
+    let _ = std::fs::remove_dir_all(&state);
+}

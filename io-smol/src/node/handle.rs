@@ -17,7 +17,7 @@ use smol::channel::{self, Receiver, Sender};
 
 use super::driver::{self, Start, with_commands};
 use super::error::{RequestFailure, StartError};
-use super::msg::{Command, Msg, Subscribers, subscribe};
+use super::msg::{Command, Msg, Subscribers, subscribe, subscribe_with};
 use crate::command::{CommandError, Invocation, Registry};
 use crate::event::Event;
 use crate::store::StateDir;
@@ -206,6 +206,13 @@ impl NodeBuilder {
     /// in their place once there is room. Drop it when no longer read.
     pub fn events(&mut self) -> Receiver<Event> {
         subscribe(&self.subscribers)
+    }
+
+    /// [`events`](Self::events) holding at most `capacity` events: a
+    /// process that runs many sessions and reads promptly needs far fewer
+    /// than 1024 per session.
+    pub fn events_with_capacity(&mut self, capacity: usize) -> Receiver<Event> {
+        subscribe_with(&self.subscribers, capacity.max(1))
     }
 
     /// Loads (or creates) the identity and the stored device token, and
