@@ -54,8 +54,9 @@ struct Running {
     idempotency_key: Option<String>,
     /// The `seq` of the next progress chunk sent.
     progress_seq: u64,
-    /// The `seq` of the next input expected from the gateway.
-    input_seq: u64,
+    /// The `seq` of the next input expected from the gateway; `None`
+    /// once `u64::MAX` was taken (nothing can follow it).
+    input_seq: Option<u64>,
 }
 
 /// The invokes running and the requests in flight.
@@ -286,7 +287,7 @@ impl Invokes {
                 deadline,
                 idempotency_key: key.clone(),
                 progress_seq: 0,
-                input_seq: 0,
+                input_seq: Some(0),
             },
         );
         if s.live.is_some() {
@@ -399,7 +400,7 @@ impl Invokes {
         let Some(inv) = self
             .running
             .get_mut(id)
-            .filter(|i| i.attempt == attempt && seq >= i.input_seq)
+            .filter(|i| i.attempt == attempt && i.input_seq.is_some_and(|next| seq >= next))
         else {
             // Not this connection's running invoke, or a repeat: the
             // official host drops these too.
@@ -408,7 +409,7 @@ impl Invokes {
                 format!("node.invoke.input for {id:?} seq {seq}: not running here or not new"),
             );
         };
-        inv.input_seq = seq.saturating_add(1);
+        inv.input_seq = seq.checked_add(1);
         s.out.counters.invoke_inputs += 1;
         s.out.push(Effect::InvokeInput {
             id: id.to_owned(),

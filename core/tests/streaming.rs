@@ -157,6 +157,12 @@ fn input_reaches_the_application_in_order_and_only_once() {
         .count();
     assert_eq!(rejected, 4);
     assert_eq!(sim.node.status().counters.invoke_inputs, 3);
+    // The last possible seq is taken once; nothing follows it.
+    sim.gw_input("inv-1", u64::MAX, "{}");
+    sim.gw_input("inv-1", u64::MAX, "{}");
+    sim.run_for(MS);
+    assert_eq!(sim.app.inputs.len(), 4);
+    sim.app.inputs.pop();
     // After the answer, input goes nowhere.
     sim.answer("inv-1", InvokeOutcome::Ok { payload_json: None });
     sim.gw_input("inv-1", 6, "{}");

@@ -71,9 +71,13 @@ pub struct Settings {
 /// The `[exec]` table of the config file: the host owner's exec policy,
 /// as `clawnode approvals set` and `clawnode approvals allow` would set
 /// it. It is merged into the stored approvals document rather than
-/// replacing it, so that what an operator added through the gateway
-/// (`system.execApprovals.set`) stays; a value the file sets wins again at
-/// each reload.
+/// replacing it, so that allowlist entries an operator added through the
+/// gateway (`system.execApprovals.set`) stay. A value the file sets wins
+/// again at each reload: it goes into `defaults`, and any agent's own
+/// value for that setting (`agents["*"]` included) is cleared, since an
+/// agent's value would otherwise take precedence. Taking a value or a
+/// pattern out of the file does not revoke it from the document: use
+/// `clawnode approvals` for that.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecSettings {
@@ -96,6 +100,17 @@ impl ExecSettings {
         d.security = self.security.or(d.security);
         d.ask = self.ask.or(d.ask);
         d.ask_fallback = self.ask_fallback.or(d.ask_fallback);
+        for agent in file.agents.values_mut() {
+            if self.security.is_some() {
+                agent.security = None;
+            }
+            if self.ask.is_some() {
+                agent.ask = None;
+            }
+            if self.ask_fallback.is_some() {
+                agent.ask_fallback = None;
+            }
+        }
         if !self.allow.is_empty() {
             let list = &mut file.agents.entry("*".into()).or_default().allowlist;
             for pattern in &self.allow {
@@ -597,6 +612,11 @@ mod tests {
             "kept and added"
         );
         assert!(!exec.apply(&mut file), "applied twice: no change");
+        // An operator's per-agent override does not outlive a reload.
+        file.agents.get_mut("*").unwrap().security = Some(Security::Full);
+        assert!(exec.apply(&mut file));
+        assert_eq!(file.agents["*"].security, None);
+        assert_eq!(file.resolve(Some("main")).security, Security::Allowlist);
         // The file only: the command line has no [exec] to override it.
         let merged = s.clone().overlaid_with(Settings::default());
         assert_eq!(merged.exec, s.exec);

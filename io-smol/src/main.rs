@@ -529,6 +529,13 @@ fn service(action: ServiceAction) -> ExitCode {
             let scope = scope_of(system);
             let (unit_path, env_path) = paths(scope, &home);
             let state = match (state_dir, scope) {
+                (Some(d), Scope::System) if d != std::path::Path::new("/var/lib/clawnode") => {
+                    return fail(
+                        EXIT_USAGE,
+                        "a system unit keeps its state in /var/lib/clawnode (it runs as a dynamic \
+                         user that may write nowhere else); drop --state-dir, or install a user unit",
+                    );
+                }
                 (Some(d), _) => d,
                 (None, Scope::System) => PathBuf::from("/var/lib/clawnode"),
                 (None, Scope::User) => match StateDir::default_location() {
@@ -588,13 +595,24 @@ fn service(action: ServiceAction) -> ExitCode {
                 run_args,
                 env_file: env_path.clone(),
             });
-            let written = write_private(&env_path, env_text.as_bytes(), 0o600)
-                .and_then(|()| write_private(&unit_path, unit.as_bytes(), 0o644));
+            // Without a token now, an existing environment file (with the
+            // token of an earlier install) is kept, not emptied.
+            let keep_env = token.is_none() && env_path.exists();
+            let written = if keep_env {
+                Ok(())
+            } else {
+                write_private(&env_path, env_text.as_bytes(), 0o600)
+            }
+            .and_then(|()| write_private(&unit_path, unit.as_bytes(), 0o644));
             if let Err(e) = written {
                 return fail(1, e);
             }
             println!("unit: {}", unit_path.display());
-            println!("environment file (mode 0600): {}", env_path.display());
+            println!(
+                "environment file (mode 0600){}: {}",
+                if keep_env { ", kept" } else { "" },
+                env_path.display()
+            );
             if scope == Scope::User {
                 let user = std::env::var("USER")
                     .or_else(|_| std::env::var("LOGNAME"))
@@ -750,6 +768,9 @@ impl Sources {
         };
         let mut settings = env.overlaid_with(file).overlaid_with(self.cli.clone());
         if let Some(code) = &self.pairing {
+            // Pairing authenticates with the code's bootstrap token alone.
+            settings.token = None;
+            settings.password = None;
             // Explicit values win; the code's pin goes with the code's URL.
             let url = settings
                 .url
@@ -837,17 +858,6 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, e),
     };
-    if args.pair.is_some() {
-        // --pair pairs again: the bootstrap token goes only where no
-        // device token is stored for this gateway.
-        let forgot = store.load_or_create_identity().and_then(|key| {
-            let id = DeviceIdentity::new(key);
-            store.forget_token(config.url().as_str(), id.device_id(), "node")
-        });
-        if let Err(e) = forgot {
-            return fail(1, e);
-        }
-    }
     let mut remember = sources.pairing.is_some().then(|| PairedGateway {
         url: config.url().as_str().to_owned(),
         tls_fingerprints: match config.tls() {
@@ -857,7 +867,13 @@ fn run(args: RunArgs) -> ExitCode {
             _ => Vec::new(),
         },
     });
-    let mut builder = NodeBuilder::new(config, store.clone())
+    let mut builder = NodeBuilder::new(config, store.clone());
+    if args.pair.is_some() {
+        // --pair pairs again: the bootstrap token goes first, and the stored
+        // device token is replaced only once the gateway issues a new one.
+        builder = builder.ignore_stored_token();
+    }
+    let mut builder = builder
         .with_system_which()
         .with_system_run()
         .with_exec_approvals();

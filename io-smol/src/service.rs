@@ -7,7 +7,9 @@
 //! so no restart loop hammers a gateway that already said no. Any other
 //! failure is restarted after 5 s. Secrets never go on the command line:
 //! the gateway token lives in an environment file of mode 0600 that the
-//! unit reads (`EnvironmentFile`).
+//! unit reads (`EnvironmentFile`). A system unit never runs as root: it
+//! runs as a dynamic user that owns only `/var/lib/clawnode`, with the rest
+//! of the file system read-only; a user unit runs as its user.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -104,6 +106,16 @@ pub fn render_unit(spec: &UnitSpec) -> String {
     let _ = writeln!(u, "KillSignal=SIGTERM");
     let _ = writeln!(u, "TimeoutStopSec=10");
     let _ = writeln!(u, "NoNewPrivileges=yes");
+    if spec.scope == Scope::System {
+        // Never root: a user systemd makes for the service, which owns only
+        // its state directory; the rest of the system is read-only to it,
+        // and to every command `system.run` starts.
+        let _ = writeln!(u, "DynamicUser=yes");
+        let _ = writeln!(u, "StateDirectory=clawnode");
+        let _ = writeln!(u, "ProtectSystem=strict");
+        let _ = writeln!(u, "ProtectHome=read-only");
+        let _ = writeln!(u, "PrivateTmp=yes");
+    }
     let _ = writeln!(u);
     let _ = writeln!(u, "[Install]");
     let _ = writeln!(
@@ -173,6 +185,8 @@ mod tests {
         assert!(u.contains("WantedBy=default.target\n"));
         let s = render_unit(&spec(Scope::System));
         assert!(s.contains("WantedBy=multi-user.target\n"));
+        assert!(s.contains("DynamicUser=yes\nStateDirectory=clawnode\nProtectSystem=strict\n"));
+        assert!(!u.contains("DynamicUser"), "a user unit runs as its user");
         assert!(s.contains("EnvironmentFile=-/etc/clawnode/clawnode.env\n"));
     }
 

@@ -861,6 +861,20 @@ fn service_install_writes_a_unit_systemd_accepts_and_keeps_the_token_out_of_it()
     match systemd_verify(&unit) {
         Some(complaints) => {
             assert_eq!(complaints, "", "systemd-analyze verify: {unit_text}");
+            // The system unit too (it is written to /etc, so rendered here).
+            use clawnode_smol::service::{Scope, UnitSpec, paths, render_unit};
+            let system = home.path().join("system.service");
+            std::fs::write(
+                &system,
+                render_unit(&UnitSpec {
+                    scope: Scope::System,
+                    binary: BIN.into(),
+                    run_args: vec!["--state-dir".into(), "/var/lib/clawnode".into()],
+                    env_file: paths(Scope::System, home.path()).1,
+                }),
+            )
+            .unwrap();
+            assert_eq!(systemd_verify(&system).unwrap(), "", "the system unit");
             // The check has teeth: a unit with a bad line is reported.
             let bad = home.path().join("bad.service");
             std::fs::write(
@@ -876,6 +890,23 @@ fn service_install_writes_a_unit_systemd_accepts_and_keeps_the_token_out_of_it()
         }
         None => eprintln!("systemd-analyze not found: unit not verified"),
     }
+
+    // Installed again without a token: the token file is kept, not emptied.
+    let again = install(
+        &[
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--url",
+            "wss://127.0.0.1:18789",
+        ],
+        None,
+    );
+    assert!(again.status.success(), "{again:?}");
+    assert!(
+        std::fs::read_to_string(&env)
+            .unwrap()
+            .contains("s3cret-token")
+    );
 
     // Uninstall removes both files (systemctl may be absent here).
     let removed = Command::new(BIN)

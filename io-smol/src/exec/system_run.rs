@@ -233,16 +233,25 @@ fn file_operand_index(argv: &[String]) -> Option<usize> {
         return None;
     }
     let program = argv.first()?;
-    if program.contains('/') && !program.starts_with('/') {
-        return Some(0);
-    }
     let name = Path::new(program).file_name()?.to_str()?;
-    let runner = SCRIPT_RUNNERS.contains(&name)
-        || name
-            .strip_prefix("python")
-            .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'));
-    (runner && argv.get(1).is_some_and(|a| !a.starts_with('-'))).then_some(1)
+    let python = name
+        .strip_prefix("python")
+        .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'));
+    if SCRIPT_RUNNERS.contains(&name) || python {
+        // The script is what an approval covers, wherever the interpreter is.
+        return argv
+            .get(1)
+            .is_some_and(|a| !a.starts_with('-'))
+            .then_some(1);
+    }
+    if INTERPRETERS.contains(&name) {
+        return None;
+    }
+    (program.contains('/') && !program.starts_with('/')).then_some(0)
 }
+
+/// The largest script a plan binds by content.
+const MAX_BOUND_FILE: u64 = 16 << 20;
 
 /// The snapshot of `argv[index]` (relative to `cwd`): real path and hash.
 fn snapshot_operand(argv: &[String], index: usize, cwd: &Path) -> Result<FileOperand, String> {
@@ -252,9 +261,36 @@ fn snapshot_operand(argv: &[String], index: usize, cwd: &Path) -> Result<FileOpe
     if !meta.is_file() {
         return Err(format!("{} is not a regular file", path.display()));
     }
-    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.len() > MAX_BOUND_FILE {
+        return Err(format!(
+            "{} is larger than {MAX_BOUND_FILE} bytes",
+            path.display()
+        ));
+    }
     use sha2::Digest as _;
-    let sha = sha2::Sha256::digest(&bytes);
+    use std::io::Read as _;
+    let mut hasher = sha2::Sha256::new();
+    let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut limited = file.take(MAX_BOUND_FILE + 1);
+    let mut buf = [0u8; 16 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = limited
+            .read(&mut buf)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    if total > MAX_BOUND_FILE {
+        return Err(format!(
+            "{} grew past {MAX_BOUND_FILE} bytes",
+            path.display()
+        ));
+    }
+    let sha = hasher.finalize();
     Ok(FileOperand {
         argv_index: index,
         path: path.display().to_string(),
@@ -268,10 +304,13 @@ fn check_operand(plan: &Plan, argv: &[String], cwd: &Path) -> Result<(), Command
     let denied =
         |m: &str| CommandError::new("SYSTEM_RUN_DENIED", format!("SYSTEM_RUN_DENIED: {m}"));
     match (&plan.mutable_file_operand, file_operand_index(argv)) {
-        (Some(bound), _) => match snapshot_operand(argv, bound.argv_index, cwd) {
-            Ok(now) if now == *bound => Ok(()),
-            _ => Err(denied("approval script operand changed before execution")),
-        },
+        (Some(bound), Some(index)) if bound.argv_index == index => {
+            match snapshot_operand(argv, index, cwd) {
+                Ok(now) if now == *bound => Ok(()),
+                _ => Err(denied("approval script operand changed before execution")),
+            }
+        }
+        (Some(_), _) => Err(denied("approval script operand changed before execution")),
         (None, Some(_)) => Err(denied("approval missing script operand binding")),
         (None, None) => Ok(()),
     }
@@ -817,6 +856,22 @@ mod tests {
         h.set(Security::Full, Ask::Off, &[]);
         let free = prepare(&h.store, &argv, &h.cwd).unwrap();
         assert!(free["plan"].get("mutableFileOperand").is_none(), "{free}");
+        // An interpreter by relative path binds its script, not itself; a
+        // relative program that is not an interpreter binds itself.
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            file_operand_index(&argv(&["./venv/bin/python3", "job.py"])),
+            Some(1)
+        );
+        assert_eq!(
+            file_operand_index(&argv(&["./venv/bin/python3", "-m", "x"])),
+            None
+        );
+        assert_eq!(
+            file_operand_index(&argv(&["./node_modules/.bin/tsx", "x.ts"])),
+            None
+        );
+        assert_eq!(file_operand_index(&argv(&["./run.sh", "--fast"])), Some(0));
         // A script that is not there cannot be bound.
         h.set(Security::Allowlist, Ask::Always, &[]);
         let missing = json!({"command": ["python3", "nope.py"]});

@@ -387,8 +387,21 @@ impl Session {
                 }
             },
             Command::Progress { id, chunk } => {
-                self.node
-                    .handle_input(now, Input::InvokeProgress { id, chunk });
+                // A stream is worth less than the connection: while the
+                // socket's queue is half full, progress waits for nothing
+                // and is dropped, so that it can never fill the queue and
+                // fail the socket (results and events still fit).
+                let backed_up = self
+                    .sockets
+                    .values()
+                    .filter_map(|s| s.writer.as_ref())
+                    .any(|w| w.len() >= WRITE_QUEUE / 2);
+                if backed_up {
+                    tracing::debug!(id, "progress dropped: the socket's queue is backed up");
+                } else {
+                    self.node
+                        .handle_input(now, Input::InvokeProgress { id, chunk });
+                }
             }
             Command::Reconfigure { config, reply } => {
                 let config = with_commands(*config, &self.commands);
@@ -503,12 +516,14 @@ impl Session {
                 let Some(inv) = self.invokes.get_mut(&id) else {
                     return;
                 };
-                if inv.input.try_send(payload_json).is_err() {
+                if let Err(channel::TrySendError::Full(_)) = inv.input.try_send(payload_json) {
                     // The command does not read its input fast enough (or at
                     // all): fail closed, as upstream does past 64 KiB. The
                     // handler is dropped; the answer says why.
                     tracing::warn!(id, seq, "invoke input overflowed; the invoke is aborted");
                     drop(std::mem::replace(&mut inv.task, smol::spawn(async {})));
+                    // Later input goes nowhere (and aborts nothing twice).
+                    inv.input = channel::bounded(1).0;
                     let outcome = InvokeOutcome::Err {
                         code: "UNAVAILABLE".into(),
                         message: format!(
@@ -648,8 +663,8 @@ impl Session {
 }
 
 /// A command's output stream, queued to the driver in order with its
-/// events and before its answer. A full queue drops the chunk: the driver
-/// is far behind, and a stream is not worth blocking the command for.
+/// events and before its answer; the driver drops chunks while the socket
+/// is backed up.
 fn invoke_progress(tx: Sender<Msg>, id: String) -> command::Progress {
     command::Progress::new(move |chunk| {
         if tx

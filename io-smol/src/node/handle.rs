@@ -59,6 +59,7 @@ pub struct NodeBuilder {
     handlers: Registry,
     subscribers: Subscribers,
     host_stats: bool,
+    ignore_stored_token: bool,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -84,6 +85,7 @@ impl NodeBuilder {
             handlers: Registry::default(),
             subscribers: Arc::default(),
             host_stats: false,
+            ignore_stored_token: false,
         }
     }
 
@@ -198,6 +200,14 @@ impl NodeBuilder {
         })
     }
 
+    /// Starts without the device token stored for this gateway, so that a
+    /// configured bootstrap token is sent instead (`clawnode run --pair`).
+    /// The stored token stays on disk until the gateway issues a new one.
+    pub fn ignore_stored_token(mut self) -> Self {
+        self.ignore_stored_token = true;
+        self
+    }
+
     /// A stream of the session's events, from its very first one.
     ///
     /// The stream holds a bounded number of events (1024): the session
@@ -235,9 +245,12 @@ impl NodeBuilder {
             .unwrap_or_else(|| NodeOptions::with_seed(OsRng.next_u64()));
         let commands = self.handlers.names();
         let config = with_commands(self.config, &commands);
-        let token = self
-            .store
-            .load_token(config.url().as_str(), &device_id, NODE_ROLE)?;
+        let token = if self.ignore_stored_token {
+            None
+        } else {
+            self.store
+                .load_token(config.url().as_str(), &device_id, NODE_ROLE)?
+        };
         let stats_events = self.host_stats.then(|| subscribe(&self.subscribers));
         let running = driver::spawn(Start {
             node: NodeState::new(key, options),
