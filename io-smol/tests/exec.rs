@@ -59,7 +59,7 @@ fn echo_round_trip() {
     assert_eq!(
         out.payload(),
         serde_json::json!({"exitCode": 0, "timedOut": false, "success": true,
-            "stdout": "hi\n", "stderr": "oops\n", "error": null})
+            "stdout": "hi\n", "stderr": "oops\n", "error": null, "truncated": false})
     );
 }
 
