@@ -297,6 +297,26 @@ mod properties {
                 let cap = security.min(fallback);
                 prop_assert!(cap == Security::Full || (cap == Security::Allowlist && covered));
             }
+            // What is allowed outright runs; an `always` never does unasked.
+            if approval == Approval::None {
+                if security == Security::Full && ask == Ask::Off {
+                    prop_assert_eq!(got.clone(), Ok(()));
+                }
+                if security == Security::Allowlist && covered && ask != Ask::Always {
+                    prop_assert_eq!(got.clone(), Ok(()));
+                }
+                if ask == Ask::Always {
+                    prop_assert!(got.is_err());
+                }
+            }
+            // An operator's approval runs anything the policy does not deny,
+            // and coverage only ever turns a refusal into a run.
+            if approval == Approval::Approved && security != Security::Deny {
+                prop_assert_eq!(got.clone(), Ok(()));
+            }
+            if got.is_ok() {
+                prop_assert!(decide(&p, approval, true).is_ok());
+            }
         }
 
         #[test]
@@ -329,8 +349,14 @@ mod properties {
                 Err(rejected) => {
                     let named: BTreeMap<_, _> = rejected.blocked.iter().chain(&rejected.invalid).map(|k| (k.clone(), ())).collect();
                     prop_assert!(!named.is_empty());
+                    let text = rejected.to_string();
                     for k in named.keys() {
                         prop_assert!(requested.contains_key(k));
+                        prop_assert!(text.contains(k.as_str()), "{} not named in {}", k, text);
+                    }
+                    // Every loader or shell-startup key asked for is named.
+                    for k in requested.keys().filter(|k| dangerous(k)) {
+                        prop_assert!(named.contains_key(k), "{} not named", k);
                     }
                 }
             }
