@@ -17,6 +17,7 @@
 # as a refusal and backs off from); admission cost that grows with the
 # number of nodes connected; handshake timeouts when too many start at once.
 set -euo pipefail
+export CLAWNODE_LOG=${CLAWNODE_LOG:-warn}
 cd "$(dirname "$0")/.."
 
 sizes=("$@")
