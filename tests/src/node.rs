@@ -231,6 +231,22 @@ impl Node {
         &self.state
     }
 
+    /// `clawnode approvals set ARGS --state-dir` on this node's state, as
+    /// its owner would on its host; panics if it fails.
+    pub fn set_approvals(&self, args: &[&str]) {
+        let out = Command::new(&self.bin)
+            .args(["approvals", "set"])
+            .args(args)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .output()
+            .expect("clawnode approvals set");
+        assert!(
+            out.status.success(),
+            "clawnode approvals set {args:?}: {out:?}"
+        );
+    }
+
     /// The `--config` file (when [`NodeOptions::use_config_file`]).
     pub fn config_path(&self) -> &Path {
         &self.config

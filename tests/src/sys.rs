@@ -123,6 +123,15 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     out
 }
 
+/// Whether a read failed only because its socket timeout passed (a
+/// polling loop goes round again).
+pub fn read_timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
 /// Every live process with `arg` as one of its arguments (`/proc/*/cmdline`).
 pub fn pids_with_arg(arg: &str) -> Vec<u32> {
     let mut out = Vec::new();

@@ -261,18 +261,6 @@ fn a_gateway_that_stops_reading_gets_its_socket_failed_not_a_growing_queue() {
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
 }
 
-/// `clawnode approvals set ARGS --state-dir` for `node`.
-fn approvals_set(node: &Node, args: &[&str]) {
-    let out = std::process::Command::new(clawnode_bin())
-        .args(["approvals", "set"])
-        .args(args)
-        .arg("--state-dir")
-        .arg(node.state_dir())
-        .output()
-        .expect("clawnode approvals set");
-    assert!(out.status.success(), "{out:?}");
-}
-
 /// A peer for the first connection only: admits it, waits for `go` (the
 /// test has set the node's policy), then runs `body` with the node's id.
 fn admit_then(
@@ -365,17 +353,14 @@ fn approval_flags_from_the_peer_lift_nothing() {
     node.expect(0, "connected", Duration::from_secs(20));
     // The state an operator asks for when it wants approvals: an empty
     // allowlist, ask on a miss, and a fallback that would allow anything.
-    approvals_set(
-        &node,
-        &[
-            "--security",
-            "allowlist",
-            "--ask",
-            "on-miss",
-            "--ask-fallback",
-            "full",
-        ],
-    );
+    node.set_approvals(&[
+        "--security",
+        "allowlist",
+        "--ask",
+        "on-miss",
+        "--ask-fallback",
+        "full",
+    ]);
     go.send(()).expect("peer");
     let answers = rx
         .recv_timeout(Duration::from_secs(30))
@@ -450,11 +435,7 @@ fn sixteen_heavy_runs_do_not_stall_the_session() {
                     }
                 }
                 Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(tungstenite::Error::Io(e)) if sys::read_timed_out(&e) => {}
                 Err(_) => break,
             }
         }
@@ -464,7 +445,7 @@ fn sixteen_heavy_runs_do_not_stall_the_session() {
     });
     let node = node(port, "heavy");
     node.expect(0, "connected", Duration::from_secs(20));
-    approvals_set(&node, &["--security", "full"]);
+    node.set_approvals(&["--security", "full"]);
     go.send(()).expect("peer");
     let (answers, mut rtts, pings, answered_ms) = rx
         .recv_timeout(Duration::from_secs(90))

@@ -1245,12 +1245,7 @@ fn s13_system_run_through_the_gateway_is_denied_by_default_then_runs() {
         "the refusal names what enables runs: {denied:?}"
     );
 
-    let allow = std::process::Command::new(&bin)
-        .args(["approvals", "set", "--security", "full", "--state-dir"])
-        .arg(node.state_dir())
-        .output()
-        .expect("clawnode approvals");
-    assert!(allow.status.success(), "{allow:?}");
+    node.set_approvals(&["--security", "full"]);
 
     let (prepared, _) = call("system.run.prepare", echo.clone());
     assert!(prepared.success, "prepare: {prepared:?}");
@@ -1320,12 +1315,7 @@ fn s14_the_gateway_exec_tool_runs_on_clawnode() {
         gw.log_tail(40)
     );
 
-    let allow = std::process::Command::new(&bin)
-        .args(["approvals", "set", "--security", "full", "--state-dir"])
-        .arg(node.state_dir())
-        .output()
-        .expect("clawnode approvals");
-    assert!(allow.status.success(), "{allow:?}");
+    node.set_approvals(&["--security", "full"]);
     let (ran, ms) = turn("run it now");
     let results = stub.tool_results();
     assert!(
@@ -1744,11 +1734,7 @@ impl Approver {
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 match ws.read() {
                     Ok(_) => {}
-                    Err(tungstenite::Error::Io(e))
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
+                    Err(tungstenite::Error::Io(e)) if sys::read_timed_out(&e) => {}
                     Err(_) => return,
                 }
             }
@@ -1790,20 +1776,7 @@ fn s17_an_operator_approves_a_run_the_node_asked_for() {
     let gw = Gateway::start(&install, opts);
     let node = Node::spawn(&bin, NodeOptions::new(&gw.url(), gw.token(), &name));
     connected_and_approved(&gw, &node);
-    let set = std::process::Command::new(&bin)
-        .args([
-            "approvals",
-            "set",
-            "--security",
-            "allowlist",
-            "--ask",
-            "on-miss",
-            "--state-dir",
-        ])
-        .arg(node.state_dir())
-        .output()
-        .expect("clawnode approvals");
-    assert!(set.status.success(), "{set:?}");
+    node.set_approvals(&["--security", "allowlist", "--ask", "on-miss"]);
     let t = Duration::from_secs(120);
     let headless = gw.openclaw(
         &[
