@@ -12,9 +12,10 @@ use alloc::string::String;
 
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::config::{Credentials, Secret, SessionConfig};
-use crate::frame;
+use crate::frame::{self, Key::Scalar};
 use crate::identity::{DeviceIdentity, SignatureFields};
 use crate::{CLIENT_ID, MAX_PROTOCOL, MIN_PROTOCOL, NODE_ROLE};
 
@@ -30,12 +31,12 @@ pub(crate) struct Challenge {
 impl Challenge {
     /// Reads a challenge payload; `None` unless it has a non-empty string
     /// `nonce` and an integer `ts`.
-    pub fn read(payload: Option<&Value>) -> Option<Challenge> {
-        let p = payload?;
-        let nonce = p.get("nonce")?.as_str()?;
-        let ts = p.get("ts")?.as_i64()?;
+    pub fn read(payload: Option<&RawValue>) -> Option<Challenge> {
+        let [nonce, ts] = frame::members(payload?.get(), &[Scalar("nonce"), Scalar("ts")])?;
+        let ts = ts.int()?;
+        let nonce = nonce.text()?;
         (!nonce.is_empty()).then(|| Challenge {
-            nonce: nonce.to_owned(),
+            nonce: nonce.into_owned(),
             ts,
         })
     }
@@ -249,7 +250,12 @@ impl HelloOk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::boxed::Box;
     use serde_json::json;
+
+    fn raw(v: &Value) -> Box<RawValue> {
+        serde_json::value::to_raw_value(v).unwrap()
+    }
 
     fn creds(token: bool, password: bool, device: bool, bootstrap: bool) -> Credentials {
         let s = |on: bool, v: &str| on.then(|| Secret::from(v));
@@ -298,7 +304,7 @@ mod tests {
     fn a_challenge_needs_a_nonce_and_an_integer_ts() {
         let ok = json!({"nonce": "n", "ts": 5, "extra": true});
         assert_eq!(
-            Challenge::read(Some(&ok)),
+            Challenge::read(Some(&raw(&ok))),
             Some(Challenge {
                 nonce: "n".into(),
                 ts: 5
@@ -310,7 +316,7 @@ mod tests {
             json!({"nonce": "n", "ts": 5.5}),
             json!({"nonce": 1, "ts": 5}),
         ] {
-            assert_eq!(Challenge::read(Some(&bad)), None, "{bad}");
+            assert_eq!(Challenge::read(Some(&raw(&bad))), None, "{bad}");
         }
         assert_eq!(Challenge::read(None), None);
     }

@@ -5,7 +5,7 @@
 //! until their responses. It knows nothing of phases: the session machine
 //! tells it which connection is admitted, as a [`Link`], on every call.
 
-use alloc::borrow::ToOwned;
+use alloc::borrow::{Cow, ToOwned};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -14,12 +14,15 @@ use core::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::MAX_PROGRESS_CHUNK;
 use crate::effect::{
     CancelReason, Effect, InvokeRequest, RequestError, RequestId, SendRefusal, SendRefused,
 };
-use crate::frame::{self, ErrorBody, EventParams, ProgressParams, ResultParams};
+use crate::frame::{
+    self, ErrorBody, EventParams, Field, Key::Scalar, ProgressParams, ResultParams,
+};
 use crate::input::{AttemptId, InvokeOutcome};
 use crate::notification::{DropReason, InvokeRefusal, Notification};
 use crate::options::NodeOptions;
@@ -186,25 +189,19 @@ impl Invokes {
         s: Scope<'_>,
         now: Time,
         attempt: AttemptId,
-        payload: Option<Value>,
+        request: [Field<'_>; 5],
         commands: Option<&BTreeSet<String>>,
         options: &NodeOptions,
     ) {
-        let field = |k: &str| {
-            payload
-                .as_ref()
-                .and_then(|p| p.get(k))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        let (Some(id), Some(command)) = (field("id"), field("command")) else {
+        let [id, command, params_json, timeout_ms, key] = request;
+        let (Some(id), Some(command)) = (id.text(), command.text()) else {
             s.out.counters.invokes_refused += 1;
             return s.out.reject(
                 attempt,
                 "node.invoke.request without a string id and command".into(),
             );
         };
-        let key = field("idempotencyKey");
+        let key = key.text();
         let max = options.limits.max_invoke_id;
         if id.len() > max || key.as_ref().is_some_and(|k| k.len() > max) {
             s.out.counters.invokes_refused += 1;
@@ -219,7 +216,17 @@ impl Invokes {
                     this.finished_keys.contains(k, now) || this.running_keys.contains(k)
                 })
         };
-        let refusal = match self.running.get(&id) {
+        // Read with one allocation of the right size: it is most of the
+        // frame. A string that is not text (a lone surrogate) is refused,
+        // never run without its params.
+        let params_json = match params_json.raw() {
+            // Not a string: as if absent.
+            Some(raw) if raw.get().starts_with('"') => {
+                frame::decode_string(raw).map(Some).ok_or(())
+            }
+            _ => Ok(None),
+        };
+        let refusal = match self.running.get(&*id) {
             Some(i) if i.attempt == attempt => Some((InvokeRefusal::Duplicate, "", String::new())),
             // The id is still held by an invoke of a dead connection whose
             // answer may yet come; it must never be sent as this one's.
@@ -233,7 +240,12 @@ impl Invokes {
                 "INVALID_REQUEST",
                 format!("invoke {id:?} was already handled; it is not run again"),
             )),
-            None if !commands.is_some_and(|c| c.contains(&command)) => Some((
+            None if params_json.is_err() => Some((
+                InvokeRefusal::Malformed,
+                "INVALID_REQUEST",
+                "paramsJSON is not valid text (a lone surrogate escape)".into(),
+            )),
+            None if !commands.is_some_and(|c| c.contains(&*command)) => Some((
                 InvokeRefusal::Undeclared,
                 "INVALID_REQUEST",
                 format!("command {command:?} is not declared by this node"),
@@ -259,24 +271,21 @@ impl Invokes {
                 self.send_error(s.live, s.device_id, s.out, attempt, &id, code, &message);
             }
             return s.out.notify(Notification::InvokeRefused {
-                id,
-                command,
+                id: id.into_owned(),
+                command: command.into_owned(),
                 reason,
             });
         }
-        let params_json = match payload.as_ref().and_then(|p| p.get("paramsJSON")) {
-            Some(Value::String(s)) => Some(s.clone()),
-            _ => None,
-        };
+        let params_json = params_json.ok().flatten();
         let t = &options.timeouts;
-        let timeout = payload
-            .as_ref()
-            .and_then(|p| p.get("timeoutMs"))
-            .and_then(Value::as_u64)
+        let timeout = timeout_ms
+            .uint()
             .map(Duration::from_millis)
             .unwrap_or(t.default_invoke)
             .min(t.max_invoke);
         let deadline = now.deadline_after(timeout);
+        let (id, command) = (id.into_owned(), command.into_owned());
+        let key = key.map(Cow::into_owned);
         if let Some(k) = &key {
             self.running_keys.insert(k.clone());
         }
@@ -311,22 +320,23 @@ impl Invokes {
         s: Scope<'_>,
         now: Time,
         attempt: AttemptId,
-        payload: Option<&Value>,
+        payload: Option<&RawValue>,
     ) {
-        let id = payload.and_then(|p| {
-            p.get("invokeId")
-                .or_else(|| p.get("id"))
-                .and_then(Value::as_str)
-        });
+        let [invoke_id, id] = frame::payload_members(payload, &[Scalar("invokeId"), Scalar("id")]);
+        let id = match invoke_id {
+            Field::Absent => id,
+            given => given,
+        }
+        .text();
         let Some(id) = id else {
             return s
                 .out
                 .reject(attempt, "node.invoke.cancel without invokeId".into());
         };
-        if self.running.get(id).is_some_and(|i| i.attempt == attempt) {
-            self.forget(s.live, now, id);
+        if self.running.get(&*id).is_some_and(|i| i.attempt == attempt) {
+            self.forget(s.live, now, &id);
             s.out.push(Effect::CancelInvoke {
-                id: id.to_owned(),
+                id: id.into_owned(),
                 reason: CancelReason::Gateway,
             });
         }
@@ -376,13 +386,12 @@ impl Invokes {
 
     /// `node.invoke.input` on `attempt`: handed to the application when it
     /// is for an invoke of this connection and not older than expected.
-    pub fn on_input(&mut self, s: Scope<'_>, attempt: AttemptId, payload: Option<&Value>) {
-        let field = |k: &str| payload.and_then(|p| p.get(k));
-        let (Some(id), Some(seq), Some(input)) = (
-            field("id").and_then(Value::as_str),
-            field("seq").and_then(Value::as_u64),
-            field("payloadJSON").and_then(Value::as_str),
-        ) else {
+    pub fn on_input(&mut self, s: Scope<'_>, attempt: AttemptId, payload: Option<&RawValue>) {
+        let [id, seq, input] = frame::payload_members(
+            payload,
+            &[Scalar("id"), Scalar("seq"), Scalar("payloadJSON")],
+        );
+        let (Some(seq), Some(id), Some(input)) = (seq.uint(), id.text(), input.text()) else {
             return s.out.reject(
                 attempt,
                 "node.invoke.input without a string id, a seq and a payloadJSON string".into(),
@@ -399,7 +408,7 @@ impl Invokes {
         }
         let Some(inv) = self
             .running
-            .get_mut(id)
+            .get_mut(&*id)
             .filter(|i| i.attempt == attempt && i.input_seq.is_some_and(|next| seq >= next))
         else {
             // Not this connection's running invoke, or a repeat: the
@@ -412,9 +421,9 @@ impl Invokes {
         inv.input_seq = seq.checked_add(1);
         s.out.counters.invoke_inputs += 1;
         s.out.push(Effect::InvokeInput {
-            id: id.to_owned(),
+            id: id.into_owned(),
             seq,
-            payload_json: input.to_owned(),
+            payload_json: input.into_owned(),
         });
     }
 
@@ -473,29 +482,41 @@ impl Invokes {
         &mut self,
         out: &mut Outbox,
         attempt: AttemptId,
-        id: String,
+        id: &str,
         ok: bool,
-        payload: Option<Value>,
-        error: Option<Value>,
+        payload: Option<&RawValue>,
+        error: Option<&RawValue>,
     ) {
-        if let Some(invoke) = self.acks.remove(&id) {
+        // Error objects are read whole; one too deep for a `Value` reads
+        // as an error without details.
+        let error = || frame::gateway_error(error.and_then(|e| frame::value(e).ok()).as_ref());
+        if let Some(invoke) = self.acks.remove(id) {
             if !ok {
                 out.counters.invokes_dropped += 1;
                 out.notify(Notification::InvokeDropped {
                     id: invoke,
-                    reason: DropReason::Rejected(frame::gateway_error(error.as_ref())),
+                    reason: DropReason::Rejected(error()),
                 });
             }
-        } else if self.is_progress_frame(&id) {
+        } else if self.is_progress_frame(id) {
             // A progress chunk's acknowledgement: nothing waits for it.
-        } else if let Some(rid) = parse_request_frame_id(&id)
-            && self.requests.remove(&rid).is_some()
+        } else if let Some(rid) = parse_request_frame_id(id)
+            && self.requests.contains_key(&rid)
         {
             let result = if ok {
-                Ok(payload.unwrap_or(Value::Null))
+                match payload.map(frame::value).transpose() {
+                    Ok(p) => Ok(p.unwrap_or(Value::Null)),
+                    Err(e) => {
+                        return out.reject(
+                            attempt,
+                            format!("response to {id:?} with an unreadable payload: {e}"),
+                        );
+                    }
+                }
             } else {
-                Err(RequestError::Gateway(frame::gateway_error(error.as_ref())))
+                Err(RequestError::Gateway(error()))
             };
+            self.requests.remove(&rid);
             out.push(Effect::Response { id: rid, result });
         } else {
             out.reject(attempt, format!("response to unknown request id {id:?}"));

@@ -34,7 +34,9 @@ pub use gateway::{
 pub use invariants::{Invariants, MAX_DRAIN, PRE_HANDSHAKE_MAX_FRAME, Violation};
 
 pub use crate::backoff::{Backoff, Rng};
-pub use crate::frame::{Inbound, ParseError, parse_inbound};
+pub use crate::frame::{
+    Field, INVOKE_REQUEST_KEYS, Inbound, Key, ParseError, Payload, parse_inbound,
+};
 pub use crate::identity::SignatureFields;
 
 use alloc::collections::BTreeSet;

@@ -23,7 +23,7 @@ use crate::config::{Secret, SessionConfig};
 use crate::conn::Conn;
 use crate::effect::{Effect, RequestId, SendRefused};
 use crate::identity::DeviceIdentity;
-use crate::input::Input;
+use crate::input::{AttemptId, Input};
 use crate::invokes::{self, Invokes, Scope};
 use crate::notification::DisconnectReason;
 use crate::options::NodeOptions;
@@ -238,22 +238,7 @@ impl NodeState {
                     };
                 }
             }
-            Input::Frame { attempt, text } => {
-                if self.conn.attempt() == Some(attempt)
-                    && !matches!(self.conn, Conn::Opening { .. })
-                {
-                    self.out.counters.frames_in += 1;
-                    // Any frame shows the gateway alive, as a pong does.
-                    if let Conn::Admitted(a) = &mut self.conn {
-                        a.pong_due = None;
-                    }
-                    let rejected = self.out.counters.frames_rejected;
-                    self.handle_frame(now, attempt, &text);
-                    if self.out.counters.frames_rejected > rejected {
-                        self.frame_rejected(now);
-                    }
-                }
-            }
+            Input::Frame { attempt, text } => self.handle_frame(now, attempt, &text),
             Input::Pong { attempt } => {
                 if let Conn::Admitted(a) = &mut self.conn
                     && a.attempt == attempt
@@ -357,6 +342,26 @@ impl NodeState {
         let now = self.monotonic(now);
         if self.config.as_ref() != Some(config) {
             self.apply_changed_config(now, config.clone());
+        }
+    }
+
+    /// Handles a text frame of `attempt` borrowed from the driver's buffer:
+    /// the same as [`Input::Frame`] without handing over an owned `String`.
+    /// A tick costs no allocation this way.
+    pub fn handle_frame(&mut self, now: Time, attempt: AttemptId, text: &str) {
+        let now = self.monotonic(now);
+        if self.conn.attempt() != Some(attempt) || matches!(self.conn, Conn::Opening { .. }) {
+            return;
+        }
+        self.out.counters.frames_in += 1;
+        // Any frame shows the gateway alive, as a pong does.
+        if let Conn::Admitted(a) = &mut self.conn {
+            a.pong_due = None;
+        }
+        let rejected = self.out.counters.frames_rejected;
+        self.dispatch_frame(now, attempt, text);
+        if self.out.counters.frames_rejected > rejected {
+            self.frame_rejected(now);
         }
     }
 

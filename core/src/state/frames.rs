@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::config::SessionConfig;
 use crate::conn::{Admitted, Conn};
 use crate::effect::Effect;
-use crate::frame::{self, GatewayError, Inbound};
+use crate::frame::{self, GatewayError, Inbound, Payload};
 use crate::handshake::{self, Challenge, HelloOk};
 use crate::input::AttemptId;
 use crate::invokes::Scope;
@@ -25,7 +25,7 @@ use super::next::Next;
 use super::{NodeState, TokenRetry};
 
 impl NodeState {
-    pub(super) fn handle_frame(&mut self, now: Time, attempt: AttemptId, text: &str) {
+    pub(super) fn dispatch_frame(&mut self, now: Time, attempt: AttemptId, text: &str) {
         let parsed = match frame::parse_inbound(text) {
             Ok(f) => f,
             Err(e) => return self.out.reject(attempt, e.to_string()),
@@ -33,7 +33,7 @@ impl NodeState {
         match &self.conn {
             Conn::AwaitChallenge { .. } => match parsed {
                 Inbound::Event { event, payload, .. } if event == "connect.challenge" => {
-                    match Challenge::read(payload.as_ref()) {
+                    match Challenge::read(payload.and_then(|p| p.raw())) {
                         Some(challenge) => self.send_connect(now, attempt, &challenge),
                         None => self.end_attempt(
                             now,
@@ -60,11 +60,13 @@ impl NodeState {
                     payload,
                     error,
                 } if id == *request_id => {
+                    // hello-ok and refusals come once per attempt: read whole.
                     if ok {
+                        let payload = payload.and_then(|p| frame::value(p).ok());
                         self.admit(now, attempt, payload.as_ref());
                     } else {
-                        let err = frame::gateway_error(error.as_ref());
-                        self.connect_refused(now, err);
+                        let error = error.and_then(|e| frame::value(e).ok());
+                        self.connect_refused(now, frame::gateway_error(error.as_ref()));
                     }
                 }
                 other => self.out.reject(
@@ -248,7 +250,7 @@ impl NodeState {
                 if let Some(seq) = seq {
                     self.track_seq(seq);
                 }
-                match event.as_str() {
+                match &*event {
                     "tick" => {
                         if let Conn::Admitted(a) = &mut self.conn {
                             a.last_tick = now;
@@ -265,20 +267,32 @@ impl NodeState {
                             scope,
                             now,
                             attempt,
-                            payload,
+                            payload.map(Payload::invoke_request).unwrap_or_default(),
                             commands,
                             &self.options,
                         );
                     }
                     "node.invoke.input" => {
                         let (invokes, scope) = self.invokes();
-                        invokes.on_input(scope, attempt, payload.as_ref());
+                        invokes.on_input(scope, attempt, payload.and_then(|p| p.raw()));
                     }
                     "node.invoke.cancel" => {
                         let (invokes, scope) = self.invokes();
-                        invokes.on_cancel(scope, now, attempt, payload.as_ref());
+                        invokes.on_cancel(scope, now, attempt, payload.and_then(|p| p.raw()));
                     }
                     _ => {
+                        // Handed on whole, so read into a `Value`; one too
+                        // deep for that is refused, never passed on empty.
+                        let payload =
+                            match payload.and_then(|p| p.raw()).map(frame::value).transpose() {
+                                Ok(p) => p,
+                                Err(e) => {
+                                    return self.out.reject(
+                                        attempt,
+                                        format!("event {event:?} with an unreadable payload: {e}"),
+                                    );
+                                }
+                            };
                         if event == "shutdown" {
                             let wait = payload
                                 .as_ref()
@@ -291,7 +305,7 @@ impl NodeState {
                             }
                         }
                         self.out.notify(Notification::GatewayEvent {
-                            event,
+                            event: event.into_owned(),
                             payload,
                             seq,
                         });
@@ -305,7 +319,7 @@ impl NodeState {
                 error,
             } => self
                 .invokes
-                .on_response(&mut self.out, attempt, id, ok, payload, error),
+                .on_response(&mut self.out, attempt, &id, ok, payload, error),
             Inbound::Request { method, .. } => self.out.reject(
                 attempt,
                 format!("unexpected request {method:?} from the gateway"),

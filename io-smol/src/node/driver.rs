@@ -341,7 +341,7 @@ impl Session {
                 slot.handled = Some(handled);
                 Input::SocketOpened { attempt }
             }
-            SocketEvent::Frame(text) => Input::Frame { attempt, text },
+            SocketEvent::Frame(text) => return self.node.handle_frame(now, attempt, &text),
             SocketEvent::Pong => Input::Pong { attempt },
             SocketEvent::Closed { code, reason } => {
                 self.sockets.remove(&attempt);

@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_tungstenite::tungstenite::Utf8Bytes;
 use clawnode_core::{AttemptId, InvokeOutcome, SessionConfig, SocketError};
 use serde_json::Value;
 use smol::channel::{self, Receiver, Sender, TrySendError};
@@ -60,7 +61,9 @@ pub(super) enum SocketEvent {
     /// inbound frame limit on admission, and says through the last sender
     /// when it has handled a frame.
     Opened(Sender<Outgoing>, FrameLimit, Sender<()>),
-    Frame(String),
+    /// A text frame, as the WebSocket read it: the core borrows it, so it
+    /// is never copied.
+    Frame(Utf8Bytes),
     /// A pong: the gateway answered a ping.
     Pong,
     Closed {

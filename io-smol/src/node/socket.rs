@@ -47,7 +47,7 @@ pub(super) async fn socket_task(
         loop {
             match receiver.next().await {
                 Some(Ok(Message::Text(t))) => {
-                    report(SocketEvent::Frame(t.as_str().to_owned())).await;
+                    report(SocketEvent::Frame(t)).await;
                     // One frame at a time: a flood meets TCP backpressure,
                     // and the frame after hello-ok meets the raised limit,
                     // not the handshake's (see `frame_limit`).
