@@ -1,5 +1,7 @@
 //! `clawnode`: a headless OpenClaw node host.
 
+mod heap;
+
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +18,9 @@ use clawnode_smol::setup_code::SetupCode;
 use clawnode_smol::{Event, NodeBuilder, PairedGateway, StateDir};
 use smol::future::FutureExt as _;
 use smol::stream::StreamExt as _;
+
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
 
 /// Exit status for bad usage or configuration.
 const EXIT_USAGE: u8 = 2;
@@ -464,6 +469,7 @@ fn swarm(args: SwarmArgs) -> ExitCode {
         hold: Duration::from_secs(args.hold),
         ramp_limit: Duration::from_secs(args.ramp_limit),
         state,
+        heap_bytes: Some(heap::in_use),
     };
     let mut signals = match Signals::new([Signal::Term, Signal::Int]) {
         Ok(s) => s,

@@ -36,6 +36,11 @@ pub struct SwarmSpec {
     pub ramp_limit: Duration,
     /// Where the identities live (`node-NNNN` below it).
     pub state: PathBuf,
+    /// Bytes in use on the heap, when the program counts them (the
+    /// `clawnode` binary does): the summary then has the live heap per
+    /// session beside the resident set, which also holds what the
+    /// allocator kept from the ramp.
+    pub heap_bytes: Option<fn() -> u64>,
 }
 
 /// What one session reported, for the aggregator.
@@ -68,6 +73,9 @@ pub struct Summary {
     pub rss_before: u64,
     /// The process's resident set at the end of the hold.
     pub rss_after: u64,
+    /// Bytes in use on the heap before the sessions and at the end of the
+    /// hold, when counted.
+    pub heap: Option<(u64, u64)>,
     /// CPU the process used during the hold, in ms per minute.
     pub idle_cpu_ms_per_min: f64,
     /// Disconnects of admitted sessions, by code.
@@ -108,6 +116,7 @@ impl Summary {
             "rampMs": self.ramp_ms,
             "rssBytes": self.rss_after,
             "rssPerSessionBytes": per(grown as f64).round() as u64,
+            "heapPerSessionBytes": self.heap.map(|(before, after)| per(after.saturating_sub(before) as f64).round() as u64),
             "idleCpuMsPerMin": (self.idle_cpu_ms_per_min * 1000.0).round() / 1000.0,
             "idleCpuMsPerMinPerSession": (per(self.idle_cpu_ms_per_min) * 1000.0).round() / 1000.0,
             "disconnects": self.disconnects,
@@ -128,19 +137,15 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-/// CPU time this process used (user + system), from `/proc/self/stat`.
+/// CPU time this process used (user + system, all threads), to the
+/// nanosecond: `/proc`'s tick counts are too coarse for an idle figure of a
+/// few milliseconds a minute.
 pub fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<u64>().ok()))
-        .sum();
-    let hz = rustix::param::clock_ticks_per_second();
-    Duration::from_millis(ticks * 1000 / hz.max(1))
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// Forwards one session's events to the aggregator; marks the session's
@@ -226,6 +231,7 @@ pub async fn run(
     stop: Receiver<()>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Summary, String> {
+    let heap_before = spec.heap_bytes.map(|f| f());
     let mut summary = Summary {
         count: spec.count,
         rss_before: rss_bytes(),
@@ -316,6 +322,7 @@ pub async fn run(
         apply(r, &mut summary, &mut up, &mut connecting, &mut connected);
     }
     summary.rss_after = rss_bytes();
+    summary.heap = heap_before.zip(spec.heap_bytes.map(|f| f()));
     summary.connected = connected;
     let closing: Vec<_> = nodes
         .into_iter()

@@ -111,7 +111,7 @@ pub(crate) async fn open_io(
 }
 
 /// The WebSocket read buffer of each session, in bytes.
-const READ_BUFFER: usize = 8 * 1024;
+const READ_BUFFER: usize = 1024;
 
 /// Opens the WebSocket of one attempt. Its inbound messages are held to
 /// the returned limit: 64 KiB until the driver raises it to the gateway's

@@ -2200,6 +2200,13 @@ fn s21_swarm_holds_twenty_sessions_and_reports_a_summary() {
     ] {
         assert!(summary.get(field).is_some(), "{field} in {summary}");
     }
+    // The binary counts its heap, so the live figure is there too.
+    assert!(
+        summary["heapPerSessionBytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0),
+        "{summary}"
+    );
     assert_eq!(summary["count"], 20);
     assert_eq!(summary["connected"], 20, "{summary}");
     // Twenty identities, reused by the next run.

@@ -592,15 +592,17 @@ impl Session {
         }
     }
 
-    /// Queues `out` for the socket of `attempt`. The queue is bounded: a
-    /// gateway that stops reading fills it, and its socket is then failed
-    /// (the core backs off) instead of the queue growing.
+    /// Queues `out` for the socket of `attempt`. The queue is bounded to
+    /// [`WRITE_QUEUE`] frames here (its channel is not, so that an idle
+    /// socket holds no preallocated slots): a gateway that stops reading
+    /// fills it, and its socket is then failed (the core backs off) instead
+    /// of the queue growing.
     fn write(&mut self, attempt: AttemptId, out: Outgoing) {
         let Some(slot) = self.sockets.get_mut(&attempt) else {
             return;
         };
         if let Some(w) = &slot.writer
-            && w.try_send(out).is_err()
+            && (w.len() >= WRITE_QUEUE || w.try_send(out).is_err())
             && !w.is_closed()
         {
             slot.writer = None;

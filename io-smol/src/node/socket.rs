@@ -12,7 +12,7 @@ use smol::channel::{self, Sender};
 use smol::future::FutureExt as _;
 use smol::stream::StreamExt as _;
 
-use super::msg::{Msg, Outgoing, SocketEvent, WRITE_QUEUE};
+use super::msg::{Msg, Outgoing, SocketEvent};
 use crate::store::StateDir;
 use crate::transport;
 
@@ -38,7 +38,9 @@ pub(super) async fn socket_task(
         Ok(opened) => opened,
         Err(e) => return report(SocketEvent::Failed(e)).await,
     };
-    let (out_tx, out_rx) = channel::bounded(WRITE_QUEUE);
+    // Unbounded as a channel, which allocates only while frames wait; the
+    // driver bounds it to `WRITE_QUEUE` frames.
+    let (out_tx, out_rx) = channel::unbounded();
     let (handled_tx, handled_rx) = channel::bounded(1);
     report(SocketEvent::Opened(out_tx, limit, handled_tx)).await;
     let (mut sender, mut receiver) = ws.split();
