@@ -8,6 +8,7 @@ use core::time::Duration;
 use crate::input::AttemptId;
 use crate::invokes::Link;
 use crate::notification::PauseReason;
+use crate::options::Timeouts;
 use crate::policy::PauseCause;
 use crate::status::Phase;
 use crate::time::Time;
@@ -26,6 +27,8 @@ pub(crate) struct Admitted {
     /// Twice the tick interval: silence this long closes with 4000.
     pub tick_timeout: Duration,
     pub last_tick: Time,
+    /// When the next ping goes out: `ping_interval` after the gateway was
+    /// last heard from (a frame or a pong), so a busy line carries none.
     pub next_ping: Time,
     /// Set when a ping goes out: by then a pong or any frame must arrive.
     pub pong_due: Option<Time>,
@@ -33,6 +36,15 @@ pub(crate) struct Admitted {
     /// Set by a `shutdown` event: how long the gateway said its restart
     /// takes, so the close that follows is a restart, not a failure.
     pub restart_expected: Option<Duration>,
+}
+
+impl Admitted {
+    /// The gateway was heard from at `now` (a frame or a pong): no pong is
+    /// owed, and the next ping waits for a quiet `ping_interval`.
+    pub fn heard_from(&mut self, now: Time, t: &Timeouts) {
+        self.pong_due = None;
+        self.next_ping = now.deadline_after(t.ping_interval);
+    }
 }
 
 /// The connection's phase. Each phase that waits carries its deadline.

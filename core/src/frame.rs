@@ -424,7 +424,7 @@ impl Inbound<'_> {
     }
 }
 
-/// How [`members`] reads one member.
+/// How a member of a JSON object is read.
 #[derive(Clone, Copy, Debug)]
 pub enum Key {
     /// Read as it is found: a string, a number, a boolean or `null`;
@@ -443,7 +443,7 @@ impl Key {
     }
 }
 
-/// One member as [`members`] read it, borrowed from the text.
+/// One member of a JSON object as it was read, borrowed from the text.
 #[derive(Clone, Debug, Default)]
 pub enum Field<'a> {
     /// Not in the object.

@@ -18,7 +18,8 @@ pub struct Timeouts {
     pub hello: Duration,
     /// The tick interval assumed until hello-ok gives one.
     pub default_tick_interval: Duration,
-    /// Outbound WebSocket pings while connected.
+    /// How long the gateway may be quiet (no frame, no pong) before an
+    /// outbound WebSocket ping goes out.
     pub ping_interval: Duration,
     /// Invoke deadline when the gateway gives no `timeoutMs`.
     pub default_invoke: Duration,

@@ -243,7 +243,7 @@ impl NodeState {
                 if let Conn::Admitted(a) = &mut self.conn
                     && a.attempt == attempt
                 {
-                    a.pong_due = None;
+                    a.heard_from(now, &self.options.timeouts);
                 }
             }
             Input::SocketClosed {
@@ -354,9 +354,10 @@ impl NodeState {
             return;
         }
         self.out.counters.frames_in += 1;
-        // Any frame shows the gateway alive, as a pong does.
+        // Any frame shows the gateway alive, as a pong does: the next ping
+        // waits for a quiet `ping_interval` (docs/protocol.md §5).
         if let Conn::Admitted(a) = &mut self.conn {
-            a.pong_due = None;
+            a.heard_from(now, &self.options.timeouts);
         }
         let rejected = self.out.counters.frames_rejected;
         self.dispatch_frame(now, attempt, text);

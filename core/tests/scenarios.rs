@@ -318,15 +318,29 @@ fn tick_timeout_closes_with_4000_and_reconnects() {
 }
 
 #[test]
-fn pings_every_15_seconds_while_connected() {
+fn pings_after_15_quiet_seconds_while_connected() {
+    // Ticks every 30 s: each ping goes out 15 s after the last tick (or
+    // hello-ok), never while the gateway is being heard from.
     let mut sim = connected(GatewayConfig::default(), loopback_config());
     let start = sim.now;
     sim.run_for(secs(121));
+    let pings: Vec<_> = sim.gateway.log.pings.iter().map(|p| p.0 - start).collect();
+    assert_eq!(pings, [15, 45, 75, 105].map(secs), "{pings:?}");
+
+    // A silent gateway (no ticks): a ping every 15 s after the last pong.
+    let quiet = GatewayConfig {
+        tick_interval_ms: 600_000,
+        ..GatewayConfig::default()
+    };
+    let mut sim = connected(quiet, loopback_config());
+    let start = sim.now;
+    sim.run_for(secs(61));
     let pings = &sim.gateway.log.pings;
-    assert_eq!(pings.len(), 8, "{pings:?}");
+    assert_eq!(pings.len(), 4, "{pings:?}");
     assert_eq!(pings[0].0 - start, secs(15));
     for w in pings.windows(2) {
-        assert_eq!(w[1].0 - w[0].0, secs(15));
+        let gap = w[1].0 - w[0].0;
+        assert!(gap >= secs(15) && gap < secs(16), "{gap:?}");
     }
 }
 

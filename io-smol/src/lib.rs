@@ -35,6 +35,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "smol")]
+mod blocking;
 mod command;
 mod event;
 pub mod exec;

@@ -10,10 +10,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clawnode_core::SessionConfig;
 use serde_json::{Value, json};
+use smol::Executor;
 use smol::channel::{self, Receiver, Sender};
 
 use crate::{Event, NodeBuilder, NodeHandle, StateDir};
@@ -41,6 +43,10 @@ pub struct SwarmSpec {
     /// session beside the resident set, which also holds what the
     /// allocator kept from the ramp.
     pub heap_bytes: Option<fn() -> u64>,
+    /// The executor every session and the swarm's own tasks run on. The
+    /// caller drives it on one thread (`smol::future::block_on(executor.run(..))`),
+    /// so an idle session wakes that thread and the I/O reactor's, no more.
+    pub executor: Arc<Executor<'static>>,
 }
 
 /// What one session reported, for the aggregator.
@@ -254,12 +260,16 @@ pub async fn run(
             let dir = spec.state.join(format!("node-{next:04}"));
             let mut config = spec.config.clone();
             config.client.display_name = Some(format!("swarm-{next:04}"));
-            let mut builder = NodeBuilder::new(config, StateDir::new(dir)).with_system_which();
+            let mut builder = NodeBuilder::new(config, StateDir::new(dir))
+                .with_system_which()
+                .executor(spec.executor.clone());
             let events = builder.events_with_capacity(EVENTS_PER_SESSION);
             let node = builder
                 .spawn()
                 .map_err(|e| format!("session {next}: {e}"))?;
-            smol::spawn(watch(next, Instant::now(), events, tx.clone())).detach();
+            spec.executor
+                .spawn(watch(next, Instant::now(), events, tx.clone()))
+                .detach();
             nodes.push(node);
             connecting += 1;
             next += 1;
@@ -326,7 +336,7 @@ pub async fn run(
     summary.connected = connected;
     let closing: Vec<_> = nodes
         .into_iter()
-        .map(|n| smol::spawn(n.shutdown()))
+        .map(|n| spec.executor.spawn(n.shutdown()))
         .collect();
     for c in closing {
         c.await;

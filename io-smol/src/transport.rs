@@ -95,7 +95,7 @@ pub(crate) async fn open_io(
 ) -> Result<Io, SocketError> {
     let (u, p, s) = (url.clone(), policy.clone(), store.clone());
     let prepared = if matches!(policy, TlsPolicy::TrustOnFirstUse { .. }) {
-        smol::unblock(move || TlsAttempt::prepare(&u, &p, &s)).await?
+        crate::blocking::unblock(move || TlsAttempt::prepare(&u, &p, &s)).await?
     } else {
         TlsAttempt::prepare(&u, &p, &s)?
     };
@@ -105,7 +105,7 @@ pub(crate) async fn open_io(
     let stream = tls_handshake(url, &tls).await?;
     if tls.learns_pin() {
         let store = store.clone();
-        smol::unblock(move || tls.established(&store)).await?;
+        crate::blocking::unblock(move || tls.established(&store)).await?;
     }
     Ok(Io::Tls(Box::new(stream)))
 }

@@ -67,7 +67,7 @@ pub fn system_which(params: &Value) -> Result<Value, CommandError> {
 /// blocking thread).
 #[cfg(feature = "smol")]
 pub async fn handler(inv: crate::Invocation) -> Result<Value, CommandError> {
-    smol::unblock(move || system_which(&inv.params)).await
+    crate::blocking::unblock(move || system_which(&inv.params)).await
 }
 
 #[cfg(test)]

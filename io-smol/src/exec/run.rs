@@ -13,7 +13,7 @@
 //!   descendant outlives the run it belongs to.
 //!
 //! [`run`] blocks its thread: drivers call it from a blocking pool
-//! (`smol::unblock`, `tokio::task::spawn_blocking`).
+//! (a thread of their own, `tokio::task::spawn_blocking`).
 
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -3,12 +3,13 @@
 //! performs the effects the core asks for.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use clawnode_core::{
     AttemptId, CancelReason, Clock, Deadline, Effect, Input, InvokeOutcome, InvokeRequest,
     NODE_ROLE, NodeState, Phase, RequestId, Secret, SessionConfig, SocketError, Status, Time,
+    TimerReason,
 };
 use smol::channel::{self, Receiver, Sender};
 
@@ -22,6 +23,7 @@ use smol::{Task, Timer};
 use super::error::RequestFailure;
 use super::msg::{Command, Msg, Outgoing, Reply, SocketEvent, Subscribers, WRITE_QUEUE};
 use super::socket::{CLOSE_GRACE, socket_task};
+use super::spawner::Spawner;
 use crate::command::{self, Registry};
 use crate::event::Event;
 use crate::store::StateDir;
@@ -54,6 +56,8 @@ pub(super) struct Start {
     pub config: SessionConfig,
     /// The device token stored for `config`'s gateway.
     pub token: Option<Secret>,
+    /// Where the session's tasks run.
+    pub spawner: Spawner,
 }
 
 /// The running driver, as its handle sees it.
@@ -65,7 +69,7 @@ pub(super) struct Running {
     pub task: Task<()>,
 }
 
-/// Spawns the driver task on smol's global executor.
+/// Spawns the driver task where `start.spawner` says.
 pub(super) fn spawn(start: Start) -> Running {
     let (tx, rx) = channel::unbounded();
     let status = Arc::new(Mutex::new(Status::default()));
@@ -88,8 +92,11 @@ pub(super) fn spawn(start: Start) -> Running {
         last_deadline: None,
         stalled: Vec::new(),
         log_limits: PeerLogLimits::default(),
+        spawner: start.spawner.clone(),
     };
-    let task = smol::spawn(session.run(rx, start.config, start.token));
+    let task = start
+        .spawner
+        .spawn(session.run(rx, start.config, start.token));
     Running {
         tx,
         status,
@@ -140,6 +147,7 @@ struct Session {
     stalled: Vec<AttemptId>,
     /// Rate limits of the logs a peer can trigger at will.
     log_limits: PeerLogLimits,
+    spawner: Spawner,
 }
 
 enum Wake {
@@ -156,6 +164,22 @@ impl Session {
         self.clock.instant_of(t)
     }
 
+    /// When to wake for `deadline`. A ping may go out up to a second late:
+    /// its time is rounded up to a whole second of one grid shared by every
+    /// session in the process, so that many idle sessions ping, and hear
+    /// their pongs, in one wake-up instead of one each.
+    fn wake_at(&self, deadline: Deadline) -> Instant {
+        let at = self.instant(deadline.at);
+        if deadline.reason != TimerReason::Ping {
+            return at;
+        }
+        static GRID: OnceLock<Instant> = OnceLock::new();
+        let origin = *GRID.get_or_init(Instant::now);
+        let since = at.saturating_duration_since(origin);
+        let whole = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+        origin + Duration::from_secs(whole)
+    }
+
     /// Hands `event` to every stream without waiting: a stream that is full
     /// loses it and is told so later (`Subscriber::offer`), so a reader that
     /// stalls can neither block the session nor make it hoard events.
@@ -169,6 +193,8 @@ impl Session {
         self.node.handle_input(now, Input::Config(config));
         self.node.handle_input(now, Input::StoredDeviceToken(token));
         self.drain().await;
+        let mut timer = Timer::never();
+        let mut armed = None;
         loop {
             self.publish_status();
             if self.node.phase() == Phase::Stopped {
@@ -181,21 +207,27 @@ impl Session {
                 }
                 self.last_deadline = next;
             }
-            let deadline = [next.map(|d| self.instant(d.at)), self.stop_deadline()]
+            let deadline = [next.map(|d| self.wake_at(d)), self.stop_deadline()]
                 .into_iter()
                 .flatten()
                 .min();
-            let recv = async { rx.recv().await.map(Wake::Msg).unwrap_or(Wake::Timer) };
-            let wake = match deadline {
-                Some(at) => {
-                    recv.or(async {
-                        Timer::at(at).await;
-                        Wake::Timer
-                    })
-                    .await
+            // One timer, re-armed only when the deadline moves: arming one
+            // wakes the reactor's thread.
+            if deadline != armed {
+                armed = deadline;
+                match deadline {
+                    Some(at) => timer.set_at(at),
+                    None => timer = Timer::never(),
                 }
-                None => recv.await,
-            };
+            }
+            let recv = async { rx.recv().await.map(Wake::Msg).unwrap_or(Wake::Timer) };
+            let wake = recv
+                .or(async {
+                    (&mut timer).await;
+                    armed = None;
+                    Wake::Timer
+                })
+                .await;
             let mut handled = 0;
             if let Wake::Msg(m) = wake {
                 self.handle(m).await;
@@ -415,7 +447,8 @@ impl Session {
                     // change; hand it this gateway's, if one is stored.
                     let (store, dev) = (self.store.clone(), self.device_id.clone());
                     let token =
-                        smol::unblock(move || store.load_token(&url, &dev, NODE_ROLE)).await;
+                        crate::blocking::unblock(move || store.load_token(&url, &dev, NODE_ROLE))
+                            .await;
                     let token = token.unwrap_or_else(|e| {
                         tracing::warn!(error = %e, "could not read the stored device token");
                         None
@@ -472,7 +505,7 @@ impl Session {
                     attempt: attempt.0,
                     url: url.to_string(),
                 });
-                let task = smol::spawn(socket_task(
+                let task = self.spawner.spawn(socket_task(
                     attempt,
                     url,
                     tls,
@@ -521,7 +554,10 @@ impl Session {
                     // all): fail closed, as upstream does past 64 KiB. The
                     // handler is dropped; the answer says why.
                     tracing::warn!(id, seq, "invoke input overflowed; the invoke is aborted");
-                    drop(std::mem::replace(&mut inv.task, smol::spawn(async {})));
+                    drop(std::mem::replace(
+                        &mut inv.task,
+                        self.spawner.spawn(async {}),
+                    ));
                     // Later input goes nowhere (and aborts nothing twice).
                     inv.input = channel::bounded(1).0;
                     let outcome = InvokeOutcome::Err {
@@ -557,8 +593,10 @@ impl Session {
                 let (store, dev) = (self.store.clone(), self.device_id.clone());
                 let url_text = url.as_str().to_owned();
                 let role2 = role.clone();
-                match smol::unblock(move || store.store_token(&url_text, &dev, &role2, &token))
-                    .await
+                match crate::blocking::unblock(move || {
+                    store.store_token(&url_text, &dev, &role2, &token)
+                })
+                .await
                 {
                     Ok(()) => {
                         tracing::info!(%url, role, "stored the device token the gateway issued")
@@ -572,7 +610,9 @@ impl Session {
                 let (store, dev) = (self.store.clone(), self.device_id.clone());
                 let url_text = url.as_str().to_owned();
                 let role2 = role.clone();
-                match smol::unblock(move || store.forget_token(&url_text, &dev, &role2)).await {
+                match crate::blocking::unblock(move || store.forget_token(&url_text, &dev, &role2))
+                    .await
+                {
                     Ok(_) => tracing::warn!(
                         %url,
                         role,
@@ -635,7 +675,7 @@ impl Session {
         let events = node_events(self.tx.clone());
         let progress = invoke_progress(self.tx.clone(), id.clone());
         let (input_tx, input) = command::InvokeInput::channel();
-        let task = smol::spawn(async move {
+        let task = self.spawner.spawn(async move {
             let outcome = command::run(
                 handler,
                 inv_id.clone(),

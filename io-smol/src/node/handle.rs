@@ -18,6 +18,7 @@ use smol::channel::{self, Receiver, Sender};
 use super::driver::{self, Start, with_commands};
 use super::error::{RequestFailure, StartError};
 use super::msg::{Command, Msg, Subscribers, subscribe, subscribe_with};
+use super::spawner::Spawner;
 use crate::command::{CommandError, Invocation, Registry};
 use crate::event::Event;
 use crate::store::StateDir;
@@ -60,6 +61,7 @@ pub struct NodeBuilder {
     subscribers: Subscribers,
     host_stats: bool,
     ignore_stored_token: bool,
+    spawner: Spawner,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -86,6 +88,7 @@ impl NodeBuilder {
             subscribers: Arc::default(),
             host_stats: false,
             ignore_stored_token: false,
+            spawner: Spawner::default(),
         }
     }
 
@@ -160,14 +163,14 @@ impl NodeBuilder {
         let (a, b) = (self.store.clone(), self.store.clone());
         self.command(SYSTEM_RUN_PREPARE, move |inv| {
             let store = a.clone();
-            smol::unblock(move || prepare(&store, &inv.params, &node_cwd()))
+            crate::blocking::unblock(move || prepare(&store, &inv.params, &node_cwd()))
         })
         .command(SYSTEM_RUN, move |inv| {
             let store = b.clone();
             async move {
                 let cancel = Cancel::new();
                 let _guard = CancelOnDrop(cancel.clone());
-                smol::unblock(move || {
+                crate::blocking::on_own_thread(move || {
                     system_run(
                         &store,
                         &inv.params,
@@ -192,12 +195,23 @@ impl NodeBuilder {
         let (a, b) = (self.store.clone(), self.store.clone());
         self.command(EXEC_APPROVALS_GET, move |inv| {
             let store = a.clone();
-            smol::unblock(move || approvals_get(&store, &inv.params))
+            crate::blocking::unblock(move || approvals_get(&store, &inv.params))
         })
         .command(EXEC_APPROVALS_SET, move |inv| {
             let store = b.clone();
-            smol::unblock(move || approvals_set(&store, &inv.params))
+            crate::blocking::unblock(move || approvals_set(&store, &inv.params))
         })
+    }
+
+    /// Runs this node's tasks (driver, sockets, commands) on `executor`
+    /// instead of smol's global one. The embedder drives it; many nodes on
+    /// one executor run on one thread, for example with
+    /// `futures_lite::future::block_on(executor.run(...))`, which leaves
+    /// the I/O reactor to its own thread: an idle session then wakes no
+    /// other thread. `clawnode swarm` runs its sessions this way.
+    pub fn executor(mut self, executor: Arc<smol::Executor<'static>>) -> Self {
+        self.spawner = Spawner::On(executor);
+        self
     }
 
     /// Starts without the device token stored for this gateway, so that a
@@ -261,9 +275,12 @@ impl NodeBuilder {
             subscribers: self.subscribers.clone(),
             config,
             token,
+            spawner: self.spawner.clone(),
         });
         if let Some(events) = stats_events {
-            smol::spawn(publish_host_stats(events, running.tx.clone())).detach();
+            self.spawner
+                .spawn(publish_host_stats(events, running.tx.clone()))
+                .detach();
         }
         Ok(NodeHandle {
             tx: running.tx,

@@ -4,12 +4,12 @@
 //! and performs its effects; each socket attempt is pumped by a task of its
 //! own ([`socket`]). The application holds the public [`handle`] and talks to
 //! the driver over a channel ([`msg`]). What a peer can make the driver log
-//! is bounded by [`log_limit`].
+//! is bounded by [`log_limit`]; every task runs where [`spawner`] says.
 //!
 //! Modules depend on each other in one direction only, along
-//! `handle` → `driver` → `socket` → `msg` → `error` (a module may skip ahead
-//! in that order, never go back), so none of them needs the others' private
-//! parts.
+//! `handle` → `driver` → `socket` → `msg` → `error` → `spawner` (a module
+//! may skip ahead in that order, never go back), so none of them needs the
+//! others' private parts.
 
 mod driver;
 mod error;
@@ -17,6 +17,7 @@ mod handle;
 mod log_limit;
 mod msg;
 mod socket;
+mod spawner;
 
 pub use error::{RequestFailure, StartError};
 pub use handle::{NodeBuilder, NodeHandle, NodeStatus};
