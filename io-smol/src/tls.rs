@@ -54,22 +54,45 @@ pub(crate) enum Trust {
     System,
 }
 
-/// The leaf certificate the server presented, recorded by the verifier
-/// because rustls reports a rejected certificate as an opaque error.
+/// What the verifier saw of the server's leaf certificate, recorded because
+/// rustls reports a rejected certificate as an opaque error: its pin, and
+/// the certificate itself only for a probe, which reports it. A connection
+/// keeps its verifier as long as it lives, so a session keeps no copy of
+/// the certificate.
 #[derive(Clone, Default, Debug)]
-pub(crate) struct Observed(Arc<Mutex<Option<CertificateDer<'static>>>>);
+pub(crate) struct Observed(Arc<Mutex<Seen>>);
+
+#[derive(Default, Debug)]
+struct Seen {
+    pin: Option<Pin>,
+    keep_certificate: bool,
+    certificate: Option<CertificateDer<'static>>,
+}
 
 impl Observed {
+    /// One that also keeps the certificate.
+    fn keeping_certificate() -> Self {
+        Observed(Arc::new(Mutex::new(Seen {
+            keep_certificate: true,
+            ..Seen::default()
+        })))
+    }
+
+    /// The certificate, when kept.
     pub(crate) fn cert(&self) -> Option<CertificateDer<'static>> {
-        self.0.lock().expect("not poisoned").clone()
+        self.0.lock().expect("not poisoned").certificate.clone()
     }
 
     pub(crate) fn pin(&self) -> Option<Pin> {
-        self.cert().map(|c| pin_of(&c))
+        self.0.lock().expect("not poisoned").pin
     }
 
     fn record(&self, cert: &CertificateDer<'_>) {
-        *self.0.lock().expect("not poisoned") = Some(cert.clone().into_owned());
+        let mut seen = self.0.lock().expect("not poisoned");
+        seen.pin = Some(pin_of(cert));
+        if seen.keep_certificate {
+            seen.certificate = Some(cert.clone().into_owned());
+        }
     }
 }
 
@@ -177,7 +200,10 @@ impl ServerCertVerifier for RecordingVerifier {
 /// a resumed session skips certificate verification altogether.
 fn client_config(trust: &Trust) -> Result<(Arc<ClientConfig>, Observed), String> {
     let provider = provider();
-    let observed = Observed::default();
+    let observed = match trust {
+        Trust::AnyCertificate => Observed::keeping_certificate(),
+        _ => Observed::default(),
+    };
     let verifier: Arc<dyn ServerCertVerifier> = match trust {
         Trust::Pinned(pins) => Arc::new(PinVerifier {
             pins: Some(pins.clone()),
@@ -458,12 +484,7 @@ mod tests {
             ServerName::try_from("gw.example").unwrap()
         );
         // The handshake saw a certificate: it is stored and reported.
-        first
-            .observed
-            .0
-            .lock()
-            .unwrap()
-            .replace(CertificateDer::from(vec![1, 2, 3]));
+        first.observed.record(&CertificateDer::from(vec![1, 2, 3]));
         let seen = pin_of(&[1, 2, 3]);
         assert_eq!(first.established(&store).unwrap(), Some(seen));
         assert_eq!(store.load_pin("gw").unwrap(), Some(seen));
@@ -493,11 +514,7 @@ mod tests {
         let u = url("wss://gw.example:1");
         let mine = TlsAttempt::prepare(&u, &tofu(), &store).unwrap().unwrap();
         store.store_pin_once("gw", &pin(7)).unwrap();
-        mine.observed
-            .0
-            .lock()
-            .unwrap()
-            .replace(CertificateDer::from(vec![9]));
+        mine.observed.record(&CertificateDer::from(vec![9]));
         assert_eq!(
             mine.established(&store).unwrap_err(),
             SocketError::PinMismatch {
@@ -527,11 +544,7 @@ mod tests {
             "not a certificate problem"
         );
         // Once another certificate was seen, it is a pin mismatch naming both.
-        tls.observed
-            .0
-            .lock()
-            .unwrap()
-            .replace(CertificateDer::from(vec![4]));
+        tls.observed.record(&CertificateDer::from(vec![4]));
         assert_eq!(
             tls.failed(&bad),
             SocketError::PinMismatch {

@@ -74,7 +74,7 @@ pub(super) fn spawn(start: Start) -> Running {
     let (tx, rx) = channel::unbounded();
     let status = Arc::new(Mutex::new(Status::default()));
     let clock = Clock::new();
-    let session = Session {
+    let mut session = Session {
         node: start.node,
         clock,
         store: start.store,
@@ -94,9 +94,8 @@ pub(super) fn spawn(start: Start) -> Running {
         log_limits: PeerLogLimits::default(),
         spawner: start.spawner.clone(),
     };
-    let task = start
-        .spawner
-        .spawn(session.run(rx, start.config, start.token));
+    session.start(start.config, start.token);
+    let task = start.spawner.spawn(session.run(rx));
     Running {
         tx,
         status,
@@ -188,11 +187,16 @@ impl Session {
         subs.retain_mut(|s| s.offer(&event));
     }
 
-    async fn run(mut self, rx: Receiver<Msg>, config: SessionConfig, token: Option<Secret>) {
+    /// Feeds the first config and stored token before the task starts, so
+    /// that the task's state does not keep room for them.
+    fn start(&mut self, config: SessionConfig, token: Option<Secret>) {
         let now = self.now();
         self.node.handle_input(now, Input::Config(config));
         self.node.handle_input(now, Input::StoredDeviceToken(token));
-        self.drain().await;
+    }
+
+    async fn run(mut self, rx: Receiver<Msg>) {
+        Box::pin(self.drain()).await;
         let mut timer = Timer::never();
         let mut armed = None;
         loop {
@@ -220,6 +224,9 @@ impl Session {
                     None => timer = Timer::never(),
                 }
             }
+            // What happens on a wake-up is boxed below, so that an idle
+            // session's task holds only this loop's state, not the largest
+            // of everything it may await.
             let recv = async { rx.recv().await.map(Wake::Msg).unwrap_or(Wake::Timer) };
             let wake = recv
                 .or(async {
@@ -230,26 +237,26 @@ impl Session {
                 .await;
             let mut handled = 0;
             if let Wake::Msg(m) = wake {
-                self.handle(m).await;
+                Box::pin(self.handle(m)).await;
                 handled += 1;
             }
             while handled < MAX_INPUTS_PER_WAKE {
                 let Ok(m) = rx.try_recv() else { break };
-                self.handle(m).await;
+                Box::pin(self.handle(m)).await;
                 handled += 1;
             }
             let now = self.now();
             if self.node.poll_timeout().is_some_and(|t| t <= now) {
                 self.node.handle_timeout(now);
-                self.drain().await;
+                Box::pin(self.drain()).await;
             }
-            self.maybe_stop().await;
+            Box::pin(self.maybe_stop()).await;
             self.closing.retain(|t| !t.is_finished());
             if handled >= MAX_INPUTS_PER_WAKE {
                 smol::future::yield_now().await;
             }
         }
-        self.finish().await;
+        Box::pin(self.finish()).await;
     }
 
     fn stop_deadline(&self) -> Option<Instant> {

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::{Message, Utf8Bytes};
 use clawnode_core::{AttemptId, GatewayUrl, SocketError, TlsPolicy};
 use smol::Timer;
 use smol::channel::{self, Sender};
@@ -34,7 +34,8 @@ pub(super) async fn socket_task(
             let _ = tx.send(Msg::Socket(attempt, ev)).await;
         }
     };
-    let (ws, limit) = match transport::open(&url, &tls, &store).await {
+    // Boxed: the handshake's state is large and done with once open.
+    let (ws, limit) = match Box::pin(transport::open(&url, &tls, &store)).await {
         Ok(opened) => opened,
         Err(e) => return report(SocketEvent::Failed(e)).await,
     };
@@ -46,9 +47,27 @@ pub(super) async fn socket_task(
     let (mut sender, mut receiver) = ws.split();
 
     let reader = async {
+        // The last text frame, held until the next read has begun. A frame
+        // shares the read buffer's allocation, which tungstenite never
+        // shrinks: while the frame is alive, the read's first reservation
+        // cannot reuse that allocation and takes a small one, and the large
+        // one goes when the frame does. So a 14 KiB hello-ok does not stay
+        // as every session's read buffer (bytes' `BytesMut::reserve`).
+        let mut last: Option<Utf8Bytes> = None;
         loop {
-            match receiver.next().await {
+            let next = receiver.next();
+            let mut next = std::pin::pin!(next);
+            let read = match smol::future::poll_once(&mut next).await {
+                Some(read) => read,
+                None => {
+                    drop(last.take());
+                    next.await
+                }
+            };
+            drop(last.take());
+            match read {
                 Some(Ok(Message::Text(t))) => {
+                    last = Some(t.clone());
                     report(SocketEvent::Frame(t)).await;
                     // One frame at a time: a flood meets TCP backpressure,
                     // and the frame after hello-ok meets the raised limit,
