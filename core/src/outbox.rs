@@ -23,8 +23,14 @@ impl Outbox {
         self.effects.push_back(effect);
     }
 
+    /// The next effect. Once the queue is empty its buffer is released: an
+    /// idle session holds none (a burst of effects allocates one anew).
     pub fn pop(&mut self) -> Option<Effect> {
-        self.effects.pop_front()
+        let effect = self.effects.pop_front();
+        if effect.is_none() && self.effects.capacity() > 0 {
+            self.effects = VecDeque::new();
+        }
+        effect
     }
 
     pub fn notify(&mut self, notification: Notification) {

@@ -21,7 +21,7 @@ use smol::channel::{self, Receiver, Sender};
 use crate::{Event, NodeBuilder, NodeHandle, StateDir};
 
 /// Events each session keeps for the swarm's reader (it reads promptly).
-const EVENTS_PER_SESSION: usize = 16;
+const EVENTS_PER_SESSION: usize = 8;
 
 /// What to run.
 #[derive(Clone, Debug)]

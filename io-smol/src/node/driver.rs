@@ -195,68 +195,79 @@ impl Session {
         self.node.handle_input(now, Input::StoredDeviceToken(token));
     }
 
-    async fn run(mut self, rx: Receiver<Msg>) {
-        Box::pin(self.drain()).await;
-        let mut timer = Timer::never();
-        let mut armed = None;
-        loop {
-            self.publish_status();
-            if self.node.phase() == Phase::Stopped {
-                break;
-            }
-            let next = self.node.poll_deadline();
-            if next != self.last_deadline {
-                if let Some(d) = next {
-                    tracing::debug!(at_ms = d.at.as_millis(), reason = %d.reason, "next deadline");
+    /// The session's task. Not an `async fn`: one of those keeps its
+    /// arguments twice in its state (rust-lang/rust#62958), and `self` is
+    /// 2.5 KiB; the block below holds it once.
+    fn run(mut self, rx: Receiver<Msg>) -> impl Future<Output = ()> + Send {
+        async move {
+            let step = Box::pin(self.drain());
+            step.await;
+            let mut timer = Timer::never();
+            let mut armed = None;
+            loop {
+                self.publish_status();
+                if self.node.phase() == Phase::Stopped {
+                    break;
                 }
-                self.last_deadline = next;
-            }
-            let deadline = [next.map(|d| self.wake_at(d)), self.stop_deadline()]
-                .into_iter()
-                .flatten()
-                .min();
-            // One timer, re-armed only when the deadline moves: arming one
-            // wakes the reactor's thread.
-            if deadline != armed {
-                armed = deadline;
-                match deadline {
-                    Some(at) => timer.set_at(at),
-                    None => timer = Timer::never(),
+                let next = self.node.poll_deadline();
+                if next != self.last_deadline {
+                    if let Some(d) = next {
+                        tracing::debug!(at_ms = d.at.as_millis(), reason = %d.reason, "next deadline");
+                    }
+                    self.last_deadline = next;
+                }
+                let deadline = [next.map(|d| self.wake_at(d)), self.stop_deadline()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                // One timer, re-armed only when the deadline moves: arming one
+                // wakes the reactor's thread.
+                if deadline != armed {
+                    armed = deadline;
+                    match deadline {
+                        Some(at) => timer.set_at(at),
+                        None => timer = Timer::never(),
+                    }
+                }
+                // What happens on a wake-up is boxed below, so that an idle
+                // session's task holds only this loop's state, not the largest
+                // of everything it may await.
+                let recv = async { rx.recv().await.map(Wake::Msg).unwrap_or(Wake::Timer) };
+                let wake = recv
+                    .or(async {
+                        (&mut timer).await;
+                        armed = None;
+                        Wake::Timer
+                    })
+                    .await;
+                let mut handled = 0;
+                if let Wake::Msg(m) = wake {
+                    let step = Box::pin(self.handle(m));
+                    step.await;
+                    handled += 1;
+                }
+                while handled < MAX_INPUTS_PER_WAKE {
+                    let Ok(m) = rx.try_recv() else { break };
+                    let step = Box::pin(self.handle(m));
+                    step.await;
+                    handled += 1;
+                }
+                let now = self.now();
+                if self.node.poll_timeout().is_some_and(|t| t <= now) {
+                    self.node.handle_timeout(now);
+                    let step = Box::pin(self.drain());
+                    step.await;
+                }
+                let step = Box::pin(self.maybe_stop());
+                step.await;
+                self.closing.retain(|t| !t.is_finished());
+                if handled >= MAX_INPUTS_PER_WAKE {
+                    smol::future::yield_now().await;
                 }
             }
-            // What happens on a wake-up is boxed below, so that an idle
-            // session's task holds only this loop's state, not the largest
-            // of everything it may await.
-            let recv = async { rx.recv().await.map(Wake::Msg).unwrap_or(Wake::Timer) };
-            let wake = recv
-                .or(async {
-                    (&mut timer).await;
-                    armed = None;
-                    Wake::Timer
-                })
-                .await;
-            let mut handled = 0;
-            if let Wake::Msg(m) = wake {
-                Box::pin(self.handle(m)).await;
-                handled += 1;
-            }
-            while handled < MAX_INPUTS_PER_WAKE {
-                let Ok(m) = rx.try_recv() else { break };
-                Box::pin(self.handle(m)).await;
-                handled += 1;
-            }
-            let now = self.now();
-            if self.node.poll_timeout().is_some_and(|t| t <= now) {
-                self.node.handle_timeout(now);
-                Box::pin(self.drain()).await;
-            }
-            Box::pin(self.maybe_stop()).await;
-            self.closing.retain(|t| !t.is_finished());
-            if handled >= MAX_INPUTS_PER_WAKE {
-                smol::future::yield_now().await;
-            }
+            let step = Box::pin(self.finish());
+            step.await;
         }
-        Box::pin(self.finish()).await;
     }
 
     fn stop_deadline(&self) -> Option<Instant> {
@@ -337,6 +348,7 @@ impl Session {
                 }
             }
             Msg::InvokeDone { id, outcome } => {
+                let outcome = *outcome;
                 let Some(inv) = self.invokes.remove(&id) else {
                     return;
                 };
@@ -363,7 +375,7 @@ impl Session {
                 self.node
                     .handle_input(now, Input::InvokeResult { id, outcome });
             }
-            Msg::Command(cmd) => self.command(now, cmd).await,
+            Msg::Command(cmd) => self.command(now, *cmd).await,
         }
         self.drain().await;
     }
@@ -391,6 +403,7 @@ impl Session {
                 }
             }
             SocketEvent::Failed(error) => {
+                let error = *error;
                 self.sockets.remove(&attempt);
                 Input::SocketFailed { attempt, error }
             }
@@ -574,7 +587,10 @@ impl Session {
                             command::INPUT_QUEUE
                         ),
                     };
-                    let _ = self.tx.try_send(Msg::InvokeDone { id, outcome });
+                    let _ = self.tx.try_send(Msg::InvokeDone {
+                        id,
+                        outcome: Box::new(outcome),
+                    });
                 }
             }
             Effect::CancelInvoke { id, reason } => {
@@ -672,7 +688,10 @@ impl Session {
                 code: "UNAVAILABLE".into(),
                 message: format!("no handler for {command:?}"),
             };
-            let _ = self.tx.try_send(Msg::InvokeDone { id, outcome });
+            let _ = self.tx.try_send(Msg::InvokeDone {
+                id,
+                outcome: Box::new(outcome),
+            });
             return;
         };
         tracing::info!(id, command, "invoke");
@@ -695,7 +714,7 @@ impl Session {
             let _ = tx
                 .send(Msg::InvokeDone {
                     id: inv_id,
-                    outcome,
+                    outcome: Box::new(outcome),
                 })
                 .await;
         });
@@ -717,10 +736,10 @@ impl Session {
 fn invoke_progress(tx: Sender<Msg>, id: String) -> command::Progress {
     command::Progress::new(move |chunk| {
         if tx
-            .try_send(Msg::Command(Command::Progress {
+            .try_send(Msg::Command(Box::new(Command::Progress {
                 id: id.clone(),
                 chunk,
-            }))
+            })))
             .is_err()
         {
             tracing::debug!(id, "progress chunk dropped: the session is far behind");
@@ -734,10 +753,10 @@ pub(super) fn node_events(tx: Sender<Msg>) -> command::NodeEvents {
     command::NodeEvents::new(move |event, payload| {
         // Nobody waits for the gateway's acknowledgement.
         let (reply, _) = channel::bounded(1);
-        let _ = tx.try_send(Msg::Command(Command::Event {
+        let _ = tx.try_send(Msg::Command(Box::new(Command::Event {
             event: event.to_owned(),
             payload: Some(payload),
             reply,
-        }));
+        })));
     })
 }

@@ -357,7 +357,7 @@ impl NodeHandle {
         rx: Receiver<Result<Value, RequestFailure>>,
     ) -> Result<Value, RequestFailure> {
         self.tx
-            .send(Msg::Command(cmd))
+            .send(Msg::Command(Box::new(cmd)))
             .await
             .map_err(|_| RequestFailure::SessionEnded)?;
         rx.recv().await.unwrap_or(Err(RequestFailure::SessionEnded))
@@ -407,7 +407,7 @@ impl NodeHandle {
             config: Box::new(config),
             reply,
         };
-        if self.tx.send(Msg::Command(cmd)).await.is_err() {
+        if self.tx.send(Msg::Command(Box::new(cmd))).await.is_err() {
             return false;
         }
         rx.recv().await.unwrap_or(false)
@@ -415,14 +415,14 @@ impl NodeHandle {
 
     /// Tells the session the network came back: a waiting retry starts now.
     pub fn wake(&self) {
-        let _ = self.tx.try_send(Msg::Command(Command::Wake));
+        let _ = self.tx.try_send(Msg::Command(Box::new(Command::Wake)));
     }
 
     /// Stops gracefully: lets running invokes answer (briefly), closes the
     /// socket with 1000 after the frames already queued, and waits for the
     /// session task to end.
     pub async fn shutdown(mut self) {
-        let _ = self.tx.send(Msg::Command(Command::Stop)).await;
+        let _ = self.tx.send(Msg::Command(Box::new(Command::Stop))).await;
         if let Some(task) = self.task.take() {
             task.await;
         }
@@ -439,7 +439,7 @@ impl NodeHandle {
 impl Drop for NodeHandle {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
-            let _ = self.tx.try_send(Msg::Command(Command::Stop));
+            let _ = self.tx.try_send(Msg::Command(Box::new(Command::Stop)));
             task.detach();
         }
     }

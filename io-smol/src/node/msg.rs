@@ -70,7 +70,7 @@ pub(super) enum SocketEvent {
         code: Option<u16>,
         reason: String,
     },
-    Failed(SocketError),
+    Failed(Box<SocketError>),
 }
 
 /// One message to the driver task.
@@ -80,9 +80,9 @@ pub(super) enum Msg {
     Socket(AttemptId, SocketEvent),
     InvokeDone {
         id: String,
-        outcome: InvokeOutcome,
+        outcome: Box<InvokeOutcome>,
     },
-    Command(Command),
+    Command(Box<Command>),
 }
 
 /// How many events one subscriber's stream holds before the driver starts
@@ -178,6 +178,14 @@ pub(super) fn subscribe_with(subs: &Subscribers, capacity: usize) -> Receiver<Ev
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The driver's inbox is an unbounded channel, which keeps a block of
+    /// 31 slots allocated for as long as the session lives: large or rare
+    /// payloads are boxed so that a slot stays small.
+    #[test]
+    fn a_message_is_small() {
+        assert!(std::mem::size_of::<Msg>() <= 48, "{}", std::mem::size_of::<Msg>());
+    }
 
     fn config(changed: bool) -> Event {
         Event::Config { changed }

@@ -34,10 +34,12 @@ pub(super) async fn socket_task(
             let _ = tx.send(Msg::Socket(attempt, ev)).await;
         }
     };
-    // Boxed: the handshake's state is large and done with once open.
-    let (ws, limit) = match Box::pin(transport::open(&url, &tls, &store)).await {
+    // Boxed, and given what only opening needs: the handshake's state is
+    // large, and it and those inputs are done with once the socket is open.
+    let opening = Box::pin(async move { transport::open(&url, &tls, &store).await });
+    let (ws, limit) = match opening.await {
         Ok(opened) => opened,
-        Err(e) => return report(SocketEvent::Failed(e)).await,
+        Err(e) => return report(SocketEvent::Failed(Box::new(e))).await,
     };
     // Unbounded as a channel, which allocates only while frames wait; the
     // driver bounds it to `WRITE_QUEUE` frames.
@@ -104,9 +106,9 @@ pub(super) async fn socket_task(
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    report(SocketEvent::Failed(SocketError::Io(format!(
+                    report(SocketEvent::Failed(Box::new(SocketError::Io(format!(
                         "WebSocket: {e}"
-                    ))))
+                    )))))
                     .await;
                     return;
                 }
@@ -133,9 +135,9 @@ pub(super) async fn socket_task(
                 }
             };
             if let Err(e) = sender.send(msg).await {
-                report(SocketEvent::Failed(SocketError::Io(format!(
+                report(SocketEvent::Failed(Box::new(SocketError::Io(format!(
                     "WebSocket send: {e}"
-                ))))
+                )))))
                 .await;
                 return;
             }
