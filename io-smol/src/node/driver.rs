@@ -198,6 +198,7 @@ impl Session {
     /// The session's task. Not an `async fn`: one of those keeps its
     /// arguments twice in its state (rust-lang/rust#62958), and `self` is
     /// 2.5 KiB; the block below holds it once.
+    #[allow(clippy::manual_async_fn)]
     fn run(mut self, rx: Receiver<Msg>) -> impl Future<Output = ()> + Send {
         async move {
             let step = Box::pin(self.drain());
