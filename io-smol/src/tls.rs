@@ -79,6 +79,7 @@ impl Observed {
     }
 
     /// The certificate, when kept.
+    #[cfg(feature = "smol")]
     pub(crate) fn cert(&self) -> Option<CertificateDer<'static>> {
         self.0.lock().expect("not poisoned").certificate.clone()
     }
