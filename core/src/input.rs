@@ -45,9 +45,11 @@ pub enum Input {
         /// The frame's text.
         text: String,
     },
-    /// A WebSocket pong arrived on the socket of `attempt`. Drivers feed
-    /// it: while [`Timeouts::pong`](crate::Timeouts::pong) is set, a ping
-    /// that neither a pong nor a frame follows in time closes the socket.
+    /// A WebSocket pong, or the gateway's own ping, arrived on the socket
+    /// of `attempt`: the gateway is alive. Drivers feed it: while
+    /// [`Timeouts::pong`](crate::Timeouts::pong) is set, a ping that
+    /// neither this nor a frame follows in time closes the socket, and the
+    /// next ping waits for a quiet `ping_interval` after it.
     Pong {
         /// The attempt the socket belongs to.
         attempt: AttemptId,

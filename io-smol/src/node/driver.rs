@@ -24,6 +24,7 @@ use super::error::RequestFailure;
 use super::msg::{Command, Msg, Outgoing, Reply, SocketEvent, Subscribers, WRITE_QUEUE};
 use super::socket::{CLOSE_GRACE, socket_task};
 use super::spawner::Spawner;
+use super::timers::Timers;
 use crate::command::{self, Registry};
 use crate::event::Event;
 use crate::store::StateDir;
@@ -203,7 +204,7 @@ impl Session {
         async move {
             let step = Box::pin(self.drain());
             step.await;
-            let mut timer = Timer::never();
+            let mut timer = Timers::of(&self.spawner).sleep();
             let mut armed = None;
             loop {
                 self.publish_status();
@@ -221,14 +222,11 @@ impl Session {
                     .into_iter()
                     .flatten()
                     .min();
-                // One timer, re-armed only when the deadline moves: arming one
-                // wakes the reactor's thread.
+                // Re-armed only when the deadline moves; the executor's
+                // sessions share one reactor timer (`timers`).
                 if deadline != armed {
                     armed = deadline;
-                    match deadline {
-                        Some(at) => timer.set_at(at),
-                        None => timer = Timer::never(),
-                    }
+                    timer.set_at(deadline);
                 }
                 // What happens on a wake-up is boxed below, so that an idle
                 // session's task holds only this loop's state, not the largest
@@ -333,7 +331,7 @@ impl Session {
         let now = self.now();
         match msg {
             Msg::Socket(attempt, ev) => {
-                let read = matches!(ev, SocketEvent::Frame(_) | SocketEvent::Pong);
+                let read = matches!(ev, SocketEvent::Frame(_) | SocketEvent::Heard);
                 self.socket_event(now, attempt, ev);
                 if read {
                     // Its effects (a raised frame limit among them) first,
@@ -394,7 +392,7 @@ impl Session {
                 Input::SocketOpened { attempt }
             }
             SocketEvent::Frame(text) => return self.node.handle_frame(now, attempt, &text),
-            SocketEvent::Pong => Input::Pong { attempt },
+            SocketEvent::Heard => Input::Pong { attempt },
             SocketEvent::Closed { code, reason } => {
                 self.sockets.remove(&attempt);
                 Input::SocketClosed {

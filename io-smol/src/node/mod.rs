@@ -4,12 +4,13 @@
 //! and performs its effects; each socket attempt is pumped by a task of its
 //! own ([`socket`]). The application holds the public [`handle`] and talks to
 //! the driver over a channel ([`msg`]). What a peer can make the driver log
-//! is bounded by [`log_limit`]; every task runs where [`spawner`] says.
+//! is bounded by [`log_limit`]; every task runs where [`spawner`] says, and
+//! the sessions of one executor share its [`timers`].
 //!
 //! Modules depend on each other in one direction only, along
-//! `handle` → `driver` → `socket` → `msg` → `error` → `spawner` (a module
-//! may skip ahead in that order, never go back), so none of them needs the
-//! others' private parts.
+//! `handle` → `driver` → `socket` → `msg` → `error` → `timers` → `spawner`
+//! (a module may skip ahead in that order, never go back), so none of them
+//! needs the others' private parts.
 
 mod driver;
 mod error;
@@ -18,6 +19,7 @@ mod log_limit;
 mod msg;
 mod socket;
 mod spawner;
+mod timers;
 
 pub use error::{RequestFailure, StartError};
 pub use handle::{NodeBuilder, NodeHandle, NodeStatus};

@@ -64,8 +64,8 @@ pub(super) enum SocketEvent {
     /// A text frame, as the WebSocket read it: the core borrows it, so it
     /// is never copied.
     Frame(Utf8Bytes),
-    /// A pong: the gateway answered a ping.
-    Pong,
+    /// A pong or a ping from the gateway: it is alive.
+    Heard,
     Closed {
         code: Option<u16>,
         reason: String,
@@ -184,7 +184,11 @@ mod tests {
     /// payloads are boxed so that a slot stays small.
     #[test]
     fn a_message_is_small() {
-        assert!(std::mem::size_of::<Msg>() <= 48, "{}", std::mem::size_of::<Msg>());
+        assert!(
+            std::mem::size_of::<Msg>() <= 48,
+            "{}",
+            std::mem::size_of::<Msg>()
+        );
     }
 
     fn config(changed: bool) -> Event {

@@ -98,8 +98,11 @@ pub(super) async fn socket_task(
                         .await;
                     return;
                 }
-                Some(Ok(Message::Pong(_))) => {
-                    report(SocketEvent::Pong).await;
+                // The gateway's own pings prove it alive as its pongs do, so
+                // a gateway that pings often is rarely pinged back
+                // (docs/protocol.md §5). tungstenite answers them itself.
+                Some(Ok(Message::Pong(_) | Message::Ping(_))) => {
+                    report(SocketEvent::Heard).await;
                     if handled_rx.recv().await.is_err() {
                         std::future::pending::<()>().await;
                     }
