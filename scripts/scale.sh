@@ -33,8 +33,8 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 
-printf '| N | connected | connect p50 / p99 ms | ramp s | clawnode RSS per session | idle CPU per session per min | refusals | gateway RSS | gateway CPU per min (hold) |\n'
-printf '|---|---|---|---|---|---|---|---|---|\n'
+printf '| N | connected | connect p50 / p99 ms | ramp s | clawnode heap per session | clawnode RSS per session | idle CPU per session per min | refusals | gateway RSS | gateway CPU per min (ramp + hold) |\n'
+printf '|---|---|---|---|---|---|---|---|---|---|\n'
 for n in "${sizes[@]}"; do
     dir=$(mktemp -d /tmp/clawnode-scale.XXXXXX)
     eval "$(scripts/gateway.sh start --tls --dir "$dir/gateway" | grep -E '^(url|token|pin|pid)=')"
@@ -60,7 +60,8 @@ s = json.load(open(out))
 mins = max(float(t1) - float(t0), 0.001) / 60
 gw_cpu_ms_min = (int(c1) - int(c0)) * 1000 / int(hz) / mins
 print(f"| {n} | {s['connected']} / {s['count']} | {s['connectP50Ms']} / {s['connectP99Ms']} | "
-      f"{s['rampMs'] / 1000:.1f} | {s['rssPerSessionBytes'] / 1024:.1f} KiB | "
+      f"{s['rampMs'] / 1000:.1f} | {(s.get('heapPerSessionBytes') or 0) / 1024:.1f} KiB | "
+      f"{s['rssPerSessionBytes'] / 1024:.1f} KiB | "
       f"{s['idleCpuMsPerMinPerSession']:.3f} ms | {sum(s['refusals'].values())} {dict(s['refusals']) or ''} | "
       f"{int(gw_rss) / 1024:.0f} MiB | {gw_cpu_ms_min:.0f} ms (ramp + hold) |")
 EOF

@@ -219,9 +219,20 @@ pub fn parse_inbound<'a>(text: &'a str) -> Result<Inbound<'a>, ParseError> {
     let Some(kind) = parts.kind.text() else {
         return Err(ParseError::UnknownType(None));
     };
+    // The payload was read as an invoke request's because `type` and
+    // `event` said so when it came; a repeated key that says otherwise
+    // later would leave it unreadable, so the frame is refused.
+    let read_as_request = matches!(parts.payload, Some(Payload::InvokeRequest(_)));
+    let request_payload = |event: &str| {
+        if read_as_request && (&*kind != "event" || event != "node.invoke.request") {
+            Err(ParseError::BadField("payload"))
+        } else {
+            Ok(())
+        }
+    };
     match &*kind {
         "event" => Ok(Inbound::Event {
-            event: required(parts.event, "event")?,
+            event: required(parts.event, "event").and_then(|e| request_payload(&e).map(|()| e))?,
             payload: parts.payload,
             seq: match parts.seq {
                 Field::Absent | Field::Null => None,
@@ -229,13 +240,13 @@ pub fn parse_inbound<'a>(text: &'a str) -> Result<Inbound<'a>, ParseError> {
             },
         }),
         "res" => Ok(Inbound::Response {
-            id: required(parts.id, "id")?,
+            id: request_payload("").and_then(|()| required(parts.id, "id"))?,
             ok: parts.ok.boolean().ok_or(ParseError::BadField("ok"))?,
             payload: parts.payload.and_then(|p| p.raw()),
             error: parts.error.raw(),
         }),
         "req" => Ok(Inbound::Request {
-            id: required(parts.id, "id")?,
+            id: request_payload("").and_then(|()| required(parts.id, "id"))?,
             method: required(parts.method, "method")?,
             params: parts.params.raw(),
         }),
@@ -931,6 +942,18 @@ mod tests {
             Some(r#"{"a":1}"#)
         );
         assert_eq!((timeout.uint(), key), (Some(5), Field::Null));
+        // A repeated `type` or `event` that undoes what the payload was
+        // read as: refused, never read with its payload lost.
+        for text in [
+            r#"{"type":"event","event":"node.invoke.request","payload":{"id":"a"},"type":"res","id":"r","ok":true}"#,
+            r#"{"type":"event","event":"node.invoke.request","payload":{"id":"a"},"event":"tick"}"#,
+        ] {
+            assert_eq!(
+                parse_inbound(text),
+                Err(ParseError::BadField("payload")),
+                "{text}"
+            );
+        }
         // A payload that is not an object has none of the members.
         let odd = r#"{"type":"event","event":"node.invoke.request","payload":[1]}"#;
         assert_eq!(fields(odd), <[Field<'_>; 5]>::default());

@@ -1,7 +1,9 @@
-//! Blocking work off the executor. Short jobs (state and trust files,
-//! `system.which`'s search, command preparation) run on one thread, in
-//! order, which sleeps on its queue until there is work; a job that lasts
-//! as long as a command does gets a thread of its own, which ends with it.
+//! Blocking work off the executor. The sessions' own short jobs (state and
+//! trust files) run on one thread, in order, which sleeps on its queue
+//! until there is work. What a gateway asks for (commands, and their
+//! file-system searches and preparation) gets a thread of its own, which
+//! ends with it: a path on a hung mount then stalls that invoke alone, never
+//! another session's connect or token write.
 //!
 //! `smol::unblock`'s pool keeps every thread it starts (up to its limit of
 //! 500) and wakes each one twice a second for good: in a process holding
@@ -48,8 +50,8 @@ where
     result.await
 }
 
-/// Runs `f`, which may block for as long as a command runs, on a thread of
-/// its own that ends with it, and waits for its result without blocking
+/// Runs `f`, which a gateway asked for and may block for as long as a
+/// command runs, on a thread of its own that ends with it, and waits for its result without blocking
 /// the executor. A panic in `f` resumes in the caller.
 pub(crate) async fn on_own_thread<T, F>(f: F) -> T
 where

@@ -4,12 +4,12 @@
 //! ramp). Two relaxed atomic adds per allocation; nothing else changes.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// The system allocator, counting.
 pub struct Counting;
 
-static IN_USE: AtomicU64 = AtomicU64::new(0);
+static IN_USE: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: every call forwards to the system allocator with the caller's
 // arguments; the counter is only bookkeeping.
@@ -18,7 +18,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: the caller's contract, forwarded.
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
-            IN_USE.fetch_add(layout.size() as u64, Relaxed);
+            IN_USE.fetch_add(layout.size(), Relaxed);
         }
         p
     }
@@ -26,21 +26,21 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: the caller's contract, forwarded.
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
-            IN_USE.fetch_add(layout.size() as u64, Relaxed);
+            IN_USE.fetch_add(layout.size(), Relaxed);
         }
         p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: the caller's contract, forwarded.
         unsafe { System.dealloc(ptr, layout) };
-        IN_USE.fetch_sub(layout.size() as u64, Relaxed);
+        IN_USE.fetch_sub(layout.size(), Relaxed);
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: the caller's contract, forwarded.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            IN_USE.fetch_add(new_size as u64, Relaxed);
-            IN_USE.fetch_sub(layout.size() as u64, Relaxed);
+            IN_USE.fetch_add(new_size, Relaxed);
+            IN_USE.fetch_sub(layout.size(), Relaxed);
         }
         p
     }
@@ -48,5 +48,5 @@ unsafe impl GlobalAlloc for Counting {
 
 /// Bytes in use on the heap now.
 pub fn in_use() -> u64 {
-    IN_USE.load(Relaxed)
+    IN_USE.load(Relaxed) as u64
 }

@@ -199,11 +199,15 @@ impl ServerCertVerifier for RecordingVerifier {
 /// Session resumption is disabled (and the config is never shared between
 /// connections) so that the certificate is verified on every connection:
 /// a resumed session skips certificate verification altogether.
-fn client_config(trust: &Trust) -> Result<(Arc<ClientConfig>, Observed), String> {
+fn client_config(
+    trust: &Trust,
+    keep_certificate: bool,
+) -> Result<(Arc<ClientConfig>, Observed), String> {
     let provider = provider();
-    let observed = match trust {
-        Trust::AnyCertificate => Observed::keeping_certificate(),
-        _ => Observed::default(),
+    let observed = if keep_certificate {
+        Observed::keeping_certificate()
+    } else {
+        Observed::default()
     };
     let verifier: Arc<dyn ServerCertVerifier> = match trust {
         Trust::Pinned(pins) => Arc::new(PinVerifier {
@@ -322,7 +326,10 @@ impl TlsAttempt {
                 url.host()
             ))
         })?;
-        let (config, observed) = client_config(&trust).map_err(SocketError::Tls)?;
+        // Only a probe reports the certificate; a first use learns its pin.
+        let keep_certificate = matches!(trust, Trust::AnyCertificate) && learn.is_none();
+        let (config, observed) =
+            client_config(&trust, keep_certificate).map_err(SocketError::Tls)?;
         Ok(TlsAttempt {
             config,
             server_name,

@@ -64,10 +64,10 @@ pub fn system_which(params: &Value) -> Result<Value, CommandError> {
 }
 
 /// `system.which` as a command handler (runs the file-system search on a
-/// blocking thread).
+/// thread of its own: a hung mount stalls this invoke, nothing else).
 #[cfg(feature = "smol")]
 pub async fn handler(inv: crate::Invocation) -> Result<Value, CommandError> {
-    crate::blocking::unblock(move || system_which(&inv.params)).await
+    crate::blocking::on_own_thread(move || system_which(&inv.params)).await
 }
 
 #[cfg(test)]

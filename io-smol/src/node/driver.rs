@@ -167,7 +167,8 @@ impl Session {
     /// When to wake for `deadline`. A ping may go out up to a second late:
     /// its time is rounded up to a whole second of one grid shared by every
     /// session in the process, so that many idle sessions ping, and hear
-    /// their pongs, in one wake-up instead of one each.
+    /// their pongs, in one wake-up instead of one each. Another deadline
+    /// that falls in that second is handled with it, up to a second late.
     fn wake_at(&self, deadline: Deadline) -> Instant {
         let at = self.instant(deadline.at);
         if deadline.reason != TimerReason::Ping {

@@ -163,7 +163,7 @@ impl NodeBuilder {
         let (a, b) = (self.store.clone(), self.store.clone());
         self.command(SYSTEM_RUN_PREPARE, move |inv| {
             let store = a.clone();
-            crate::blocking::unblock(move || prepare(&store, &inv.params, &node_cwd()))
+            crate::blocking::on_own_thread(move || prepare(&store, &inv.params, &node_cwd()))
         })
         .command(SYSTEM_RUN, move |inv| {
             let store = b.clone();
@@ -195,11 +195,11 @@ impl NodeBuilder {
         let (a, b) = (self.store.clone(), self.store.clone());
         self.command(EXEC_APPROVALS_GET, move |inv| {
             let store = a.clone();
-            crate::blocking::unblock(move || approvals_get(&store, &inv.params))
+            crate::blocking::on_own_thread(move || approvals_get(&store, &inv.params))
         })
         .command(EXEC_APPROVALS_SET, move |inv| {
             let store = b.clone();
-            crate::blocking::unblock(move || approvals_set(&store, &inv.params))
+            crate::blocking::on_own_thread(move || approvals_set(&store, &inv.params))
         })
     }
 
