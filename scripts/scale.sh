@@ -63,7 +63,7 @@ print(f"| {n} | {s['connected']} / {s['count']} | {s['connectP50Ms']} / {s['conn
       f"{s['rampMs'] / 1000:.1f} | {(s.get('heapPerSessionBytes') or 0) / 1024:.1f} KiB | "
       f"{s['rssPerSessionBytes'] / 1024:.1f} KiB | "
       f"{s['idleCpuMsPerMinPerSession']:.3f} ms | {sum(s['refusals'].values())} {dict(s['refusals']) or ''} | "
-      f"{int(gw_rss) / 1024:.0f} MiB | {gw_cpu_ms_min:.0f} ms (ramp + hold) |")
+      f"{int(gw_rss) / 1024:.0f} MiB | {gw_cpu_ms_min:.0f} ms |")
 EOF
     rm -rf "$dir"
 done

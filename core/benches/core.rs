@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
 use clawnode_core::{
-    ClientOptions, Credentials, Effect, Input, InvokeOutcome, NodeOptions, NodeState,
-    SessionConfig, Time, TlsPolicy,
+    AttemptId, ClientOptions, Credentials, Effect, Input, InvokeOutcome, InvokeRequest,
+    NodeOptions, NodeState, SessionConfig, Time, TlsPolicy,
 };
 use ed25519_dalek::SigningKey;
 
@@ -192,6 +192,32 @@ fn answer(node: &mut NodeState, id: String, payload_json: &str) {
     drain(node);
 }
 
+/// Answers invoke `id`, then acknowledges the result frame as the gateway
+/// does, so that nothing piles up across rounds (untimed setup only).
+fn answer_and_ack(node: &mut NodeState, attempt: AttemptId, id: String, payload_json: &str) {
+    node.handle_input(
+        Time::from_millis(4),
+        Input::InvokeResult {
+            id,
+            outcome: InvokeOutcome::Ok {
+                payload_json: Some(payload_json.to_owned()),
+            },
+        },
+    );
+    let mut acks = Vec::new();
+    while let Some(e) = node.poll_effect() {
+        if let Effect::SendFrame { text, .. } = e {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            acks.push(v["id"].as_str().unwrap().to_owned());
+        }
+    }
+    for ack in acks {
+        let res = format!(r#"{{"type":"res","id":"{ack}","ok":true}}"#);
+        node.handle_frame(Time::from_millis(4), attempt, &res);
+        drain(node);
+    }
+}
+
 fn main() {
     // `cargo test --benches` runs this binary with `--bench` absent: do a
     // quick pass only, so the suite stays fast.
@@ -233,7 +259,9 @@ fn main() {
     let params_json = serde_json::to_string(&params).unwrap();
     let reply = r#"{"bins":{"sh":"/usr/bin/sh"}}"#;
     const BATCH: usize = 64;
-    let mut running: Vec<String> = Vec::with_capacity(BATCH);
+    // Whole requests are kept, as a driver hands them to its commands: they
+    // are dropped in the untimed setup, not in the timed call.
+    let mut running: Vec<InvokeRequest> = Vec::with_capacity(BATCH);
     let mut next_id = 0;
     let mut bench = (&mut node, &mut running, &mut frames);
     figures.push(measure_with(
@@ -243,8 +271,8 @@ fn main() {
         BATCH,
         &mut bench,
         |(node, running, frames)| {
-            for id in running.drain(..) {
-                answer(node, id, reply);
+            for req in running.drain(..) {
+                answer_and_ack(node, attempt, req.id, reply);
             }
             frames.clear();
             frames.extend((0..BATCH).map(|_| {
@@ -256,7 +284,7 @@ fn main() {
             node.handle_frame(Time::from_millis(3), attempt, &frames[i % BATCH]);
             while let Some(e) = node.poll_effect() {
                 if let Effect::Invoke(req) = e {
-                    running.push(req.id);
+                    running.push(req);
                 }
             }
         },
@@ -275,13 +303,13 @@ fn main() {
                 node.handle_frame(Time::from_millis(3), attempt, &frame);
                 while let Some(e) = node.poll_effect() {
                     if let Effect::Invoke(req) = e {
-                        running.push(req.id);
+                        running.push(req);
                     }
                 }
             }
         },
         |(node, running, _), _| {
-            let id = running.pop().expect("one running invoke per call");
+            let id = running.pop().expect("one running invoke per call").id;
             answer(node, id, reply);
         },
     ));
