@@ -178,8 +178,8 @@ fn invoke_request(i: usize, params_json: &str) -> String {
     )
 }
 
-/// Answers invoke `id` and drains what the answer produced.
-fn answer(node: &mut NodeState, id: String, payload_json: &str) {
+/// Feeds the application's answer to invoke `id`.
+fn feed_answer(node: &mut NodeState, id: String, payload_json: &str) {
     node.handle_input(
         Time::from_millis(4),
         Input::InvokeResult {
@@ -189,21 +189,18 @@ fn answer(node: &mut NodeState, id: String, payload_json: &str) {
             },
         },
     );
+}
+
+/// Answers invoke `id` and drains what the answer produced.
+fn answer(node: &mut NodeState, id: String, payload_json: &str) {
+    feed_answer(node, id, payload_json);
     drain(node);
 }
 
 /// Answers invoke `id`, then acknowledges the result frame as the gateway
 /// does, so that nothing piles up across rounds (untimed setup only).
 fn answer_and_ack(node: &mut NodeState, attempt: AttemptId, id: String, payload_json: &str) {
-    node.handle_input(
-        Time::from_millis(4),
-        Input::InvokeResult {
-            id,
-            outcome: InvokeOutcome::Ok {
-                payload_json: Some(payload_json.to_owned()),
-            },
-        },
-    );
+    feed_answer(node, id, payload_json);
     let mut acks = Vec::new();
     while let Some(e) = node.poll_effect() {
         if let Effect::SendFrame { text, .. } = e {
