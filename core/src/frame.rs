@@ -215,24 +215,21 @@ pub fn parse_inbound<'a>(text: &'a str) -> Result<Inbound<'a>, ParseError> {
             Category::Data => ParseError::NotAnObject,
             _ => ParseError::NotJson(e.to_string()),
         })?;
+    // The payload was read as an invoke request's because `type` and
+    // `event` said so when it came; a repeated key that says otherwise
+    // later would leave it unreadable, so the frame is refused.
+    if matches!(parts.payload, Some(Payload::InvokeRequest(_)))
+        && !announces_invoke_request(&parts.kind, &parts.event)
+    {
+        return Err(ParseError::BadField("payload"));
+    }
     let required = |field: Field<'a>, name| field.text().ok_or(ParseError::BadField(name));
     let Some(kind) = parts.kind.text() else {
         return Err(ParseError::UnknownType(None));
     };
-    // The payload was read as an invoke request's because `type` and
-    // `event` said so when it came; a repeated key that says otherwise
-    // later would leave it unreadable, so the frame is refused.
-    let read_as_request = matches!(parts.payload, Some(Payload::InvokeRequest(_)));
-    let request_payload = |event: &str| {
-        if read_as_request && (&*kind != "event" || event != "node.invoke.request") {
-            Err(ParseError::BadField("payload"))
-        } else {
-            Ok(())
-        }
-    };
     match &*kind {
         "event" => Ok(Inbound::Event {
-            event: required(parts.event, "event").and_then(|e| request_payload(&e).map(|()| e))?,
+            event: required(parts.event, "event")?,
             payload: parts.payload,
             seq: match parts.seq {
                 Field::Absent | Field::Null => None,
@@ -240,13 +237,13 @@ pub fn parse_inbound<'a>(text: &'a str) -> Result<Inbound<'a>, ParseError> {
             },
         }),
         "res" => Ok(Inbound::Response {
-            id: request_payload("").and_then(|()| required(parts.id, "id"))?,
+            id: required(parts.id, "id")?,
             ok: parts.ok.boolean().ok_or(ParseError::BadField("ok"))?,
             payload: parts.payload.and_then(|p| p.raw()),
             error: parts.error.raw(),
         }),
         "req" => Ok(Inbound::Request {
-            id: request_payload("").and_then(|()| required(parts.id, "id"))?,
+            id: required(parts.id, "id")?,
             method: required(parts.method, "method")?,
             params: parts.params.raw(),
         }),
@@ -279,11 +276,9 @@ impl<'de> Visitor<'de> for FrameVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut parts = FrameParts::default();
-        let raw = |map: &mut A| -> Result<Field<'de>, A::Error> {
-            Ok(raw_field(map.next_value::<&'de RawValue>()?))
-        };
+        let scalar = |map: &mut A| read_member(map, false);
+        let raw = |map: &mut A| read_member(map, true);
         while let Some(Text(name)) = map.next_key::<Text<'de>>()? {
-            let scalar = |map: &mut A| Ok::<_, A::Error>(map.next_value::<Scalar<'de>>()?.0);
             match &*name {
                 "type" => parts.kind = scalar(&mut map)?,
                 "event" => parts.event = scalar(&mut map)?,
@@ -294,9 +289,7 @@ impl<'de> Visitor<'de> for FrameVisitor {
                 "error" => parts.error = raw(&mut map)?,
                 "params" => parts.params = raw(&mut map)?,
                 "payload" => {
-                    let request = matches!(&parts.kind, Field::Str(k) if k == "event")
-                        && matches!(&parts.event, Field::Str(e) if e == "node.invoke.request");
-                    parts.payload = if request {
+                    parts.payload = if announces_invoke_request(&parts.kind, &parts.event) {
                         map.next_value::<RequestPayload<'de>>()?.0
                     } else {
                         raw(&mut map)?.raw().map(Payload::Raw)
@@ -309,6 +302,13 @@ impl<'de> Visitor<'de> for FrameVisitor {
         }
         Ok(parts)
     }
+}
+
+/// Whether `type` and `event`, as read so far, make the frame a
+/// `node.invoke.request` event.
+fn announces_invoke_request(kind: &Field<'_>, event: &Field<'_>) -> bool {
+    matches!(kind, Field::Str(k) if k == "event")
+        && matches!(event, Field::Str(e) if e == "node.invoke.request")
 }
 
 /// A `node.invoke.request` payload read in the frame's pass.
@@ -591,12 +591,7 @@ impl<'de, const N: usize> Visitor<'de> for MemberVisitor<'_, N> {
         let mut found = core::array::from_fn(|_| Field::Absent);
         while let Some(Text(name)) = map.next_key::<Text<'de>>()? {
             match self.0.iter().position(|k| k.name() == name) {
-                Some(i) => {
-                    found[i] = match self.0[i] {
-                        Key::Raw(_) => raw_field(map.next_value::<&'de RawValue>()?),
-                        Key::Scalar(_) => map.next_value::<Scalar<'de>>()?.0,
-                    }
-                }
+                Some(i) => found[i] = read_member(&mut map, matches!(self.0[i], Key::Raw(_)))?,
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -604,6 +599,16 @@ impl<'de, const N: usize> Visitor<'de> for MemberVisitor<'_, N> {
         }
         Ok(found)
     }
+}
+
+/// The value of the member the map is at: kept as raw JSON when `raw`,
+/// else read as a scalar (see [`Key`]).
+fn read_member<'de, A: MapAccess<'de>>(map: &mut A, raw: bool) -> Result<Field<'de>, A::Error> {
+    Ok(if raw {
+        raw_field(map.next_value::<&'de RawValue>()?)
+    } else {
+        map.next_value::<Scalar<'de>>()?.0
+    })
 }
 
 /// A JSON string, borrowed unless it has escapes.
@@ -720,9 +725,11 @@ pub(crate) fn value(raw: &RawValue) -> Result<Value, serde_json::Error> {
     serde_json::from_str(raw.get())
 }
 
-/// Reads a gateway error object (`{code, message, details?, retryable?, retryAfterMs?}`).
-pub(crate) fn gateway_error(error: Option<&Value>) -> GatewayError {
-    let Some(e) = error else {
+/// Reads a gateway error object (`{code, message, details?, retryable?, retryAfterMs?}`)
+/// whole. One nested too deep for a `Value` reads as a missing one.
+pub(crate) fn gateway_error(error: Option<&RawValue>) -> GatewayError {
+    let error = error.and_then(|e| value(e).ok());
+    let Some(e) = &error else {
         return GatewayError {
             code: "UNKNOWN".into(),
             message: "error response without an error object".into(),
@@ -841,11 +848,11 @@ mod tests {
 
     #[test]
     fn gateway_errors_are_read_whole_and_leniently() {
-        let e = gateway_error(Some(&serde_json::json!({
+        let e = gateway_error(Some(&raw_of(&serde_json::json!({
             "code": "NOT_PAIRED", "message": "pair first", "retryable": false,
             "details": {"code": "PAIRING_REQUIRED", "recommendedNextStep": "wait_then_retry",
                         "retryAfterMs": 1500}
-        })));
+        }))));
         assert_eq!(
             (e.code.as_str(), e.message.as_str()),
             ("NOT_PAIRED", "pair first")
@@ -858,12 +865,16 @@ mod tests {
             (none.code.as_str(), none.message.as_str()),
             ("UNKNOWN", "error response without an error object")
         );
-        let odd = gateway_error(Some(&serde_json::json!({"code": 5})));
+        let odd = gateway_error(Some(&raw_of(&serde_json::json!({"code": 5}))));
         assert_eq!((odd.code.as_str(), odd.message.as_str()), ("UNKNOWN", ""));
     }
 
     fn raw(text: &str) -> alloc::boxed::Box<RawValue> {
         RawValue::from_string(text.into()).unwrap()
+    }
+
+    fn raw_of(v: &Value) -> alloc::boxed::Box<RawValue> {
+        serde_json::value::to_raw_value(v).unwrap()
     }
 
     #[test]

@@ -487,9 +487,7 @@ impl Invokes {
         payload: Option<&RawValue>,
         error: Option<&RawValue>,
     ) {
-        // Error objects are read whole; one too deep for a `Value` reads
-        // as an error without details.
-        let error = || frame::gateway_error(error.and_then(|e| frame::value(e).ok()).as_ref());
+        let error = || frame::gateway_error(error);
         if let Some(invoke) = self.acks.remove(id) {
             if !ok {
                 out.counters.invokes_dropped += 1;

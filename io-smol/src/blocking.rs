@@ -51,8 +51,9 @@ where
 }
 
 /// Runs `f`, which a gateway asked for and may block for as long as a
-/// command runs, on a thread of its own that ends with it, and waits for its result without blocking
-/// the executor. A panic in `f` resumes in the caller.
+/// command runs, on a thread of its own that ends with it, and waits for
+/// its result without blocking the executor. A panic in `f` resumes in the
+/// caller.
 pub(crate) async fn on_own_thread<T, F>(f: F) -> T
 where
     T: Send + 'static,

@@ -22,6 +22,15 @@ use smol::stream::StreamExt as _;
 #[global_allocator]
 static ALLOCATOR: heap::Counting = heap::Counting;
 
+/// The environment variable the gateway token comes from, as for the
+/// official host.
+const TOKEN_VAR: &str = "OPENCLAW_GATEWAY_TOKEN";
+
+/// The gateway token from [`TOKEN_VAR`]; an empty one is none.
+fn env_token() -> Option<String> {
+    std::env::var(TOKEN_VAR).ok().filter(|t| !t.is_empty())
+}
+
 /// Exit status for bad usage or configuration.
 const EXIT_USAGE: u8 = 2;
 /// Exit status when `--exit-on-pause` is given and the session pauses.
@@ -445,9 +454,7 @@ fn swarm(args: SwarmArgs) -> ExitCode {
     }
     let settings = Settings {
         url: Some(args.url.clone()),
-        token: std::env::var("OPENCLAW_GATEWAY_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
+        token: env_token(),
         tls_fingerprints: Some(args.tls_fingerprints.clone()),
         ..Settings::default()
     };
@@ -589,12 +596,10 @@ fn service(action: ServiceAction) -> ExitCode {
             if !commands.is_empty() {
                 run_args.extend(["--commands".to_owned(), commands.join(",")]);
             }
-            let token = std::env::var("OPENCLAW_GATEWAY_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty());
+            let token = env_token();
             let vars: Vec<(&str, &str)> = token
                 .as_deref()
-                .map(|t| ("OPENCLAW_GATEWAY_TOKEN", t))
+                .map(|t| (TOKEN_VAR, t))
                 .into_iter()
                 .collect();
             let env_text = match render_env(&vars) {
@@ -849,9 +854,7 @@ fn run(args: RunArgs) -> ExitCode {
             exec: None,
         },
         // As upstream, pairing does not use the shared token.
-        env_token: std::env::var("OPENCLAW_GATEWAY_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty() && pair_code.is_none()),
+        env_token: env_token().filter(|_| pair_code.is_none()),
         client,
         pairing: None,
     };

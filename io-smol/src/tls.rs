@@ -59,7 +59,7 @@ pub(crate) enum Trust {
 /// the certificate itself only for a probe, which reports it. A connection
 /// keeps its verifier as long as it lives, so a session keeps no copy of
 /// the certificate.
-#[derive(Clone, Default, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Observed(Arc<Mutex<Seen>>);
 
 #[derive(Default, Debug)]
@@ -70,10 +70,11 @@ struct Seen {
 }
 
 impl Observed {
-    /// One that also keeps the certificate.
-    fn keeping_certificate() -> Self {
+    /// Nothing seen yet; the certificate is to be kept when
+    /// `keep_certificate`.
+    fn new(keep_certificate: bool) -> Self {
         Observed(Arc::new(Mutex::new(Seen {
-            keep_certificate: true,
+            keep_certificate,
             ..Seen::default()
         })))
     }
@@ -204,11 +205,7 @@ fn client_config(
     keep_certificate: bool,
 ) -> Result<(Arc<ClientConfig>, Observed), String> {
     let provider = provider();
-    let observed = if keep_certificate {
-        Observed::keeping_certificate()
-    } else {
-        Observed::default()
-    };
+    let observed = Observed::new(keep_certificate);
     let verifier: Arc<dyn ServerCertVerifier> = match trust {
         Trust::Pinned(pins) => Arc::new(PinVerifier {
             pins: Some(pins.clone()),

@@ -65,8 +65,7 @@ impl NodeState {
                         let payload = payload.and_then(|p| frame::value(p).ok());
                         self.admit(now, attempt, payload.as_ref());
                     } else {
-                        let error = error.and_then(|e| frame::value(e).ok());
-                        self.connect_refused(now, frame::gateway_error(error.as_ref()));
+                        self.connect_refused(now, frame::gateway_error(error));
                     }
                 }
                 other => self.out.reject(

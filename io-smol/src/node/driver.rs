@@ -206,7 +206,6 @@ impl Session {
             let step = Box::pin(self.drain());
             step.await;
             let mut timer = Timers::of(&self.spawner).sleep();
-            let mut armed = None;
             loop {
                 self.publish_status();
                 if self.node.phase() == Phase::Stopped {
@@ -225,10 +224,7 @@ impl Session {
                     .min();
                 // Re-armed only when the deadline moves; the executor's
                 // sessions share one reactor timer (`timers`).
-                if deadline != armed {
-                    armed = deadline;
-                    timer.set_at(deadline);
-                }
+                timer.set_at(deadline);
                 // What happens on a wake-up is boxed below, so that an idle
                 // session's task holds only this loop's state, not the largest
                 // of everything it may await.
@@ -236,7 +232,6 @@ impl Session {
                 let wake = recv
                     .or(async {
                         (&mut timer).await;
-                        armed = None;
                         Wake::Timer
                     })
                     .await;

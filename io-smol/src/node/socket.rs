@@ -59,14 +59,12 @@ pub(super) async fn socket_task(
         loop {
             let next = receiver.next();
             let mut next = std::pin::pin!(next);
-            let read = match smol::future::poll_once(&mut next).await {
-                Some(read) => read,
-                None => {
-                    drop(last.take());
-                    next.await
-                }
-            };
+            let first = smol::future::poll_once(&mut next).await;
             drop(last.take());
+            let read = match first {
+                Some(read) => read,
+                None => next.await,
+            };
             match read {
                 Some(Ok(Message::Text(t))) => {
                     last = Some(t.clone());

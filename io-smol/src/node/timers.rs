@@ -90,7 +90,6 @@ impl Timers {
 /// The task: one async-io timer at the earliest deadline; wakes the due.
 async fn serve(shared: Weak<Shared>, kicked: Receiver<()>) {
     let mut timer = Timer::never();
-    let mut armed = None;
     loop {
         let Some(shared) = shared.upgrade() else {
             return;
@@ -108,39 +107,23 @@ async fn serve(shared: Weak<Shared>, kicked: Receiver<()>) {
         for (_, waker) in due {
             waker.wake();
         }
-        if earliest != armed {
-            armed = earliest;
-            match earliest {
-                Some(at) => timer.set_at(at),
-                None => timer = Timer::never(),
-            }
+        // Fired, or kicked by an earlier deadline: set to the earliest again.
+        match earliest {
+            Some(at) => timer.set_at(at),
+            None => timer = Timer::never(),
         }
-        let woke = smol::future::or(
+        let closed = smol::future::or(
             async {
                 (&mut timer).await;
-                Woke::Fired
+                false
             },
-            async {
-                match kicked.recv().await {
-                    Ok(()) => Woke::Kicked,
-                    Err(_) => Woke::Closed,
-                }
-            },
+            async { kicked.recv().await.is_err() },
         )
         .await;
-        match woke {
-            // The timer is spent until set again.
-            Woke::Fired => armed = None,
-            Woke::Kicked => {}
-            Woke::Closed => return,
+        if closed {
+            return;
         }
     }
-}
-
-enum Woke {
-    Fired,
-    Kicked,
-    Closed,
 }
 
 /// A session's wake-up at one instant, re-armed with [`Sleep::set_at`].
@@ -151,10 +134,14 @@ pub(super) struct Sleep {
 }
 
 impl Sleep {
-    /// Wakes at `at` from now on (never for `None`).
+    /// Wakes at `at` from now on (never for `None`). Setting the time it
+    /// already waits for changes nothing; once it has ended, setting any
+    /// time arms it again.
     pub fn set_at(&mut self, at: Option<Instant>) {
-        self.remove();
-        self.at = at;
+        if at != self.at {
+            self.remove();
+            self.at = at;
+        }
     }
 
     fn remove(&mut self) {
