@@ -67,6 +67,9 @@ impl Default for BackoffConfig {
 pub struct Backoff {
     config: BackoffConfig,
     failures: u32,
+    /// Consecutive "gateway busy" refusals since the last admission: a
+    /// streak of its own, so that busy never counts as a failure.
+    busy: u32,
 }
 
 impl Backoff {
@@ -75,6 +78,7 @@ impl Backoff {
         Backoff {
             config,
             failures: 0,
+            busy: 0,
         }
     }
 
@@ -88,9 +92,22 @@ impl Backoff {
         self.failures
     }
 
-    /// Forgets the failures (after a hello-ok).
+    /// Consecutive busy refusals since the last admission or reset.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn busy(&self) -> u32 {
+        self.busy
+    }
+
+    /// Forgets the failures and the busy streak (a stable connection, new
+    /// inputs).
     pub fn reset(&mut self) {
         self.failures = 0;
+        self.busy = 0;
+    }
+
+    /// Ends the busy streak: the gateway admitted the session.
+    pub fn admitted(&mut self) {
+        self.busy = 0;
     }
 
     /// The bounds `(lo, hi)` the delay after `failures` consecutive failures
@@ -120,6 +137,26 @@ impl Backoff {
             Some(r) => drawn.max(r.min(self.config.max_retry_after)),
             None => drawn,
         }
+    }
+
+    /// Records one more busy refusal and draws the delay before the next
+    /// attempt: the fast band's bounds for the busy streak, never the slow
+    /// band, at least `retry_after` (clamped). The failure count is left
+    /// alone, so a busy gateway delays a session without aging it.
+    pub fn busy_delay(&mut self, rng: &mut Rng, retry_after: Option<Duration>) -> Duration {
+        self.busy = self.busy.saturating_add(1);
+        let (lo, hi) = Backoff::busy_bounds(&self.config, self.busy);
+        let drawn = Duration::from_millis(rng.between(millis(lo), millis(hi)));
+        match retry_after {
+            Some(r) => drawn.max(r.min(self.config.max_retry_after)),
+            None => drawn,
+        }
+    }
+
+    /// The bounds the delay after `busy` consecutive busy refusals is
+    /// drawn from: those of as many failures, within the fast band.
+    pub fn busy_bounds(config: &BackoffConfig, busy: u32) -> (Duration, Duration) {
+        Backoff::bounds(config, busy.min(config.slow_after))
     }
 }
 
@@ -175,6 +212,28 @@ mod tests {
         assert_eq!(r.between(9, 3), 9, "an empty span gives lo");
         // The widest span draws without overflowing.
         let _ = r.between(0, u64::MAX);
+    }
+
+    #[test]
+    fn busy_grows_its_own_streak_within_the_fast_band_and_leaves_failures_alone() {
+        let c = BackoffConfig::default();
+        let mut b = Backoff::new(c);
+        let mut r = Rng::new(5);
+        for n in 1..=20u32 {
+            let d = b.busy_delay(&mut r, None);
+            let (lo, hi) = Backoff::busy_bounds(&c, n);
+            assert!(lo <= d && d <= hi, "{n}: {d:?}");
+            assert!(d <= c.cap, "never the slow band");
+        }
+        assert_eq!((b.failures(), b.busy()), (0, 20));
+        assert_eq!(
+            b.busy_delay(&mut r, Some(Duration::from_secs(100_000))),
+            c.max_retry_after
+        );
+        b.admitted();
+        assert_eq!(b.busy(), 0);
+        let d = b.busy_delay(&mut r, None);
+        assert!(d <= c.initial, "a new streak starts low: {d:?}");
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub(crate) enum Conn {
     Idle,
     /// Waiting to start the next attempt.
     Waiting { until: Time },
+    /// The driver holds the open of `attempt` until a handshake slot is
+    /// free (admission pacing); `deadline` bounds the wait.
+    Queued { attempt: AttemptId, deadline: Time },
     /// The socket of `attempt` is being opened.
     Opening { attempt: AttemptId, deadline: Time },
     /// Open; waiting for `connect.challenge`.
@@ -79,7 +82,8 @@ impl Conn {
     /// The attempt whose socket is wanted, if any.
     pub fn attempt(&self) -> Option<AttemptId> {
         match self {
-            Conn::Opening { attempt, .. }
+            Conn::Queued { attempt, .. }
+            | Conn::Opening { attempt, .. }
             | Conn::AwaitChallenge { attempt, .. }
             | Conn::AwaitHello { attempt, .. } => Some(*attempt),
             Conn::Admitted(a) => Some(a.attempt),
@@ -102,7 +106,7 @@ impl Conn {
         match self {
             Conn::Idle => Phase::Idle,
             Conn::Waiting { .. } => Phase::Waiting,
-            Conn::Opening { .. } => Phase::Connecting,
+            Conn::Queued { .. } | Conn::Opening { .. } => Phase::Connecting,
             Conn::AwaitChallenge { .. } | Conn::AwaitHello { .. } => Phase::Handshaking,
             Conn::Admitted(_) => Phase::Connected,
             Conn::Paused { .. } => Phase::Paused,
@@ -116,6 +120,7 @@ impl Conn {
     pub fn deadline(&self) -> Option<Deadline> {
         let (at, reason) = match self {
             Conn::Waiting { until } => (*until, TimerReason::Retry),
+            Conn::Queued { deadline, .. } => (*deadline, TimerReason::Queue),
             Conn::Opening { deadline, .. } => (*deadline, TimerReason::Open),
             Conn::AwaitChallenge { deadline, .. } => (*deadline, TimerReason::Challenge),
             Conn::AwaitHello { deadline, .. } => (*deadline, TimerReason::Hello),

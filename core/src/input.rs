@@ -3,6 +3,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use core::time::Duration;
 
 use crate::config::{Secret, SessionConfig};
 use crate::pin::Pin;
@@ -33,6 +34,21 @@ pub enum Input {
     /// belongs to: a config with another URL forgets the stored token, so a
     /// token issued by one gateway is never sent to another.
     StoredDeviceToken(Option<Secret>),
+    /// The driver holds the open of `attempt` until one of the handshake
+    /// slots it shares with other sessions is free (docs/protocol.md §5,
+    /// admission pacing). The open deadline is suspended: the attempt waits
+    /// up to [`Timeouts::queue`](crate::Timeouts::queue) instead. A driver
+    /// that does not pace never feeds it.
+    SocketQueued {
+        /// The attempt the socket belongs to.
+        attempt: AttemptId,
+    },
+    /// The driver got a handshake slot for `attempt`, queued before, and
+    /// starts opening its socket now: the open deadline starts over.
+    SocketDialing {
+        /// The attempt the socket belongs to.
+        attempt: AttemptId,
+    },
     /// The socket of `attempt` is open (TLS done, WebSocket upgraded).
     SocketOpened {
         /// The attempt the socket belongs to.
@@ -113,6 +129,14 @@ pub enum SocketError {
     Tls(String),
     /// Anything transient: refused, reset, DNS, timeout, protocol error.
     Io(String),
+    /// The gateway refused the WebSocket upgrade as busy (HTTP 503 or 429):
+    /// too many sockets are handshaking. Backed off without counting as a
+    /// failure, so a busy stretch never pushes the session into the slow
+    /// band (docs/protocol.md §5).
+    Busy {
+        /// The response's `Retry-After`, when it gave one.
+        retry_after: Option<Duration>,
+    },
 }
 
 /// The application's answer to an invoke.

@@ -11,6 +11,14 @@ pub struct Timeouts {
     /// From the open-socket effect to the socket being open (TCP, TLS,
     /// WebSocket upgrade).
     pub open: Duration,
+    /// How long an attempt may wait for a handshake slot once the driver
+    /// reported it queued ([`Input::SocketQueued`](crate::Input::SocketQueued)).
+    /// Past it the attempt ends as an open timeout and is backed off.
+    pub queue: Duration,
+    /// The first attempt after the first config waits a uniform draw from
+    /// `0..=first_attempt_jitter`, so that many sessions started together
+    /// do not all connect in the same instant. Zero connects at once.
+    pub first_attempt_jitter: Duration,
     /// From the socket opening to `connect.challenge`. Shorter than the
     /// gateway's own 15 s limit on unfinished handshakes (docs/protocol.md §9).
     pub challenge: Duration,
@@ -63,6 +71,8 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             open: Duration::from_secs(10),
+            queue: Duration::from_secs(600),
+            first_attempt_jitter: Duration::ZERO,
             challenge: Duration::from_secs(10),
             hello: Duration::from_secs(10),
             default_tick_interval: Duration::from_secs(15),

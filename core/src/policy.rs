@@ -42,6 +42,12 @@ pub(crate) enum Verdict {
     },
     /// Waiting for an operator: retry from the slow band of the backoff.
     Slow,
+    /// The gateway is busy: back off on a streak of its own, not counted
+    /// as a failure, at least `retry_after`.
+    Busy {
+        /// The gateway's `Retry-After`, when it gave one.
+        retry_after: Option<Duration>,
+    },
     /// A terminal failure: make no attempt until `cause` changes.
     Pause(Box<PauseReason>, PauseCause),
 }
@@ -234,6 +240,9 @@ pub(crate) fn socket_failure(error: &SocketError) -> Verdict {
             ),
         ),
         SocketError::Io(_) => Verdict::Backoff { retry_after: None },
+        SocketError::Busy { retry_after } => Verdict::Busy {
+            retry_after: *retry_after,
+        },
     }
 }
 

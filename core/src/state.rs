@@ -30,7 +30,7 @@ use crate::options::NodeOptions;
 use crate::outbox::Outbox;
 use crate::policy::PauseCause;
 use crate::status::{Phase, Status};
-use crate::time::Time;
+use crate::time::{Time, millis};
 use crate::timer::Deadline;
 
 use next::Next;
@@ -228,8 +228,29 @@ impl NodeState {
                 }
             }
             Input::StoredDeviceToken(token) => self.set_stored_token(now, token),
-            Input::SocketOpened { attempt } => {
+            Input::SocketQueued { attempt } => {
                 if let Conn::Opening { attempt: a, .. } = self.conn
+                    && a == attempt
+                {
+                    self.conn = Conn::Queued {
+                        attempt,
+                        deadline: now.deadline_after(self.options.timeouts.queue),
+                    };
+                }
+            }
+            Input::SocketDialing { attempt } => {
+                if let Conn::Queued { attempt: a, .. } = self.conn
+                    && a == attempt
+                {
+                    self.conn = Conn::Opening {
+                        attempt,
+                        deadline: now.deadline_after(self.options.timeouts.open),
+                    };
+                }
+            }
+            Input::SocketOpened { attempt } => {
+                if let Conn::Opening { attempt: a, .. } | Conn::Queued { attempt: a, .. } =
+                    self.conn
                     && a == attempt
                 {
                     self.conn = Conn::AwaitChallenge {
@@ -301,7 +322,7 @@ impl NodeState {
                 self.start_attempt(now);
                 None
             }
-            Conn::Opening { deadline, .. } if *deadline <= now => {
+            Conn::Queued { deadline, .. } | Conn::Opening { deadline, .. } if *deadline <= now => {
                 timeout(DisconnectReason::OpenTimeout, (1000, "open timeout"))
             }
             Conn::AwaitChallenge { deadline, .. } if *deadline <= now => timeout(
@@ -350,7 +371,9 @@ impl NodeState {
     /// A tick costs no allocation this way.
     pub fn handle_frame(&mut self, now: Time, attempt: AttemptId, text: &str) {
         let now = self.monotonic(now);
-        if self.conn.attempt() != Some(attempt) || matches!(self.conn, Conn::Opening { .. }) {
+        if self.conn.attempt() != Some(attempt)
+            || matches!(self.conn, Conn::Queued { .. } | Conn::Opening { .. })
+        {
             return;
         }
         self.out.counters.frames_in += 1;
@@ -458,7 +481,19 @@ impl NodeState {
                     self.resume(now);
                 }
             }
-            Conn::Idle | Conn::Waiting { .. } => {
+            Conn::Idle => {
+                self.backoff.reset();
+                let jitter = millis(self.options.timeouts.first_attempt_jitter);
+                match self.rng.between(0, jitter) {
+                    0 => self.start_attempt(now),
+                    ms => {
+                        self.conn = Conn::Waiting {
+                            until: now + Duration::from_millis(ms),
+                        }
+                    }
+                }
+            }
+            Conn::Waiting { .. } => {
                 self.backoff.reset();
                 self.start_attempt(now);
             }

@@ -15,6 +15,8 @@ use crate::time::Time;
 pub enum TimerReason {
     /// The socket must open (TCP, TLS, WebSocket upgrade) by then.
     Open,
+    /// A queued attempt must get a handshake slot by then.
+    Queue,
     /// `connect.challenge` must arrive by then.
     Challenge,
     /// hello-ok must arrive by then.
@@ -41,6 +43,7 @@ impl TimerReason {
     pub fn as_str(self) -> &'static str {
         match self {
             TimerReason::Open => "open",
+            TimerReason::Queue => "queue",
             TimerReason::Challenge => "challenge",
             TimerReason::Hello => "hello",
             TimerReason::Tick => "tick",

@@ -46,6 +46,8 @@ fn alphabet() -> Vec<Op> {
         Op::Config(5),
         Op::StoredToken(Some(1)),
         // Socket events of the current attempt and of a stale one.
+        Op::Queued(cur.clone()),
+        Op::Dialing(cur.clone()),
         Op::Opened(cur.clone()),
         Op::Opened(stale()),
         Op::Closed(cur.clone(), Some(1012)),
@@ -55,6 +57,7 @@ fn alphabet() -> Vec<Op> {
         Op::Failed(cur.clone(), 2),
         Op::Failed(cur.clone(), 0),
         Op::Failed(cur.clone(), 1),
+        Op::Failed(cur.clone(), 3),
         Op::Failed(stale(), 2),
         // The handshake: a challenge with and without a usable ts, hello-ok,
         // and a refusal of each class.

@@ -93,6 +93,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u8..7).prop_map(Op::Config),
         1 => prop::option::of(0u8..3).prop_map(Op::StoredToken),
         2 => sel().prop_map(Op::Opened),
+        1 => prop_oneof![sel().prop_map(Op::Queued), sel().prop_map(Op::Dialing)],
         1 => (sel(), prop::option::of(prop_oneof![Just(1000u16), Just(1006), Just(1008), Just(1012), Just(4000)]))
             .prop_map(|(s, c)| Op::Closed(s, c)),
         1 => (sel(), any::<u8>()).prop_map(|(s, k)| Op::Failed(s, k)),

@@ -21,7 +21,9 @@ use clawnode_core::{
     InvokeOutcome, NODE_ROLE, NodeOptions, NodeState, Secret, SessionConfig, SocketError,
     TlsPolicy,
 };
-use clawnode_smol::{Event, PinStore, SYSTEM_WHICH, StateDir, TlsAttempt, system_which, tcp_error};
+use clawnode_smol::{
+    Event, PinStore, SYSTEM_WHICH, StateDir, TlsAttempt, system_which, tcp_error, upgrade_refused,
+};
 use futures_util::{SinkExt as _, StreamExt as _};
 use rand_core::{OsRng, RngCore as _};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -271,7 +273,14 @@ async fn open(
     let limits = WebSocketConfig::default().max_message_size(Some(25 << 20));
     let (ws, _) = tokio_tungstenite::client_async_with_config(url.as_str(), io, Some(limits))
         .await
-        .map_err(|e| SocketError::Io(format!("WebSocket upgrade at {url}: {e}")))?;
+        .map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(r) => upgrade_refused(
+                url,
+                r.status().as_u16(),
+                r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+            ),
+            e => SocketError::Io(format!("WebSocket upgrade at {url}: {e}")),
+        })?;
     Ok(ws)
 }
 

@@ -64,9 +64,11 @@ pub use command::{
 };
 pub use event::{DisconnectCode, Event};
 #[cfg(feature = "smol")]
-pub use node::{NodeBuilder, NodeHandle, NodeStatus, RequestFailure, StartError};
+pub use node::{
+    Admission, DEFAULT_HANDSHAKES, NodeBuilder, NodeHandle, NodeStatus, RequestFailure, StartError,
+};
 pub use store::{PairedGateway, StateDir, StoreError};
-pub use tls::{PinStore, TlsAttempt, pin_of, tcp_error};
+pub use tls::{PinStore, TlsAttempt, pin_of, tcp_error, upgrade_refused};
 #[cfg(feature = "smol")]
 pub use transport::{ProbeReport, probe};
 pub use which::{SYSTEM_WHICH, system_which, which_in};

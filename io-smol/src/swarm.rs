@@ -4,7 +4,8 @@
 //! Each session is a full node (its own device identity under
 //! `STATE/node-NNNN`, signed and pinned like `clawnode run`) serving
 //! `system.which`. Sessions start paced: at most `inflight` of them are
-//! connecting at a time, so that a swarm never stampedes the gateway. The
+//! connecting at a time, and their reconnects share that limit through one
+//! [`Admission`], so that a swarm never stampedes the gateway. The
 //! summary reports connect latencies, memory and idle CPU per session, and
 //! how the gateway refused or dropped sessions.
 
@@ -18,7 +19,7 @@ use serde_json::{Value, json};
 use smol::Executor;
 use smol::channel::{self, Receiver, Sender};
 
-use crate::{Event, NodeBuilder, NodeHandle, StateDir};
+use crate::{Admission, Event, NodeBuilder, NodeHandle, StateDir};
 
 /// Events each session keeps for the swarm's reader (it reads promptly).
 const EVENTS_PER_SESSION: usize = 8;
@@ -86,7 +87,8 @@ pub struct Summary {
     pub idle_cpu_ms_per_min: f64,
     /// Disconnects of admitted sessions, by code.
     pub disconnects: BTreeMap<String, u64>,
-    /// Refused attempts (never admitted), by code: 503s, handshake timeouts.
+    /// Refused attempts (never admitted), by code: `GATEWAY_BUSY` (HTTP
+    /// 503), handshake timeouts.
     pub refusals: BTreeMap<String, u64>,
     /// Sessions paused, by code.
     pub paused: BTreeMap<String, u64>,
@@ -251,6 +253,9 @@ pub async fn run(
     let ramp_start = Instant::now();
     let mut stopped = false;
     let mut next = 0usize;
+    // Reconnects share the ramp's limit: a session retrying after a
+    // handshake timeout queues for a slot like a new one.
+    let admission = Admission::new(spec.inflight);
     while (next < spec.count || connecting > 0) && ramp_start.elapsed() < spec.ramp_limit {
         if stop.try_recv().is_ok() {
             stopped = true;
@@ -262,7 +267,8 @@ pub async fn run(
             config.client.display_name = Some(format!("swarm-{next:04}"));
             let mut builder = NodeBuilder::new(config, StateDir::new(dir))
                 .with_system_which()
-                .executor(spec.executor.clone());
+                .executor(spec.executor.clone())
+                .admission(admission.clone());
             let events = builder.events_with_capacity(EVENTS_PER_SESSION);
             let node = builder
                 .spawn()

@@ -739,3 +739,142 @@ fn host_stats_go_out_right_after_each_admission() {
         smol::future::zip(node.shutdown(), drain_until_closed(&mut ws)).await;
     });
 }
+
+/// Five nodes sharing two handshake slots: two sockets at a time, the
+/// rest queued without their (short) open deadline running, each slot
+/// handed on at hello-ok.
+#[test]
+fn nodes_sharing_an_admission_handshake_two_at_a_time() {
+    let gw = FakeGateway::start();
+    let admission = crate::Admission::new(2);
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut options = clawnode_core::NodeOptions::with_seed(3);
+    options.timeouts.open = Duration::from_millis(300);
+    let mut streams = Vec::new();
+    let nodes: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            let mut b = NodeBuilder::new(node_config(&gw.url()), StateDir::new(d.path()))
+                .options(options.clone())
+                .admission(admission.clone());
+            streams.push(b.events());
+            b.spawn().unwrap()
+        })
+        .collect();
+    let open = smol::block_on(async {
+        let mut admitted = 0;
+        let mut open = Vec::new();
+        while admitted < 5 {
+            let mut a = gw.accept().await;
+            // Held well past the queued sessions' open deadline.
+            smol::Timer::after(Duration::from_millis(700)).await;
+            assert!(admission.handshaking() <= 2, "{admission:?}");
+            let mut b = if admitted < 4 {
+                Some(gw.accept().await)
+            } else {
+                None
+            };
+            if !gw.conns.is_empty() {
+                for (i, events) in streams.iter().enumerate() {
+                    for e in std::iter::from_fn(|| events.try_recv().ok()) {
+                        eprintln!("{i}: {e}");
+                    }
+                }
+                panic!("a third socket while two handshake");
+            }
+            handshake(&mut a, None).await;
+            if let Some(b) = &mut b {
+                handshake(b, None).await;
+            }
+            admitted += 1 + usize::from(b.is_some());
+            open.push(a);
+            open.extend(b);
+        }
+        for events in &streams {
+            next_event(events, |e| matches!(e, Event::Connected { .. })).await;
+        }
+        open
+    });
+    assert_eq!(admission.peak(), 2);
+    assert_eq!(
+        admission.handshaking(),
+        0,
+        "slots are given back at hello-ok"
+    );
+    for events in &streams {
+        assert!(
+            !std::iter::from_fn(|| events.try_recv().ok())
+                .any(|e| matches!(e, Event::Disconnected { .. })),
+            "a queued session timed out"
+        );
+    }
+    // Each socket answers its close while the nodes stop.
+    let draining: Vec<_> = open
+        .into_iter()
+        .map(|mut ws| smol::spawn(async move { drain_until_closed(&mut ws).await }))
+        .collect();
+    for node in nodes {
+        smol::block_on(node.shutdown());
+    }
+    for d in draining {
+        assert_eq!(smol::block_on(d), Some(1000));
+    }
+}
+
+/// A 503 on upgrade is the gateway being busy: reported as such, retried
+/// after its `Retry-After`, then admitted.
+#[test]
+fn a_503_on_upgrade_is_busy_and_waits_for_retry_after() {
+    use smol::io::AsyncWriteExt as _;
+    let listener = smol::block_on(smol::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, conns) = smol::channel::unbounded();
+    let _server = smol::spawn(async move {
+        let mut n = 0;
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            n += 1;
+            if n == 1 {
+                let mut buf = [0u8; 2048];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp
+                    .write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n",
+                    )
+                    .await;
+                continue;
+            }
+            if let Ok(ws) = async_tungstenite::accept_async(tcp).await {
+                let _ = tx.send(ws).await;
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("ws://127.0.0.1:{port}");
+    let mut builder = NodeBuilder::new(node_config(&url), StateDir::new(dir.path()));
+    let events = builder.events();
+    let node = builder.spawn().unwrap();
+    smol::block_on(async {
+        let e = next_event(&events, |e| matches!(e, Event::Disconnected { .. })).await;
+        let Event::Disconnected {
+            code, retry_in_ms, ..
+        } = e
+        else {
+            unreachable!()
+        };
+        assert_eq!(code.to_string(), "GATEWAY_BUSY");
+        assert_eq!(
+            retry_in_ms,
+            Some(2000),
+            "Retry-After over the first backoff"
+        );
+        let started = std::time::Instant::now();
+        let mut ws = within(conns.recv()).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(1500));
+        handshake(&mut ws, None).await;
+        next_event(&events, |e| matches!(e, Event::Connected { .. })).await;
+        node.shutdown().await;
+    });
+}

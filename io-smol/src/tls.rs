@@ -417,6 +417,21 @@ pub fn tcp_error(url: &GatewayUrl, error: &std::io::Error) -> SocketError {
     ))
 }
 
+/// What the core should hear when the gateway answered the WebSocket
+/// upgrade with HTTP `status` instead of 101, with its `Retry-After` header
+/// if any. 503 and 429 are the gateway being busy (too many sockets
+/// handshaking): `SocketError::Busy`, backed off without counting as a
+/// failure, at least `Retry-After` seconds. Anything else is transient I/O.
+pub fn upgrade_refused(url: &GatewayUrl, status: u16, retry_after: Option<&str>) -> SocketError {
+    if matches!(status, 429 | 503) {
+        let retry_after = retry_after
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
+        return SocketError::Busy { retry_after };
+    }
+    SocketError::Io(format!("WebSocket upgrade at {url}: HTTP {status}"))
+}
+
 /// Whether a rustls error means "this certificate is not acceptable" —
 /// terminal, since retrying will present the same certificate.
 pub(crate) fn is_terminal(err: &rustls::Error) -> bool {
@@ -574,5 +589,24 @@ mod tests {
         )));
         assert!(!is_terminal(&Error::DecryptError));
         assert!(!is_terminal(&Error::HandshakeNotComplete));
+    }
+
+    #[test]
+    fn a_503_or_429_on_upgrade_is_busy_and_anything_else_io() {
+        let url = GatewayUrl::parse("ws://127.0.0.1:1").unwrap();
+        let busy = |retry_after: Option<u64>| SocketError::Busy {
+            retry_after: retry_after.map(std::time::Duration::from_secs),
+        };
+        assert_eq!(upgrade_refused(&url, 503, Some(" 7 ")), busy(Some(7)));
+        assert_eq!(upgrade_refused(&url, 429, None), busy(None));
+        // An HTTP date (or garbage) is no number of seconds: no floor.
+        assert_eq!(
+            upgrade_refused(&url, 503, Some("Wed, 21 Oct 2026 07:28:00 GMT")),
+            busy(None)
+        );
+        assert!(matches!(
+            upgrade_refused(&url, 404, Some("5")),
+            SocketError::Io(m) if m.contains("HTTP 404")
+        ));
     }
 }

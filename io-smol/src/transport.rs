@@ -4,7 +4,7 @@ use std::pin::Pin as StdPin;
 use std::task::{Context, Poll};
 
 use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::{self, protocol::WebSocketConfig};
 use clawnode_core::{GatewayUrl, Pin, SocketError, TlsPolicy};
 use futures_rustls::TlsConnector;
 use rustls_pki_types::CertificateDer;
@@ -137,8 +137,24 @@ pub(crate) async fn open(
     let (ws, _response) =
         async_tungstenite::client_async_with_config(url.as_str(), io, Some(config))
             .await
-            .map_err(|e| SocketError::Io(format!("WebSocket upgrade at {url}: {e}")))?;
+            .map_err(|e| upgrade_failure(url, &e))?;
     Ok((ws, limit))
+}
+
+/// What a failed WebSocket upgrade means to the core: an HTTP answer other
+/// than 101 is classified by [`tls::upgrade_refused`] (503 is "busy").
+fn upgrade_failure(url: &GatewayUrl, error: &tungstenite::Error) -> SocketError {
+    match error {
+        tungstenite::Error::Http(response) => tls::upgrade_refused(
+            url,
+            response.status().as_u16(),
+            response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+        ),
+        _ => SocketError::Io(format!("WebSocket upgrade at {url}: {error}")),
+    }
 }
 
 /// What `probe` learned about a TLS server's certificate.

@@ -2214,3 +2214,50 @@ fn s21_swarm_holds_twenty_sessions_and_reports_a_summary() {
     assert_eq!(identities, 20);
     let _ = std::fs::remove_dir_all(&state);
 }
+
+/// The real gateway refuses a 33rd unauthenticated socket from one address
+/// with HTTP 503 (docs/protocol.md §9). The node reports it as
+/// `GATEWAY_BUSY`, retries on the busy streak's short delays instead of
+/// aging its backoff, and connects once the other sockets are gone.
+#[test]
+fn s22_a_503_from_a_full_preauth_budget_is_busy_then_admitted() {
+    let (install, bin) = require!("s22");
+    let gw = Gateway::start(&install, GatewayOptions::plain("s22"));
+    // 32 upgraded sockets that never send `connect` fill the budget.
+    let holders: Vec<_> = (0..32)
+        .map(|i| {
+            let tcp = std::net::TcpStream::connect(("127.0.0.1", gw.port())).expect("tcp");
+            tungstenite::client(gw.url(), tcp)
+                .unwrap_or_else(|e| panic!("holder {i}: {e}"))
+                .0
+        })
+        .collect();
+    let name = unique("s22");
+    let node = Node::spawn(&bin, NodeOptions::new(&gw.url(), gw.token(), &name));
+    let (i, first) = node.expect(0, "disconnected", Duration::from_secs(10));
+    assert_eq!(first["code"], "GATEWAY_BUSY", "{first}");
+    assert_eq!(first["wasConnected"], false, "{first}");
+    let (_, second) = node.expect(i + 1, "disconnected", Duration::from_secs(10));
+    assert_eq!(second["code"], "GATEWAY_BUSY", "{second}");
+    drop(holders);
+    node.expect(0, "connected", CONNECT);
+    let busy: Vec<u64> = node
+        .named_since(0, "disconnected")
+        .iter()
+        .map(|e| {
+            assert_eq!(e["code"], "GATEWAY_BUSY", "{e}");
+            e["retryInMs"].as_u64().expect("retried")
+        })
+        .collect();
+    eprintln!("MEASURE s22 busy_retries_ms={busy:?}");
+    // The busy streak's bounds: 0.5–1 s, then 1–2 s, 2–4 s, … (no
+    // `Retry-After` from this gateway).
+    for (n, ms) in busy.iter().enumerate() {
+        let full = 1000u64 << n.min(5);
+        assert!(
+            (full / 2..=full.min(30_000)).contains(ms),
+            "refusal {}: {ms} ms",
+            n + 1
+        );
+    }
+}

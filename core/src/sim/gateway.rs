@@ -114,6 +114,8 @@ pub enum AttemptPlan {
     Normal,
     /// Refuse the socket (`SocketFailed` with an I/O error).
     Refuse,
+    /// Refuse the upgrade as busy (HTTP 503), with this `Retry-After`.
+    Busy(Option<Duration>),
     /// Never answer: the socket neither opens nor fails.
     Hang,
     /// Open, but never send `connect.challenge`.
@@ -677,6 +679,15 @@ impl FakeGateway {
                 Input::SocketFailed {
                     attempt,
                     error: SocketError::Io("connection refused".into()),
+                },
+            );
+        }
+        if let AttemptPlan::Busy(retry_after) = plan {
+            return self.push(
+                at,
+                Input::SocketFailed {
+                    attempt,
+                    error: SocketError::Busy { retry_after },
                 },
             );
         }

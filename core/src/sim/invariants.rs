@@ -16,7 +16,7 @@ use crate::time::Time;
 use crate::{
     AttemptId, DisconnectReason, Effect, GatewayError, Input, Notification, RequestId, SendRefused,
 };
-use crate::{NodeOptions, NodeState, PauseKind, Phase, Status};
+use crate::{NodeOptions, NodeState, PauseKind, Phase, SocketError, Status};
 
 /// Effects drained in one step beyond which draining is taken not to
 /// terminate.
@@ -142,6 +142,8 @@ pub struct Invariants {
     last: Option<u64>,
     config: Option<SessionConfig>,
     failures: u32,
+    /// Consecutive busy refusals since the last admission.
+    busy: u32,
     /// Until when failures are a restarting gateway not being back yet.
     restart_window: Option<Time>,
     /// Quick retries left in the restart window.
@@ -177,6 +179,7 @@ impl Invariants {
             last: None,
             config: None,
             failures: 0,
+            busy: 0,
             restart_window: None,
             restart_retries_left: 0,
             last_quick_restart: None,
@@ -432,6 +435,7 @@ impl Invariants {
                     self.forgets = 0;
                     // The core resets its backoff on any config change.
                     self.failures = 0;
+                    self.busy = 0;
                     self.restart_window = None;
                     self.last_quick_restart = None;
                 }
@@ -874,6 +878,7 @@ impl Invariants {
                 // admission has stayed up for `stable_after`.
                 self.admitted_at = Some(now);
                 self.restart_window = None;
+                self.busy = 0;
                 Ok(())
             }
             Notification::Disconnected {
@@ -928,6 +933,7 @@ impl Invariants {
                 self.paused = true;
                 self.pause = Some((reason.kind, self.config.clone()));
                 self.failures = 0;
+                self.busy = 0;
                 self.restart_window = None;
                 self.last_quick_restart = None;
                 Ok(())
@@ -990,6 +996,23 @@ impl Invariants {
             ),
             (_, None) => {
                 self.expect_pause = true;
+                Ok(())
+            }
+            // A busy gateway: its own streak, in the fast band, never a
+            // failure (docs/protocol.md §5).
+            (DisconnectReason::Failed(SocketError::Busy { retry_after }), Some(d)) => {
+                self.busy = self.busy.saturating_add(1);
+                let (lo, hi) = Backoff::busy_bounds(&c, self.busy);
+                let raised = retry_after.map_or(Duration::ZERO, |r| r.min(c.max_retry_after));
+                if d < lo.max(raised) || d > hi.max(raised) {
+                    return violation(
+                        "busy-backoff-within-bounds",
+                        format!(
+                            "retry_in {d:?} after {} busy refusals; bounds {lo:?}..={hi:?}, at least {raised:?}",
+                            self.busy
+                        ),
+                    );
+                }
                 Ok(())
             }
             (reason, Some(d)) => {

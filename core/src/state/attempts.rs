@@ -73,6 +73,7 @@ impl NodeState {
         }
         let next = match policy::socket_failure(&error) {
             Verdict::Pause(reason, cause) => Next::Pause(reason, cause),
+            Verdict::Busy { retry_after } => Next::Busy { retry_after },
             _ => Next::BACKOFF,
         };
         self.end_attempt(now, DisconnectReason::Failed(error), None, next);
@@ -165,6 +166,10 @@ impl NodeState {
 
         let (retry_in, pause) = match next {
             Next::Now => (Some(Duration::ZERO), None),
+            Next::Busy { retry_after } => (
+                Some(self.backoff.busy_delay(&mut self.rng, retry_after)),
+                None,
+            ),
             Next::Backoff { retry_after }
                 if self.restart_window.is_some_and(|u| now < u)
                     && self.restart_retries_left > 0 =>

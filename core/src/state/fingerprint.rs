@@ -57,7 +57,9 @@ impl NodeState {
         match &self.conn {
             Conn::Idle | Conn::Stopped => {}
             Conn::Waiting { until: u } => until(*u, now).hash(&mut h),
-            Conn::Opening { attempt, deadline } | Conn::AwaitChallenge { attempt, deadline } => {
+            Conn::Queued { attempt, deadline }
+            | Conn::Opening { attempt, deadline }
+            | Conn::AwaitChallenge { attempt, deadline } => {
                 (rel(*attempt), until(*deadline, now)).hash(&mut h);
             }
             Conn::AwaitHello {
@@ -83,7 +85,7 @@ impl NodeState {
         }
         self.config.hash(&mut h);
         self.stored_token.hash(&mut h);
-        self.backoff.failures().hash(&mut h);
+        (self.backoff.failures(), self.backoff.busy()).hash(&mut h);
         (
             self.token_retry.used,
             self.token_retry.active,

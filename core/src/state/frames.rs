@@ -154,6 +154,7 @@ impl NodeState {
         self.restart_window = None;
         self.token_retry = TokenRetry::default();
         self.out.counters.admissions += 1;
+        self.backoff.admitted();
         self.invokes.admitted();
         self.conn = Conn::Admitted(Box::new(Admitted {
             attempt,
@@ -229,6 +230,7 @@ impl NodeState {
             }
             Verdict::Backoff { retry_after } => Next::Backoff { retry_after },
             Verdict::Slow => Next::Slow,
+            Verdict::Busy { retry_after } => Next::Busy { retry_after },
             Verdict::Pause(reason, cause) => Next::Pause(reason, cause),
         };
         self.end_attempt(

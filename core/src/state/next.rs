@@ -15,6 +15,8 @@ pub(super) enum Next {
     Backoff { retry_after: Option<Duration> },
     /// Wait from the slow band.
     Slow,
+    /// The gateway is busy: wait on the busy streak (not a failure).
+    Busy { retry_after: Option<Duration> },
     /// Wait exactly this long, not counted as a failure.
     After(Duration),
     /// Pause.

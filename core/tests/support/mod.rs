@@ -99,6 +99,9 @@ pub enum Fr {
 pub enum Op {
     Config(u8),
     StoredToken(Option<u8>),
+    /// The driver queued the open for a handshake slot, then dialed.
+    Queued(Sel),
+    Dialing(Sel),
     Opened(Sel),
     Closed(Sel, Option<u16>),
     Failed(Sel, u8),
@@ -262,6 +265,14 @@ impl Harness {
             Op::StoredToken(t) => self.input(Input::StoredDeviceToken(
                 t.map(|t| Secret::new(format!("devtok-{t}"))),
             )),
+            Op::Queued(s) => {
+                let attempt = self.attempt(s);
+                self.input(Input::SocketQueued { attempt })
+            }
+            Op::Dialing(s) => {
+                let attempt = self.attempt(s);
+                self.input(Input::SocketDialing { attempt })
+            }
             Op::Opened(s) => {
                 let attempt = self.attempt(s);
                 self.input(Input::SocketOpened { attempt })
@@ -282,6 +293,10 @@ impl Harness {
                         observed: pin(9),
                     },
                     1 => SocketError::Tls("bad chain".into()),
+                    3 => SocketError::Busy { retry_after: None },
+                    4 => SocketError::Busy {
+                        retry_after: Some(Duration::from_secs(90)),
+                    },
                     _ => SocketError::Io("reset".into()),
                 };
                 self.input(Input::SocketFailed { attempt, error })

@@ -30,8 +30,8 @@ pub(crate) enum Op {
     Down(u16),
     /// The gateway presents another certificate from now on.
     RotateCert(u8),
-    /// A socket failure or close reported by the driver, for the current
-    /// attempt or another.
+    /// A socket failure, close or pacing step reported by the driver, for
+    /// the current attempt or another.
     Fail(Which, SocketEvent),
     /// The gateway resets every socket.
     Reset,
@@ -55,12 +55,15 @@ impl<'a> Arbitrary<'a> for Op {
             4 => Op::RotateCert(byte(u)?),
             5 => {
                 let which = Which::arbitrary(u)?;
-                // Failures and closes only: no frames here.
-                let ev = match byte(u)? % 4 {
+                // Failures, closes and pacing only: no frames here.
+                let ev = match byte(u)? % 7 {
                     0 => SocketEvent::Closed(word(u)?),
                     1 => SocketEvent::Io,
                     2 => SocketEvent::Tls,
-                    _ => SocketEvent::PinMismatch(byte(u)?),
+                    3 => SocketEvent::PinMismatch(byte(u)?),
+                    4 => SocketEvent::Busy(byte(u)?),
+                    5 => SocketEvent::Queued,
+                    _ => SocketEvent::Dialing,
                 };
                 Op::Fail(which, ev)
             }
@@ -101,6 +104,9 @@ impl Op {
                     SocketEvent::Io => w.byte(1),
                     SocketEvent::Tls => w.byte(2),
                     SocketEvent::PinMismatch(p) => w.byte(3).byte(*p),
+                    SocketEvent::Busy(s) => w.byte(4).byte(*s),
+                    SocketEvent::Queued => w.byte(5),
+                    SocketEvent::Dialing => w.byte(6),
                     other => unreachable!("not a failure: {other:?}"),
                 };
             }

@@ -400,6 +400,12 @@ impl Which {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum SocketEvent {
     Opened,
+    /// Queued for a handshake slot, then dialed (admission pacing).
+    Queued,
+    Dialing,
+    /// A busy refusal (HTTP 503) with this many seconds of `Retry-After`
+    /// (0: none).
+    Busy(u8),
     Closed(u16),
     Io,
     Tls,
@@ -411,6 +417,14 @@ impl SocketEvent {
     pub(crate) fn input(&self, attempt: AttemptId) -> Input {
         match self {
             SocketEvent::Opened => Input::SocketOpened { attempt },
+            SocketEvent::Queued => Input::SocketQueued { attempt },
+            SocketEvent::Dialing => Input::SocketDialing { attempt },
+            SocketEvent::Busy(s) => Input::SocketFailed {
+                attempt,
+                error: SocketError::Busy {
+                    retry_after: (*s != 0).then(|| core::time::Duration::from_secs(u64::from(*s))),
+                },
+            },
             SocketEvent::Closed(code) => Input::SocketClosed {
                 attempt,
                 code: (*code != 0).then_some(*code),
@@ -441,12 +455,15 @@ impl SocketEvent {
 
 impl<'a> Arbitrary<'a> for SocketEvent {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        Ok(match byte(u)? % 6 {
+        Ok(match byte(u)? % 9 {
             0 => SocketEvent::Opened,
             1 => SocketEvent::Closed(word(u)?),
             2 => SocketEvent::Io,
             3 => SocketEvent::Tls,
             4 => SocketEvent::PinMismatch(byte(u)?),
+            6 => SocketEvent::Queued,
+            7 => SocketEvent::Dialing,
+            8 => SocketEvent::Busy(byte(u)?),
             _ => SocketEvent::Frame(text(u)?),
         })
     }
@@ -461,6 +478,9 @@ impl SocketEvent {
             SocketEvent::Tls => w.byte(3),
             SocketEvent::PinMismatch(p) => w.byte(4).byte(*p),
             SocketEvent::Frame(t) => w.byte(5).text(t),
+            SocketEvent::Queued => w.byte(6),
+            SocketEvent::Dialing => w.byte(7),
+            SocketEvent::Busy(s) => w.byte(8).byte(*s),
         };
     }
 }

@@ -33,6 +33,16 @@ pub(crate) fn disconnect_code(reason: &DisconnectReason) -> (DisconnectCode, Str
         ),
         DisconnectReason::Failed(SocketError::Tls(m)) => (code("TLS_ERROR"), m.clone()),
         DisconnectReason::Failed(SocketError::Io(m)) => (code("IO_ERROR"), m.clone()),
+        DisconnectReason::Failed(SocketError::Busy { retry_after }) => (
+            code("GATEWAY_BUSY"),
+            match retry_after {
+                Some(d) => format!(
+                    "the gateway is busy (HTTP 503), retry after {} s",
+                    d.as_secs()
+                ),
+                None => "the gateway is busy (HTTP 503)".into(),
+            },
+        ),
         DisconnectReason::Rejected(e) => (
             code(e.detail_code.as_deref().unwrap_or(&e.code)),
             e.message.clone(),

@@ -20,8 +20,9 @@ use crate::frame_limit::FrameLimit;
 use smol::future::FutureExt as _;
 use smol::{Task, Timer};
 
+use super::admission::{Admission, Slot};
 use super::error::RequestFailure;
-use super::msg::{Command, Msg, Outgoing, Reply, SocketEvent, Subscribers, WRITE_QUEUE};
+use super::msg::{Command, Msg, Opened, Outgoing, Reply, SocketEvent, Subscribers, WRITE_QUEUE};
 use super::socket::{CLOSE_GRACE, socket_task};
 use super::spawner::Spawner;
 use super::timers::Timers;
@@ -59,6 +60,8 @@ pub(super) struct Start {
     pub token: Option<Secret>,
     /// Where the session's tasks run.
     pub spawner: Spawner,
+    /// The handshake slots this session shares.
+    pub admission: Admission,
 }
 
 /// The running driver, as its handle sees it.
@@ -94,6 +97,7 @@ pub(super) fn spawn(start: Start) -> Running {
         stalled: Vec::new(),
         log_limits: PeerLogLimits::default(),
         spawner: start.spawner.clone(),
+        admission: start.admission,
     };
     session.start(start.config, start.token);
     let task = start.spawner.spawn(session.run(rx));
@@ -110,6 +114,8 @@ struct SocketSlot {
     task: Task<()>,
     writer: Option<Sender<Outgoing>>,
     limit: Option<FrameLimit>,
+    /// The handshake slot, from the socket's opening to hello-ok.
+    handshake: Option<Slot>,
     /// Told each time a frame of this socket was handled: until admission
     /// the socket reads the next frame only then.
     handled: Option<Sender<()>>,
@@ -148,6 +154,7 @@ struct Session {
     /// Rate limits of the logs a peer can trigger at will.
     log_limits: PeerLogLimits,
     spawner: Spawner,
+    admission: Admission,
 }
 
 enum Wake {
@@ -377,14 +384,31 @@ impl Session {
 
     fn socket_event(&mut self, now: Time, attempt: AttemptId, ev: SocketEvent) {
         let input = match ev {
-            SocketEvent::Opened(writer, limit, handled) => {
+            SocketEvent::Queued => {
+                tracing::debug!(
+                    attempt = attempt.0,
+                    limit = self.admission.limit(),
+                    "waiting for a handshake slot"
+                );
+                Input::SocketQueued { attempt }
+            }
+            SocketEvent::Dialing => Input::SocketDialing { attempt },
+            SocketEvent::Opened(opened) => {
                 let Some(slot) = self.sockets.get_mut(&attempt) else {
-                    // Closed while connecting: dropping the writer closes it.
+                    // Closed while connecting: dropping the writer closes it
+                    // (and the handshake slot is freed).
                     return;
                 };
+                let Opened {
+                    writer,
+                    limit,
+                    handled,
+                    slot: handshake,
+                } = *opened;
                 slot.writer = Some(writer);
                 slot.limit = Some(limit);
                 slot.handled = Some(handled);
+                slot.handshake = Some(handshake);
                 Input::SocketOpened { attempt }
             }
             SocketEvent::Frame(text) => return self.node.handle_frame(now, attempt, &text),
@@ -525,6 +549,7 @@ impl Session {
                     url,
                     tls,
                     self.store.clone(),
+                    self.admission.clone(),
                     self.tx.clone(),
                 ));
                 self.sockets.insert(
@@ -533,6 +558,7 @@ impl Session {
                         task,
                         writer: None,
                         limit: None,
+                        handshake: None,
                         handled: None,
                     },
                 );

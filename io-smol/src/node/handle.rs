@@ -15,6 +15,7 @@ use serde_json::Value;
 use smol::Task;
 use smol::channel::{self, Receiver, Sender};
 
+use super::admission::Admission;
 use super::driver::{self, Start, with_commands};
 use super::error::{RequestFailure, StartError};
 use super::msg::{Command, Msg, Subscribers, subscribe, subscribe_with};
@@ -62,6 +63,7 @@ pub struct NodeBuilder {
     host_stats: bool,
     ignore_stored_token: bool,
     spawner: Spawner,
+    admission: Option<Admission>,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -89,6 +91,7 @@ impl NodeBuilder {
             host_stats: false,
             ignore_stored_token: false,
             spawner: Spawner::default(),
+            admission: None,
         }
     }
 
@@ -214,6 +217,15 @@ impl NodeBuilder {
         self
     }
 
+    /// Shares `admission`'s handshake slots instead of the process-wide
+    /// [`Admission::process`] (16 at once): at most its limit of the nodes
+    /// given it open a socket or wait for hello-ok at the same time, and
+    /// the rest queue for a slot without their open deadline running.
+    pub fn admission(mut self, admission: Admission) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
     /// Starts without the device token stored for this gateway, so that a
     /// configured bootstrap token is sent instead (`clawnode run --pair`).
     /// The stored token stays on disk until the gateway issues a new one.
@@ -276,6 +288,7 @@ impl NodeBuilder {
             config,
             token,
             spawner: self.spawner.clone(),
+            admission: self.admission.unwrap_or_else(Admission::process),
         });
         if let Some(events) = stats_events {
             self.spawner

@@ -12,6 +12,7 @@
 //! (a module may skip ahead in that order, never go back), so none of them
 //! needs the others' private parts.
 
+mod admission;
 mod driver;
 mod error;
 mod handle;
@@ -21,6 +22,7 @@ mod socket;
 mod spawner;
 mod timers;
 
+pub use admission::{Admission, DEFAULT_HANDSHAKES};
 pub use error::{RequestFailure, StartError};
 pub use handle::{NodeBuilder, NodeHandle, NodeStatus};
 #[cfg(test)]

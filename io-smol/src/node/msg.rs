@@ -10,6 +10,7 @@ use clawnode_core::{AttemptId, InvokeOutcome, SessionConfig, SocketError};
 use serde_json::Value;
 use smol::channel::{self, Receiver, Sender, TrySendError};
 
+use super::admission::Slot;
 use super::error::RequestFailure;
 use crate::event::Event;
 use crate::frame_limit::FrameLimit;
@@ -55,12 +56,26 @@ pub(super) enum Outgoing {
     Close(u16, String),
 }
 
+/// An open socket, as the driver takes it over.
+pub(super) struct Opened {
+    /// The driver writes through it from now on.
+    pub writer: Sender<Outgoing>,
+    /// Raised on admission.
+    pub limit: FrameLimit,
+    /// Told each time the driver has handled a frame.
+    pub handled: Sender<()>,
+    /// The handshake slot, freed at hello-ok or when the socket goes.
+    pub slot: Slot,
+}
+
 /// What a socket task reports about its socket.
 pub(super) enum SocketEvent {
-    /// Open: the driver writes through the sender from now on, raises the
-    /// inbound frame limit on admission, and says through the last sender
-    /// when it has handled a frame.
-    Opened(Sender<Outgoing>, FrameLimit, Sender<()>),
+    /// Waiting for a handshake slot before opening.
+    Queued,
+    /// Got a slot after waiting; opening now.
+    Dialing,
+    /// Open.
+    Opened(Box<Opened>),
     /// A text frame, as the WebSocket read it: the core borrows it, so it
     /// is never copied.
     Frame(Utf8Bytes),

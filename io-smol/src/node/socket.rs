@@ -12,7 +12,8 @@ use smol::channel::{self, Sender};
 use smol::future::FutureExt as _;
 use smol::stream::StreamExt as _;
 
-use super::msg::{Msg, Outgoing, SocketEvent};
+use super::admission::Admission;
+use super::msg::{Msg, Opened, Outgoing, SocketEvent};
 use crate::store::StateDir;
 use crate::transport;
 
@@ -26,12 +27,24 @@ pub(super) async fn socket_task(
     url: GatewayUrl,
     tls: TlsPolicy,
     store: StateDir,
+    admission: Admission,
     tx: Sender<Msg>,
 ) {
     let report = |ev| {
         let tx = tx.clone();
         async move {
             let _ = tx.send(Msg::Socket(attempt, ev)).await;
+        }
+    };
+    // A handshake slot first (admission pacing): the core hears when the
+    // attempt waits for one, so that the wait is not an open timeout.
+    let slot = match admission.try_enter() {
+        Some(slot) => slot,
+        None => {
+            report(SocketEvent::Queued).await;
+            let slot = admission.enter().await;
+            report(SocketEvent::Dialing).await;
+            slot
         }
     };
     // Boxed, and given what only opening needs: the handshake's state is
@@ -45,7 +58,13 @@ pub(super) async fn socket_task(
     // driver bounds it to `WRITE_QUEUE` frames.
     let (out_tx, out_rx) = channel::unbounded();
     let (handled_tx, handled_rx) = channel::bounded(1);
-    report(SocketEvent::Opened(out_tx, limit, handled_tx)).await;
+    report(SocketEvent::Opened(Box::new(Opened {
+        writer: out_tx,
+        limit,
+        handled: handled_tx,
+        slot,
+    })))
+    .await;
     let (mut sender, mut receiver) = ws.split();
 
     let reader = async {

@@ -20,9 +20,13 @@ impl Session {
                 max_payload,
                 ..
             } => {
-                // Admitted: the gateway may now send up to its maxPayload.
-                if let Some(limit) = self.sockets.get(attempt).and_then(|s| s.limit.as_ref()) {
-                    limit.raise(*max_payload);
+                if let Some(socket) = self.sockets.get_mut(attempt) {
+                    // Admitted: the gateway may now send up to its
+                    // maxPayload, and the handshake slot goes to another.
+                    if let Some(limit) = &socket.limit {
+                        limit.raise(*max_payload);
+                    }
+                    socket.handshake = None;
                 }
                 tracing::info!(attempt = attempt.0, conn_id = %clip(conn_id), protocol, "connected");
             }
