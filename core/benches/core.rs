@@ -215,6 +215,21 @@ fn answer_and_ack(node: &mut NodeState, attempt: AttemptId, id: String, payload_
     }
 }
 
+fn print_figures(figures: &[Figure], rounds: usize) {
+    println!("\nclawnode-core benchmarks (median of {rounds} batches)\n");
+    println!(
+        "{:<52} {:>12} {:>10}  target",
+        "operation", "time", "allocs/op"
+    );
+    for f in figures {
+        println!(
+            "{:<52} {:>9.0} ns {:>10.1}  {}",
+            f.name, f.ns, f.allocs, f.target
+        );
+    }
+}
+
+/// `ONLY_TICK` or `ONLY_INVOKE` stop after that figure, for a profiler.
 fn main() {
     // `cargo test --benches` runs this binary with `--bench` absent: do a
     // quick pass only, so the suite stays fast.
@@ -249,7 +264,7 @@ fn main() {
         },
     ));
     if std::env::var_os("ONLY_TICK").is_some() {
-        return;
+        return print_figures(&figures, rounds);
     }
 
     let params = format!(r#"{{"bins":["{}"]}}"#, "x".repeat(1024 - 12));
@@ -286,6 +301,10 @@ fn main() {
             }
         },
     ));
+
+    if std::env::var_os("ONLY_INVOKE").is_some() {
+        return print_figures(&figures, rounds);
+    }
 
     figures.push(measure_with(
         "invoke answer -> node.invoke.result frame",
@@ -367,17 +386,7 @@ fn main() {
         },
     ));
 
-    println!("\nclawnode-core benchmarks (median of {rounds} batches)\n");
-    println!(
-        "{:<52} {:>12} {:>10}  target",
-        "operation", "time", "allocs/op"
-    );
-    for f in &figures {
-        println!(
-            "{:<52} {:>9.0} ns {:>10.1}  {}",
-            f.name, f.ns, f.allocs, f.target
-        );
-    }
+    print_figures(&figures, rounds);
 
     // Memory: live heap of admitted idle sessions, plus their inline size.
     let count = if quick { 100 } else { 10_000 };

@@ -1,6 +1,7 @@
 //! What comes out of the core for the driver to perform: [`Effect`], and
 //! the outcomes of the application's own requests.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use core::fmt;
 
@@ -138,7 +139,7 @@ pub enum CancelReason {
 #[non_exhaustive]
 pub enum RequestError {
     /// The gateway answered with an error.
-    Gateway(GatewayError),
+    Gateway(Box<GatewayError>),
     /// No response before the request's deadline.
     Timeout,
     /// The connection ended before the response; the request is not replayed.

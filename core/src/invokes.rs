@@ -6,6 +6,8 @@
 //! tells it which connection is admitted, as a [`Link`], on every call.
 
 use alloc::borrow::{Cow, ToOwned};
+use alloc::boxed::Box;
+use alloc::collections::btree_map::Entry;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -210,12 +212,6 @@ impl Invokes {
                 format!("node.invoke.request with an id or idempotencyKey over {max} bytes"),
             );
         }
-        let repeated = |this: &Self| {
-            this.finished_ids.contains(&id, now)
-                || key.as_deref().is_some_and(|k| {
-                    this.finished_keys.contains(k, now) || this.running_keys.contains(k)
-                })
-        };
         // Read with one allocation of the right size: it is most of the
         // frame. A string that is not text (a lone surrogate) is refused,
         // never run without its params.
@@ -226,56 +222,77 @@ impl Invokes {
             }
             _ => Ok(None),
         };
-        let refusal = match self.running.get(&*id) {
-            Some(i) if i.attempt == attempt => Some((InvokeRefusal::Duplicate, "", String::new())),
+        // One walk of the running invokes finds a duplicate and, when there
+        // is none, the place the new one goes.
+        let live_running = if s.live.is_some() {
+            self.live_running
+        } else {
+            0
+        };
+        let running = self.running.entry(id.into_owned());
+        let refusal = match &running {
+            Entry::Occupied(i) if i.get().attempt == attempt => {
+                Some((InvokeRefusal::Duplicate, "", String::new()))
+            }
             // The id is still held by an invoke of a dead connection whose
             // answer may yet come; it must never be sent as this one's.
-            Some(_) => Some((
+            Entry::Occupied(i) => Some((
                 InvokeRefusal::Busy,
                 "UNAVAILABLE",
-                format!("invoke {id:?} from an earlier connection is still finishing"),
+                format!(
+                    "invoke {:?} from an earlier connection is still finishing",
+                    i.key()
+                ),
             )),
-            None if repeated(self) => Some((
-                InvokeRefusal::Repeated,
-                "INVALID_REQUEST",
-                format!("invoke {id:?} was already handled; it is not run again"),
-            )),
-            None if params_json.is_err() => Some((
+            Entry::Vacant(v)
+                if self.finished_ids.contains(v.key(), now)
+                    || key.as_deref().is_some_and(|k| {
+                        self.finished_keys.contains(k, now) || self.running_keys.contains(k)
+                    }) =>
+            {
+                Some((
+                    InvokeRefusal::Repeated,
+                    "INVALID_REQUEST",
+                    format!(
+                        "invoke {:?} was already handled; it is not run again",
+                        v.key()
+                    ),
+                ))
+            }
+            Entry::Vacant(_) if params_json.is_err() => Some((
                 InvokeRefusal::Malformed,
                 "INVALID_REQUEST",
                 "paramsJSON is not valid text (a lone surrogate escape)".into(),
             )),
-            None if !commands.is_some_and(|c| c.contains(&*command)) => Some((
+            Entry::Vacant(_) if !commands.is_some_and(|c| c.contains(&*command)) => Some((
                 InvokeRefusal::Undeclared,
                 "INVALID_REQUEST",
                 format!("command {command:?} is not declared by this node"),
             )),
-            None => {
-                let running = if s.live.is_some() {
-                    self.live_running
-                } else {
-                    0
-                };
-                (running >= options.max_concurrent_invokes).then(|| {
-                    (
-                        InvokeRefusal::Busy,
-                        "UNAVAILABLE",
-                        format!("node busy: {running} invokes already running"),
-                    )
-                })
-            }
+            Entry::Vacant(_) => (live_running >= options.max_concurrent_invokes).then(|| {
+                (
+                    InvokeRefusal::Busy,
+                    "UNAVAILABLE",
+                    format!("node busy: {live_running} invokes already running"),
+                )
+            }),
         };
-        if let Some((reason, code, message)) = refusal {
-            s.out.counters.invokes_refused += 1;
-            if reason != InvokeRefusal::Duplicate {
-                self.send_error(s.live, s.device_id, s.out, attempt, &id, code, &message);
+        let running = match (running, refusal) {
+            (Entry::Vacant(v), None) => v,
+            (entry, Some((reason, code, message))) => {
+                let id = entry.key().clone();
+                s.out.counters.invokes_refused += 1;
+                if reason != InvokeRefusal::Duplicate {
+                    self.send_error(s.live, s.device_id, s.out, attempt, &id, code, &message);
+                }
+                return s.out.notify(Notification::InvokeRefused {
+                    id,
+                    command: command.into_owned(),
+                    reason,
+                });
             }
-            return s.out.notify(Notification::InvokeRefused {
-                id: id.into_owned(),
-                command: command.into_owned(),
-                reason,
-            });
-        }
+            (Entry::Occupied(_), None) => unreachable!("a running id is always refused"),
+        };
         let params_json = params_json.ok().flatten();
         let t = &options.timeouts;
         let timeout = timeout_ms
@@ -284,21 +301,19 @@ impl Invokes {
             .unwrap_or(t.default_invoke)
             .min(t.max_invoke);
         let deadline = now.deadline_after(timeout);
-        let (id, command) = (id.into_owned(), command.into_owned());
+        let id = running.key().clone();
+        let command = command.into_owned();
         let key = key.map(Cow::into_owned);
+        running.insert(Running {
+            attempt,
+            deadline,
+            idempotency_key: key.clone(),
+            progress_seq: 0,
+            input_seq: Some(0),
+        });
         if let Some(k) = &key {
             self.running_keys.insert(k.clone());
         }
-        self.running.insert(
-            id.clone(),
-            Running {
-                attempt,
-                deadline,
-                idempotency_key: key.clone(),
-                progress_seq: 0,
-                input_seq: Some(0),
-            },
-        );
         if s.live.is_some() {
             self.live_running += 1;
         }
@@ -493,7 +508,7 @@ impl Invokes {
                 out.counters.invokes_dropped += 1;
                 out.notify(Notification::InvokeDropped {
                     id: invoke,
-                    reason: DropReason::Rejected(error()),
+                    reason: DropReason::Rejected(Box::new(error())),
                 });
             }
         } else if self.is_progress_frame(id) {
@@ -512,7 +527,7 @@ impl Invokes {
                     }
                 }
             } else {
-                Err(RequestError::Gateway(error()))
+                Err(RequestError::Gateway(Box::new(error())))
             };
             self.requests.remove(&rid);
             out.push(Effect::Response { id: rid, result });

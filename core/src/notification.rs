@@ -1,6 +1,7 @@
 //! What the core tells the application: [`Notification`], and why an
 //! attempt ended or the session paused.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
@@ -45,7 +46,7 @@ pub enum Notification {
         retry_in: Option<Duration>,
     },
     /// The session stopped making attempts until its config changes.
-    Paused(PauseReason),
+    Paused(Box<PauseReason>),
     /// An event with a `seq` skipped some.
     SeqGap {
         /// The seq that was due.
@@ -107,7 +108,7 @@ pub enum DropReason {
     /// Its result frame would exceed `policy.maxPayload`; an error was sent.
     TooLarge,
     /// The gateway answered the `node.invoke.result` request with an error.
-    Rejected(GatewayError),
+    Rejected(Box<GatewayError>),
 }
 
 /// Why an invoke request was refused by the core.
@@ -143,7 +144,7 @@ pub enum DisconnectReason {
     /// The socket failed.
     Failed(SocketError),
     /// The gateway refused the connect request.
-    Rejected(GatewayError),
+    Rejected(Box<GatewayError>),
     /// No socket open in time.
     OpenTimeout,
     /// No `connect.challenge` in time.

@@ -14,21 +14,32 @@ use crate::status::Counters;
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Outbox {
-    effects: VecDeque<Effect>,
+    /// The oldest waiting effect. Most inputs produce one effect at most,
+    /// so it waits here, without an allocation.
+    first: Option<Effect>,
+    /// The effects behind it, in order.
+    rest: VecDeque<Effect>,
     pub counters: Counters,
 }
 
 impl Outbox {
     pub fn push(&mut self, effect: Effect) {
-        self.effects.push_back(effect);
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(effect);
+        } else {
+            self.rest.push_back(effect);
+        }
     }
 
     /// The next effect. Once the queue is empty its buffer is released: an
     /// idle session holds none (a burst of effects allocates one anew).
     pub fn pop(&mut self) -> Option<Effect> {
-        let effect = self.effects.pop_front();
-        if effect.is_none() && self.effects.capacity() > 0 {
-            self.effects = VecDeque::new();
+        if let Some(effect) = self.first.take() {
+            return Some(effect);
+        }
+        let effect = self.rest.pop_front();
+        if effect.is_none() && self.rest.capacity() > 0 {
+            self.rest = VecDeque::new();
         }
         effect
     }
@@ -47,5 +58,33 @@ impl Outbox {
     pub fn reject(&mut self, attempt: AttemptId, reason: String) {
         self.counters.frames_rejected += 1;
         self.notify(Notification::FrameRejected { attempt, reason });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ping(n: u64) -> Effect {
+        Effect::SendPing {
+            attempt: AttemptId(n),
+        }
+    }
+
+    #[test]
+    fn effects_come_out_in_order_however_they_interleave() {
+        let mut out = Outbox::default();
+        out.push(ping(1));
+        out.push(ping(2));
+        assert_eq!(out.pop(), Some(ping(1)));
+        out.push(ping(3));
+        assert_eq!(out.pop(), Some(ping(2)));
+        assert_eq!(out.pop(), Some(ping(3)));
+        assert_eq!(out.pop(), None);
+        assert_eq!(out.rest.capacity(), 0, "the burst's buffer is released");
+        out.push(ping(4));
+        assert_eq!(out.rest.capacity(), 0, "one effect needs no buffer");
+        assert_eq!(out.pop(), Some(ping(4)));
+        assert_eq!(out.pop(), None);
     }
 }

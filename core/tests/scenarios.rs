@@ -133,7 +133,7 @@ fn opens_since(sim: &Sim, mark: usize) -> Vec<(Time, AttemptId)> {
 fn paused(sim: &Sim) -> Vec<clawnode_core::PauseReason> {
     sim.notifications()
         .filter_map(|n| match n {
-            Notification::Paused(p) => Some(p.clone()),
+            Notification::Paused(p) => Some((**p).clone()),
             _ => None,
         })
         .collect()

@@ -203,7 +203,8 @@ impl NodeState {
         match (retry_in, pause) {
             (_, Some((reason, cause))) => {
                 self.restart_window = None;
-                self.out.notify(Notification::Paused(reason.clone()));
+                self.out
+                    .notify(Notification::Paused(Box::new(reason.clone())));
                 self.conn = Conn::Paused {
                     reason: Box::new(reason),
                     cause,

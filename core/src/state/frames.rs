@@ -235,7 +235,7 @@ impl NodeState {
         };
         self.end_attempt(
             now,
-            DisconnectReason::Rejected(err),
+            DisconnectReason::Rejected(Box::new(err)),
             Some((1000, "connect refused")),
             next,
         );

@@ -197,15 +197,15 @@ mod tests {
                 (code("IO_ERROR"), "reset".into()),
             ),
             (
-                DisconnectReason::Rejected(gateway_error(
+                DisconnectReason::Rejected(Box::new(gateway_error(
                     "NOT_PAIRED",
                     Some("PAIRING_REQUIRED"),
                     "pair me",
-                )),
+                ))),
                 (code("PAIRING_REQUIRED"), "pair me".into()),
             ),
             (
-                DisconnectReason::Rejected(gateway_error("UNAVAILABLE", None, "later")),
+                DisconnectReason::Rejected(Box::new(gateway_error("UNAVAILABLE", None, "later"))),
                 (code("UNAVAILABLE"), "later".into()),
             ),
             (

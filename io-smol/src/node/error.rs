@@ -28,7 +28,7 @@ pub enum RequestFailure {
 impl From<RequestError> for RequestFailure {
     fn from(e: RequestError) -> Self {
         match e {
-            RequestError::Gateway(g) => RequestFailure::Gateway(g),
+            RequestError::Gateway(g) => RequestFailure::Gateway(*g),
             RequestError::Timeout => RequestFailure::Timeout,
             // A reason added to the core later: the request is gone.
             _ => RequestFailure::Disconnected,
