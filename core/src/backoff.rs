@@ -113,11 +113,16 @@ impl Backoff {
     /// The bounds `(lo, hi)` the delay after `failures` consecutive failures
     /// (counting the one just recorded, so at least 1) is drawn from.
     pub fn bounds(config: &BackoffConfig, failures: u32) -> (Duration, Duration) {
-        let n = failures.max(1);
-        if n > config.slow_after {
+        if failures.max(1) > config.slow_after {
             return (config.slow_min, config.slow_max.max(config.slow_min));
         }
-        let shift = (n - 1).min(31);
+        Backoff::fast_bounds(config, failures)
+    }
+
+    /// The fast band's bounds for step `n` (at least 1): `[full/2, full]`
+    /// with `full = min(initial × 2^(n-1), cap)`.
+    fn fast_bounds(config: &BackoffConfig, n: u32) -> (Duration, Duration) {
+        let shift = (n.max(1) - 1).min(31);
         let full = config
             .initial
             .checked_mul(1u32 << shift)
@@ -131,12 +136,8 @@ impl Backoff {
     /// `max_retry_after`), never lowers it.
     pub fn next_delay(&mut self, rng: &mut Rng, retry_after: Option<Duration>) -> Duration {
         self.failures = self.failures.saturating_add(1);
-        let (lo, hi) = Backoff::bounds(&self.config, self.failures);
-        let drawn = Duration::from_millis(rng.between(millis(lo), millis(hi)));
-        match retry_after {
-            Some(r) => drawn.max(r.min(self.config.max_retry_after)),
-            None => drawn,
-        }
+        let bounds = Backoff::bounds(&self.config, self.failures);
+        self.draw(rng, bounds, retry_after)
     }
 
     /// Records one more busy refusal and draws the delay before the next
@@ -145,18 +146,29 @@ impl Backoff {
     /// alone, so a busy gateway delays a session without aging it.
     pub fn busy_delay(&mut self, rng: &mut Rng, retry_after: Option<Duration>) -> Duration {
         self.busy = self.busy.saturating_add(1);
-        let (lo, hi) = Backoff::busy_bounds(&self.config, self.busy);
+        let bounds = Backoff::busy_bounds(&self.config, self.busy);
+        self.draw(rng, bounds, retry_after)
+    }
+
+    /// The bounds the delay after `busy` consecutive busy refusals is
+    /// drawn from: the fast band's, whatever `slow_after` is.
+    pub fn busy_bounds(config: &BackoffConfig, busy: u32) -> (Duration, Duration) {
+        Backoff::fast_bounds(config, busy)
+    }
+
+    /// A uniform draw from `(lo, hi)`, raised to `retry_after` clamped to
+    /// `max_retry_after`.
+    fn draw(
+        &self,
+        rng: &mut Rng,
+        (lo, hi): (Duration, Duration),
+        retry_after: Option<Duration>,
+    ) -> Duration {
         let drawn = Duration::from_millis(rng.between(millis(lo), millis(hi)));
         match retry_after {
             Some(r) => drawn.max(r.min(self.config.max_retry_after)),
             None => drawn,
         }
-    }
-
-    /// The bounds the delay after `busy` consecutive busy refusals is
-    /// drawn from: those of as many failures, within the fast band.
-    pub fn busy_bounds(config: &BackoffConfig, busy: u32) -> (Duration, Duration) {
-        Backoff::bounds(config, busy.min(config.slow_after))
     }
 }
 
@@ -230,6 +242,9 @@ mod tests {
             b.busy_delay(&mut r, Some(Duration::from_secs(100_000))),
             c.max_retry_after
         );
+        // Busy never reaches the slow band, even when it starts at once.
+        let eager = BackoffConfig { slow_after: 0, ..c };
+        assert!(Backoff::busy_bounds(&eager, 3).1 <= eager.cap);
         b.admitted();
         assert_eq!(b.busy(), 0);
         let d = b.busy_delay(&mut r, None);

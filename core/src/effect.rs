@@ -18,6 +18,10 @@ use crate::time::Time;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct RequestId(pub u64);
 
+// Effects wait in every session's queue: the large, rare parts (error
+// objects, pause reasons) are boxed so that an effect stays this small.
+const _: () = assert!(core::mem::size_of::<Effect>() <= 112);
+
 /// An effect for the driver to perform, drained with
 /// [`crate::NodeState::poll_effect`].
 #[derive(Clone, Debug, PartialEq)]

@@ -224,75 +224,70 @@ impl Invokes {
         };
         // One walk of the running invokes finds a duplicate and, when there
         // is none, the place the new one goes.
+        let running = match self.running.entry(id.into_owned()) {
+            Entry::Occupied(i) => {
+                let refusal = if i.get().attempt == attempt {
+                    (InvokeRefusal::Duplicate, "", String::new())
+                } else {
+                    // The id is still held by an invoke of a dead connection
+                    // whose answer may yet come; it must never be sent as
+                    // this one's.
+                    (
+                        InvokeRefusal::Busy,
+                        "UNAVAILABLE",
+                        format!(
+                            "invoke {:?} from an earlier connection is still finishing",
+                            i.key()
+                        ),
+                    )
+                };
+                let id = i.key().clone();
+                return self.refuse(s, attempt, id, command.into_owned(), refusal);
+            }
+            Entry::Vacant(v) => v,
+        };
         let live_running = if s.live.is_some() {
             self.live_running
         } else {
             0
         };
-        let running = self.running.entry(id.into_owned());
-        let refusal = match &running {
-            Entry::Occupied(i) if i.get().attempt == attempt => {
-                Some((InvokeRefusal::Duplicate, "", String::new()))
-            }
-            // The id is still held by an invoke of a dead connection whose
-            // answer may yet come; it must never be sent as this one's.
-            Entry::Occupied(i) => Some((
-                InvokeRefusal::Busy,
-                "UNAVAILABLE",
+        let refusal = if self.finished_ids.contains(running.key(), now)
+            || key.as_deref().is_some_and(|k| {
+                self.finished_keys.contains(k, now) || self.running_keys.contains(k)
+            }) {
+            Some((
+                InvokeRefusal::Repeated,
+                "INVALID_REQUEST",
                 format!(
-                    "invoke {:?} from an earlier connection is still finishing",
-                    i.key()
+                    "invoke {:?} was already handled; it is not run again",
+                    running.key()
                 ),
-            )),
-            Entry::Vacant(v)
-                if self.finished_ids.contains(v.key(), now)
-                    || key.as_deref().is_some_and(|k| {
-                        self.finished_keys.contains(k, now) || self.running_keys.contains(k)
-                    }) =>
-            {
-                Some((
-                    InvokeRefusal::Repeated,
-                    "INVALID_REQUEST",
-                    format!(
-                        "invoke {:?} was already handled; it is not run again",
-                        v.key()
-                    ),
-                ))
-            }
-            Entry::Vacant(_) if params_json.is_err() => Some((
+            ))
+        } else if params_json.is_err() {
+            Some((
                 InvokeRefusal::Malformed,
                 "INVALID_REQUEST",
                 "paramsJSON is not valid text (a lone surrogate escape)".into(),
-            )),
-            Entry::Vacant(_) if !commands.is_some_and(|c| c.contains(&*command)) => Some((
+            ))
+        } else if !commands.is_some_and(|c| c.contains(&*command)) {
+            Some((
                 InvokeRefusal::Undeclared,
                 "INVALID_REQUEST",
                 format!("command {command:?} is not declared by this node"),
-            )),
-            Entry::Vacant(_) => (live_running >= options.max_concurrent_invokes).then(|| {
+            ))
+        } else {
+            (live_running >= options.max_concurrent_invokes).then(|| {
                 (
                     InvokeRefusal::Busy,
                     "UNAVAILABLE",
                     format!("node busy: {live_running} invokes already running"),
                 )
-            }),
+            })
         };
-        let running = match (running, refusal) {
-            (Entry::Vacant(v), None) => v,
-            (entry, Some((reason, code, message))) => {
-                let id = entry.key().clone();
-                s.out.counters.invokes_refused += 1;
-                if reason != InvokeRefusal::Duplicate {
-                    self.send_error(s.live, s.device_id, s.out, attempt, &id, code, &message);
-                }
-                return s.out.notify(Notification::InvokeRefused {
-                    id,
-                    command: command.into_owned(),
-                    reason,
-                });
-            }
-            (Entry::Occupied(_), None) => unreachable!("a running id is always refused"),
-        };
+        if let Some(refusal) = refusal {
+            let id = running.into_key();
+            return self.refuse(s, attempt, id, command.into_owned(), refusal);
+        }
         let params_json = params_json.ok().flatten();
         let t = &options.timeouts;
         let timeout = timeout_ms
@@ -326,6 +321,27 @@ impl Invokes {
             deadline,
             idempotency_key: key,
         }));
+    }
+
+    /// Refuses invoke `id`: answered with an error unless it is a
+    /// duplicate of one running on this connection, and reported.
+    fn refuse(
+        &mut self,
+        s: Scope<'_>,
+        attempt: AttemptId,
+        id: String,
+        command: String,
+        (reason, code, message): (InvokeRefusal, &str, String),
+    ) {
+        s.out.counters.invokes_refused += 1;
+        if reason != InvokeRefusal::Duplicate {
+            self.send_error(s.live, s.device_id, s.out, attempt, &id, code, &message);
+        }
+        s.out.notify(Notification::InvokeRefused {
+            id,
+            command,
+            reason,
+        });
     }
 
     /// `node.invoke.cancel` on `attempt`: cancels the invoke if it is this

@@ -147,6 +147,9 @@ pub enum DisconnectReason {
     Rejected(Box<GatewayError>),
     /// No socket open in time.
     OpenTimeout,
+    /// No handshake slot in time: the driver's own sessions crowded this
+    /// one out. Backed off like a busy gateway, not as a failure.
+    QueueTimeout,
     /// No `connect.challenge` in time.
     ChallengeTimeout,
     /// No hello-ok in time.

@@ -107,6 +107,8 @@ pub struct NodeState {
     stored_token: Option<Secret>,
     conn: Conn,
     next_attempt: u64,
+    /// The latest attempt the driver queued for a handshake slot.
+    queued_attempt: u64,
     out: Outbox,
     invokes: Invokes,
     token_retry: TokenRetry,
@@ -144,6 +146,7 @@ impl NodeState {
             stored_token: None,
             conn: Conn::Idle,
             next_attempt: 1,
+            queued_attempt: 0,
             out: Outbox::default(),
             invokes,
             token_retry: TokenRetry::default(),
@@ -229,9 +232,13 @@ impl NodeState {
             }
             Input::StoredDeviceToken(token) => self.set_stored_token(now, token),
             Input::SocketQueued { attempt } => {
+                // Once per attempt: a driver that alternates queued and
+                // dialing cannot keep an attempt alive past its bounds.
                 if let Conn::Opening { attempt: a, .. } = self.conn
                     && a == attempt
+                    && self.queued_attempt < attempt.0
                 {
+                    self.queued_attempt = attempt.0;
                     self.conn = Conn::Queued {
                         attempt,
                         deadline: now.deadline_after(self.options.timeouts.queue),
@@ -290,7 +297,8 @@ impl NodeState {
                 invokes.on_progress(scope, id, &chunk);
             }
             Input::Wake => {
-                if matches!(self.conn, Conn::Waiting { .. }) {
+                // A retry waits no longer; the first attempt's jitter does.
+                if matches!(self.conn, Conn::Waiting { .. }) && !self.before_first_attempt() {
                     self.start_attempt(now);
                 }
             }
@@ -322,7 +330,10 @@ impl NodeState {
                 self.start_attempt(now);
                 None
             }
-            Conn::Queued { deadline, .. } | Conn::Opening { deadline, .. } if *deadline <= now => {
+            Conn::Queued { deadline, .. } if *deadline <= now => {
+                timeout(DisconnectReason::QueueTimeout, (1000, "queue timeout"))
+            }
+            Conn::Opening { deadline, .. } if *deadline <= now => {
                 timeout(DisconnectReason::OpenTimeout, (1000, "open timeout"))
             }
             Conn::AwaitChallenge { deadline, .. } if *deadline <= now => timeout(
@@ -352,7 +363,11 @@ impl NodeState {
             _ => None,
         };
         if let Some((reason, close)) = ended {
-            self.end_attempt(now, reason, close, Next::BACKOFF);
+            let next = match reason {
+                DisconnectReason::QueueTimeout => Next::Busy { retry_after: None },
+                _ => Next::BACKOFF,
+            };
+            self.end_attempt(now, reason, close, next);
         }
     }
 
@@ -493,6 +508,9 @@ impl NodeState {
                     }
                 }
             }
+            // Still spreading the first attempt (`first_attempt_jitter`):
+            // a new config goes out with it.
+            Conn::Waiting { .. } if self.before_first_attempt() => {}
             Conn::Waiting { .. } => {
                 self.backoff.reset();
                 self.start_attempt(now);
@@ -507,6 +525,11 @@ impl NodeState {
                 );
             }
         }
+    }
+
+    /// No attempt has been made yet.
+    fn before_first_attempt(&self) -> bool {
+        self.next_attempt == 1
     }
 
     fn set_stored_token(&mut self, now: Time, token: Option<Secret>) {

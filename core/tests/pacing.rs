@@ -155,20 +155,41 @@ fn a_queued_attempt_waits_for_its_slot_not_the_open_deadline() {
 }
 
 #[test]
-fn the_queue_wait_is_bounded() {
+fn the_queue_wait_is_bounded_and_backed_off_as_busy() {
     let (mut sim, attempt) = hanging();
     let t = Timeouts::default();
     sim.input(Input::SocketQueued { attempt });
     let queued = sim.now;
     let mark = sim.mark();
     assert!(sim.run_until_cond(t.queue * 2, |s| !retries(s, mark).is_empty()));
-    assert_eq!(retries(&sim, mark)[0].0, DisconnectReason::OpenTimeout);
+    let (reason, retry_in) = retries(&sim, mark).remove(0);
+    assert_eq!(reason, DisconnectReason::QueueTimeout);
     assert_eq!(sim.now, queued + t.queue);
-    assert_eq!(
-        sim.node.status().counters.attempts,
-        1,
-        "backed off, not retried at once"
+    // The busy streak's first step, not a failure: the next failure still
+    // starts the backoff from its first step.
+    let (lo, hi) = Backoff::busy_bounds(&BackoffConfig::default(), 1);
+    let d = retry_in.unwrap();
+    assert!(lo <= d && d <= hi, "{d:?}");
+    // The driver is told to abandon the queued open.
+    assert!(
+        sim.effects_since(mark)
+            .any(|e| matches!(e, Effect::CloseSocket { attempt: a, .. } if *a == attempt))
     );
+}
+
+#[test]
+fn an_attempt_is_queued_once_so_alternating_inputs_cannot_keep_it_alive() {
+    let (mut sim, attempt) = hanging();
+    let t = Timeouts::default();
+    sim.input(Input::SocketQueued { attempt });
+    sim.input(Input::SocketDialing { attempt });
+    let dialed = sim.now;
+    // Queued again: ignored, the open deadline keeps running.
+    sim.input(Input::SocketQueued { attempt });
+    let mark = sim.mark();
+    assert!(sim.run_until_cond(t.open * 2, |s| !retries(s, mark).is_empty()));
+    assert_eq!(retries(&sim, mark)[0].0, DisconnectReason::OpenTimeout);
+    assert_eq!(sim.now, dialed + t.open);
 }
 
 #[test]
@@ -207,6 +228,36 @@ fn first_open_at(seed: u64, jitter: Duration) -> Time {
         .find(|(_, e)| matches!(e, Effect::OpenSocket { .. }))
         .map(|(t, _)| *t)
         .unwrap()
+}
+
+#[test]
+fn a_config_change_or_wake_during_the_first_jitter_does_not_cut_it_short() {
+    let options = NodeOptions {
+        timeouts: Timeouts {
+            first_attempt_jitter: secs(10),
+            ..Timeouts::default()
+        },
+        ..NodeOptions::with_seed(4)
+    };
+    let mut sim = Sim::with(test_key(1), options, GatewayConfig::default());
+    sim.apply(loopback_config());
+    let until = sim
+        .node
+        .status()
+        .next_retry
+        .expect("a jittered first attempt");
+    assert!(until > sim.now, "seed 4 draws a wait");
+    sim.apply(loopback_config().with_session_id("b"));
+    sim.input(Input::Wake);
+    assert_eq!(sim.node.status().next_retry, Some(until));
+    assert_eq!(sim.open_count(), 0);
+    assert!(sim.run_until_connected(secs(20)));
+    let opened = sim
+        .log
+        .iter()
+        .find(|(_, e)| matches!(e, Effect::OpenSocket { .. }))
+        .map(|(t, _)| *t);
+    assert_eq!(opened, Some(until));
 }
 
 #[test]

@@ -1000,7 +1000,14 @@ impl Invariants {
             }
             // A busy gateway: its own streak, in the fast band, never a
             // failure (docs/protocol.md §5).
-            (DisconnectReason::Failed(SocketError::Busy { retry_after }), Some(d)) => {
+            (
+                DisconnectReason::Failed(SocketError::Busy { .. }) | DisconnectReason::QueueTimeout,
+                Some(d),
+            ) => {
+                let retry_after = match reason {
+                    DisconnectReason::Failed(SocketError::Busy { retry_after }) => *retry_after,
+                    _ => None,
+                };
                 self.busy = self.busy.saturating_add(1);
                 let (lo, hi) = Backoff::busy_bounds(&c, self.busy);
                 let raised = retry_after.map_or(Duration::ZERO, |r| r.min(c.max_retry_after));

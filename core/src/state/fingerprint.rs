@@ -54,6 +54,8 @@ impl NodeState {
         let t = &self.options.timeouts;
         let rel = |a: crate::input::AttemptId| self.next_attempt.saturating_sub(a.0);
         core::mem::discriminant(&self.conn).hash(&mut h);
+        // Whether the current attempt was queued once already.
+        (self.queued_attempt + 1 == self.next_attempt).hash(&mut h);
         match &self.conn {
             Conn::Idle | Conn::Stopped => {}
             Conn::Waiting { until: u } => until(*u, now).hash(&mut h),
@@ -85,7 +87,9 @@ impl NodeState {
         }
         self.config.hash(&mut h);
         self.stored_token.hash(&mut h);
-        (self.backoff.failures(), self.backoff.busy()).hash(&mut h);
+        // Past `slow_after` a longer busy streak draws from the same bounds.
+        let busy = self.backoff.busy().min(self.backoff.config().slow_after);
+        (self.backoff.failures(), busy).hash(&mut h);
         (
             self.token_retry.used,
             self.token_retry.active,

@@ -37,10 +37,10 @@ pub(crate) fn disconnect_code(reason: &DisconnectReason) -> (DisconnectCode, Str
             code("GATEWAY_BUSY"),
             match retry_after {
                 Some(d) => format!(
-                    "the gateway is busy (HTTP 503), retry after {} s",
+                    "the gateway refused the upgrade as busy; retry after {} s",
                     d.as_secs()
                 ),
-                None => "the gateway is busy (HTTP 503)".into(),
+                None => "the gateway refused the upgrade as busy".into(),
             },
         ),
         DisconnectReason::Rejected(e) => (
@@ -48,6 +48,10 @@ pub(crate) fn disconnect_code(reason: &DisconnectReason) -> (DisconnectCode, Str
             e.message.clone(),
         ),
         DisconnectReason::OpenTimeout => (code("OPEN_TIMEOUT"), "socket not open in time".into()),
+        DisconnectReason::QueueTimeout => (
+            code("QUEUE_TIMEOUT"),
+            "no handshake slot in time: too many of this process's sessions are connecting".into(),
+        ),
         DisconnectReason::ChallengeTimeout => (
             code("CHALLENGE_TIMEOUT"),
             "no connect.challenge in time".into(),

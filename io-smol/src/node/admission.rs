@@ -1,5 +1,6 @@
 //! Admission pacing: a limit on sessions handshaking at once, shared by
-//! every node built with the same [`Admission`], so that a process starting
+//! every node built with the same [`Admission`] (by default, every node of
+//! the process talking to the same gateway), so that a process starting
 //! many nodes never stampedes a gateway (docs/protocol.md §5).
 //!
 //! A session takes a slot before it opens its socket and gives it back at
@@ -7,13 +8,17 @@
 //! holds the attempt as queued (`Input::SocketQueued`), so the wait does
 //! not count against the open deadline.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, Weak};
+
+use clawnode_core::GatewayUrl;
 
 use smol::lock::{Semaphore, SemaphoreGuardArc};
 
-/// Sessions handshaking at once by default, across the whole process.
+/// Sessions handshaking at once by default, per gateway, across the
+/// whole process.
 /// The gateway refuses a 33rd unauthenticated socket per client address
 /// with HTTP 503 (docs/protocol.md §9); half of that leaves room for other
 /// clients behind the same address.
@@ -22,8 +27,10 @@ pub const DEFAULT_HANDSHAKES: usize = 16;
 /// A limit on sessions handshaking at once (from opening the socket to
 /// hello-ok), shared by every node given a clone of it.
 ///
-/// Nodes use [`Admission::process`] unless told otherwise
-/// ([`NodeBuilder::admission`](crate::NodeBuilder::admission)).
+/// Nodes share [`Admission::for_gateway`] of the gateway they connect to
+/// unless told otherwise ([`NodeBuilder::admission`](crate::NodeBuilder::admission)).
+/// Slots go to waiting sessions in the order they asked: a new attempt
+/// never takes a freed slot from one already queued.
 #[derive(Clone)]
 pub struct Admission(Arc<Inner>);
 
@@ -32,6 +39,8 @@ struct Inner {
     limit: usize,
     in_use: AtomicUsize,
     peak: AtomicUsize,
+    /// Sessions waiting for a slot.
+    waiting: AtomicUsize,
 }
 
 impl Admission {
@@ -43,16 +52,27 @@ impl Admission {
             limit,
             in_use: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
         }))
     }
 
-    /// The process-wide limit, [`DEFAULT_HANDSHAKES`], that nodes share
-    /// by default.
-    pub fn process() -> Self {
-        static PROCESS: OnceLock<Admission> = OnceLock::new();
-        PROCESS
-            .get_or_init(|| Admission::new(DEFAULT_HANDSHAKES))
-            .clone()
+    /// The limit of [`DEFAULT_HANDSHAKES`] that this process's nodes
+    /// connecting to `url`'s host and port share by default: the gateway
+    /// counts unauthenticated sockets per client address, and one slow
+    /// gateway must not hold back nodes of another.
+    pub fn for_gateway(url: &GatewayUrl) -> Self {
+        type Registry = HashMap<(String, u16), Weak<Inner>>;
+        static GATEWAYS: Mutex<Option<Registry>> = Mutex::new(None);
+        let mut gateways = GATEWAYS.lock().expect("not poisoned");
+        let gateways = gateways.get_or_insert_with(HashMap::new);
+        let key = (url.host().to_owned(), url.port());
+        if let Some(inner) = gateways.get(&key).and_then(Weak::upgrade) {
+            return Admission(inner);
+        }
+        gateways.retain(|_, w| w.strong_count() > 0);
+        let admission = Admission::new(DEFAULT_HANDSHAKES);
+        gateways.insert(key, Arc::downgrade(&admission.0));
+        admission
     }
 
     /// The limit.
@@ -70,13 +90,19 @@ impl Admission {
         self.0.peak.load(Ordering::Relaxed)
     }
 
-    /// A slot, if one is free now.
+    /// A slot, if one is free now and nobody is waiting for one.
     pub(crate) fn try_enter(&self) -> Option<Slot> {
+        if self.0.waiting.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
         self.0.slots.try_acquire_arc().map(|g| self.slot(g))
     }
 
-    /// A slot, once one is free.
+    /// A slot, once one is free, after those who asked before.
     pub(crate) async fn enter(&self) -> Slot {
+        self.0.waiting.fetch_add(1, Ordering::SeqCst);
+        // Counted out however the wait ends (a cancelled attempt drops it).
+        let _waiting = Waiting(&self.0.waiting);
         let guard = self.0.slots.acquire_arc().await;
         self.slot(guard)
     }
@@ -97,6 +123,14 @@ impl fmt::Debug for Admission {
             .field("limit", &self.limit())
             .field("handshaking", &self.handshaking())
             .finish()
+    }
+}
+
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -149,11 +183,31 @@ mod tests {
     }
 
     #[test]
-    fn the_process_limit_is_shared() {
-        assert_eq!(Admission::process().limit(), DEFAULT_HANDSHAKES);
-        assert!(Arc::ptr_eq(
-            &Admission::process().0,
-            &Admission::process().0
-        ));
+    fn a_gateway_limit_is_shared_by_its_nodes_and_not_by_others() {
+        let url = |u: &str| GatewayUrl::parse(u).unwrap();
+        let a = Admission::for_gateway(&url("wss://gw.example:18789"));
+        assert_eq!(a.limit(), DEFAULT_HANDSHAKES);
+        let same = Admission::for_gateway(&url("wss://gw.example:18789/"));
+        assert!(Arc::ptr_eq(&a.0, &same.0));
+        let other = Admission::for_gateway(&url("wss://gw.example:18790"));
+        assert!(!Arc::ptr_eq(&a.0, &other.0));
+    }
+
+    #[test]
+    fn a_freed_slot_goes_to_the_waiter_not_a_newcomer() {
+        let a = Admission::new(1);
+        let held = a.try_enter().unwrap();
+        let waiter = smol::spawn({
+            let a = a.clone();
+            async move { a.enter().await }
+        });
+        while a.0.waiting.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(held);
+        assert!(a.try_enter().is_none(), "a newcomer jumped the queue");
+        drop(smol::block_on(waiter));
+        assert_eq!(a.0.waiting.load(Ordering::SeqCst), 0);
+        assert!(a.try_enter().is_some());
     }
 }

@@ -60,8 +60,9 @@ pub(super) struct Start {
     pub token: Option<Secret>,
     /// Where the session's tasks run.
     pub spawner: Spawner,
-    /// The handshake slots this session shares.
-    pub admission: Admission,
+    /// The handshake slots this session shares; `None`: those of the
+    /// gateway it connects to ([`Admission::for_gateway`]).
+    pub admission: Option<Admission>,
 }
 
 /// The running driver, as its handle sees it.
@@ -154,7 +155,7 @@ struct Session {
     /// Rate limits of the logs a peer can trigger at will.
     log_limits: PeerLogLimits,
     spawner: Spawner,
-    admission: Admission,
+    admission: Option<Admission>,
 }
 
 enum Wake {
@@ -385,11 +386,7 @@ impl Session {
     fn socket_event(&mut self, now: Time, attempt: AttemptId, ev: SocketEvent) {
         let input = match ev {
             SocketEvent::Queued => {
-                tracing::debug!(
-                    attempt = attempt.0,
-                    limit = self.admission.limit(),
-                    "waiting for a handshake slot"
-                );
+                tracing::debug!(attempt = attempt.0, "waiting for a handshake slot");
                 Input::SocketQueued { attempt }
             }
             SocketEvent::Dialing => Input::SocketDialing { attempt },
@@ -544,12 +541,16 @@ impl Session {
                     attempt: attempt.0,
                     url: url.to_string(),
                 });
+                let admission = match &self.admission {
+                    Some(a) => a.clone(),
+                    None => Admission::for_gateway(&url),
+                };
                 let task = self.spawner.spawn(socket_task(
                     attempt,
                     url,
                     tls,
                     self.store.clone(),
-                    self.admission.clone(),
+                    admission,
                     self.tx.clone(),
                 ));
                 self.sockets.insert(

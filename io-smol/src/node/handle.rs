@@ -217,8 +217,9 @@ impl NodeBuilder {
         self
     }
 
-    /// Shares `admission`'s handshake slots instead of the process-wide
-    /// [`Admission::process`] (16 at once): at most its limit of the nodes
+    /// Shares `admission`'s handshake slots instead of those of the
+    /// gateway's default [`Admission::for_gateway`] (16 at once per gateway
+    /// and process): at most its limit of the nodes
     /// given it open a socket or wait for hello-ok at the same time, and
     /// the rest queue for a slot without their open deadline running.
     pub fn admission(mut self, admission: Admission) -> Self {
@@ -288,7 +289,7 @@ impl NodeBuilder {
             config,
             token,
             spawner: self.spawner.clone(),
-            admission: self.admission.unwrap_or_else(Admission::process),
+            admission: self.admission,
         });
         if let Some(events) = stats_events {
             self.spawner
