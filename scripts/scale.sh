@@ -14,8 +14,10 @@
 #
 # The gateway's own limits, as measured (README, "Many sessions"): at most
 # 32 unauthenticated sockets per IP (HTTP 503 beyond, which the swarm counts
-# as a refusal and backs off from); admission cost that grows with the
-# number of nodes connected; handshake timeouts when too many start at once.
+# as a `GATEWAY_BUSY` refusal and backs off from without counting a
+# failure); admission cost that grows with the number of nodes connected;
+# handshake timeouts when too many start at once. The swarm's sessions,
+# retries included, share INFLIGHT handshake slots.
 set -euo pipefail
 export CLAWNODE_LOG=${CLAWNODE_LOG:-warn}
 cd "$(dirname "$0")/.."
