@@ -147,11 +147,18 @@ fn a_queued_attempt_waits_for_its_slot_not_the_open_deadline() {
     assert_eq!(sim.node.status().counters.disconnects, 0);
     // The slot comes: the open deadline starts from here.
     sim.input(Input::SocketDialing { attempt });
+    open_times_out_after_dialing(&mut sim);
+}
+
+/// The attempt just dialed ends as an open timeout exactly one open
+/// deadline later.
+fn open_times_out_after_dialing(sim: &mut Sim) {
+    let open = Timeouts::default().open;
     let dialed = sim.now;
     let mark = sim.mark();
-    assert!(sim.run_until_cond(t.open * 2, |s| !retries(s, mark).is_empty()));
-    assert_eq!(retries(&sim, mark)[0].0, DisconnectReason::OpenTimeout);
-    assert_eq!(sim.now, dialed + t.open);
+    assert!(sim.run_until_cond(open * 2, |s| !retries(s, mark).is_empty()));
+    assert_eq!(retries(sim, mark)[0].0, DisconnectReason::OpenTimeout);
+    assert_eq!(sim.now, dialed + open);
 }
 
 #[test]
@@ -180,16 +187,11 @@ fn the_queue_wait_is_bounded_and_backed_off_as_busy() {
 #[test]
 fn an_attempt_is_queued_once_so_alternating_inputs_cannot_keep_it_alive() {
     let (mut sim, attempt) = hanging();
-    let t = Timeouts::default();
     sim.input(Input::SocketQueued { attempt });
     sim.input(Input::SocketDialing { attempt });
-    let dialed = sim.now;
     // Queued again: ignored, the open deadline keeps running.
     sim.input(Input::SocketQueued { attempt });
-    let mark = sim.mark();
-    assert!(sim.run_until_cond(t.open * 2, |s| !retries(s, mark).is_empty()));
-    assert_eq!(retries(&sim, mark)[0].0, DisconnectReason::OpenTimeout);
-    assert_eq!(sim.now, dialed + t.open);
+    open_times_out_after_dialing(&mut sim);
 }
 
 #[test]
