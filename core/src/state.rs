@@ -67,7 +67,10 @@ struct TokenRetry {
 /// in order. What each effect asks:
 /// - [`Effect::OpenSocket`]: connect in the background; answer with
 ///   [`Input::SocketOpened`] or [`Input::SocketFailed`], then frames,
-///   pongs and finally [`Input::SocketClosed`] or `SocketFailed`.
+///   pongs and finally [`Input::SocketClosed`] or `SocketFailed`. A driver
+///   that paces handshakes across sessions feeds [`Input::SocketQueued`]
+///   when the open must wait for a slot and [`Input::SocketDialing`] when
+///   it starts; an HTTP 503 or 429 on upgrade is [`SocketError::Busy`](crate::SocketError::Busy).
 /// - [`Effect::SendFrame`], [`Effect::SendPing`]: write on that attempt's
 ///   socket. If it is gone, drop the write: the core hears of the socket's
 ///   end through its close or failure input.
