@@ -26,6 +26,9 @@
 //!
 //! [`NodeBuilder`] (feature `smol`) declares commands, spawns the session
 //! and streams its [`Event`]s; its documentation has a complete example.
+//! Many nodes in one process pace their handshakes: by default those
+//! talking to one gateway share 16 slots from opening a socket to hello-ok
+//! (`Admission`), so a process starting hundreds never stampedes it.
 //!
 //! TLS uses rustls with the `ring` crypto provider: it builds with a C
 //! compiler alone and faster than `aws-lc-rs` (no cmake, Go or NASM), and
