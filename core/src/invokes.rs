@@ -518,13 +518,12 @@ impl Invokes {
         payload: Option<&RawValue>,
         error: Option<&RawValue>,
     ) {
-        let error = || frame::gateway_error(error);
         if let Some(invoke) = self.acks.remove(id) {
             if !ok {
                 out.counters.invokes_dropped += 1;
                 out.notify(Notification::InvokeDropped {
                     id: invoke,
-                    reason: DropReason::Rejected(Box::new(error())),
+                    reason: DropReason::Rejected(Box::new(frame::gateway_error(error))),
                 });
             }
         } else if self.is_progress_frame(id) {
@@ -543,7 +542,7 @@ impl Invokes {
                     }
                 }
             } else {
-                Err(RequestError::Gateway(Box::new(error())))
+                Err(RequestError::Gateway(Box::new(frame::gateway_error(error))))
             };
             self.requests.remove(&rid);
             out.push(Effect::Response { id: rid, result });

@@ -13,7 +13,8 @@ pub struct Timeouts {
     pub open: Duration,
     /// How long an attempt may wait for a handshake slot once the driver
     /// reported it queued ([`Input::SocketQueued`](crate::Input::SocketQueued)).
-    /// Past it the attempt ends as an open timeout and is backed off.
+    /// Past it the attempt ends as a queue timeout, backed off like a busy
+    /// gateway (not counted as a failure).
     pub queue: Duration,
     /// The first attempt after the first config waits a uniform draw from
     /// `0..=first_attempt_jitter`, so that many sessions started together

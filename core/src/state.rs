@@ -327,15 +327,18 @@ impl NodeState {
         // connection they belong to, before any teardown below.
         let (invokes, scope) = self.invokes();
         invokes.expire(scope, now);
-        let timeout = |reason, close| Some((reason, Some(close)));
+        let timeout = |reason, close| Some((reason, Some(close), Next::BACKOFF));
         let ended = match &mut self.conn {
             Conn::Waiting { until } if *until <= now => {
                 self.start_attempt(now);
                 None
             }
-            Conn::Queued { deadline, .. } if *deadline <= now => {
-                timeout(DisconnectReason::QueueTimeout, (1000, "queue timeout"))
-            }
+            // The process's own crowd, not the gateway: backed off as busy.
+            Conn::Queued { deadline, .. } if *deadline <= now => Some((
+                DisconnectReason::QueueTimeout,
+                Some((1000, "queue timeout")),
+                Next::Busy { retry_after: None },
+            )),
             Conn::Opening { deadline, .. } if *deadline <= now => {
                 timeout(DisconnectReason::OpenTimeout, (1000, "open timeout"))
             }
@@ -365,11 +368,7 @@ impl NodeState {
             }
             _ => None,
         };
-        if let Some((reason, close)) = ended {
-            let next = match reason {
-                DisconnectReason::QueueTimeout => Next::Busy { retry_after: None },
-                _ => Next::BACKOFF,
-            };
+        if let Some((reason, close, next)) = ended {
             self.end_attempt(now, reason, close, next);
         }
     }

@@ -11,6 +11,7 @@
 use core::hash::{Hash, Hasher};
 use core::time::Duration;
 
+use crate::backoff::Backoff;
 use crate::conn::Conn;
 use crate::time::Time;
 
@@ -87,8 +88,9 @@ impl NodeState {
         }
         self.config.hash(&mut h);
         self.stored_token.hash(&mut h);
-        // Past `slow_after` a longer busy streak draws from the same bounds.
-        let busy = self.backoff.busy().min(self.backoff.config().slow_after);
+        // A busy streak enters as the bounds its next delay is drawn from:
+        // past the cap, a longer streak behaves the same.
+        let busy = Backoff::busy_bounds(self.backoff.config(), self.backoff.busy() + 1);
         (self.backoff.failures(), busy).hash(&mut h);
         (
             self.token_retry.used,

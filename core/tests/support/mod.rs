@@ -99,8 +99,9 @@ pub enum Fr {
 pub enum Op {
     Config(u8),
     StoredToken(Option<u8>),
-    /// The driver queued the open for a handshake slot, then dialed.
+    /// The driver queued the open for a handshake slot.
     Queued(Sel),
+    /// The driver got its slot and dials.
     Dialing(Sel),
     Opened(Sel),
     Closed(Sel, Option<u16>),

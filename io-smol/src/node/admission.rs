@@ -8,7 +8,7 @@
 //! holds the attempt as queued (`Input::SocketQueued`), so the wait does
 //! not count against the open deadline.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -19,6 +19,7 @@ use smol::lock::{Semaphore, SemaphoreGuardArc};
 
 /// Sessions handshaking at once by default, per gateway, across the
 /// whole process.
+///
 /// The gateway refuses a 33rd unauthenticated socket per client address
 /// with HTTP 503 (docs/protocol.md §9); half of that leaves room for other
 /// clients behind the same address.
@@ -61,10 +62,8 @@ impl Admission {
     /// counts unauthenticated sockets per client address, and one slow
     /// gateway must not hold back nodes of another.
     pub fn for_gateway(url: &GatewayUrl) -> Self {
-        type Registry = HashMap<(String, u16), Weak<Inner>>;
-        static GATEWAYS: Mutex<Option<Registry>> = Mutex::new(None);
+        static GATEWAYS: Mutex<BTreeMap<(String, u16), Weak<Inner>>> = Mutex::new(BTreeMap::new());
         let mut gateways = GATEWAYS.lock().expect("not poisoned");
-        let gateways = gateways.get_or_insert_with(HashMap::new);
         let key = (url.host().to_owned(), url.port());
         if let Some(inner) = gateways.get(&key).and_then(Weak::upgrade) {
             return Admission(inner);

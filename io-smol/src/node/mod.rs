@@ -5,10 +5,11 @@
 //! own ([`socket`]). The application holds the public [`handle`] and talks to
 //! the driver over a channel ([`msg`]). What a peer can make the driver log
 //! is bounded by [`log_limit`]; every task runs where [`spawner`] says, and
-//! the sessions of one executor share its [`timers`].
+//! the sessions of one executor share its [`timers`]. Sessions pace their
+//! handshakes through an [`admission`].
 //!
 //! Modules depend on each other in one direction only, along
-//! `handle` → `driver` → `socket` → `msg` → `error` → `timers` → `spawner`
+//! `handle` → `driver` → `socket` → `msg` → `admission` → `error` → `timers` → `spawner`
 //! (a module may skip ahead in that order, never go back), so none of them
 //! needs the others' private parts.
 
