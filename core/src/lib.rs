@@ -23,10 +23,11 @@
 //! each effect asks, stale input, closing, late answers and clocks.
 //!
 //! ```no_run
+//! use std::time::{Duration, Instant};
+//!
 //! use clawnode_core::{
-//!     Clock, Effect, Input, NodeOptions, NodeState, SessionConfig, SigningKey, TlsPolicy,
+//!     Effect, Input, NodeOptions, NodeState, SessionConfig, SigningKey, Time, TlsPolicy,
 //! };
-//! # use std::time::Instant;
 //! # struct Io;
 //! # impl Io {
 //! #     fn open(&mut self, _: &Effect) {}
@@ -43,10 +44,12 @@
 //! // The device key lives in the driver's storage; the seed comes from the
 //! // OS, so that two nodes never draw the same jitter.
 //! let mut node = NodeState::new(SigningKey::from_bytes(&stored_key), NodeOptions::with_seed(seed));
-//! let clock = Clock::new();
+//! // The driver's clock, read once per step (`clawnode_smol::Clock` is one).
+//! let start = Instant::now();
+//! let now = || Time::from_millis(start.elapsed().as_millis() as u64);
 //! let pins = TlsPolicy::pinned(["sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"])?;
 //! let config = SessionConfig::parse("wss://gateway.example:18789", pins)?;
-//! node.handle_input(clock.now(), Input::Config(config));
+//! node.handle_input(now(), Input::Config(config));
 //! loop {
 //!     // Perform every effect, in order.
 //!     while let Some(effect) = node.poll_effect() {
@@ -62,10 +65,12 @@
 //!         }
 //!     }
 //!     // Wait for a socket event, a command's answer or the deadline.
-//!     let deadline = node.poll_timeout().map(|t| clock.instant_of(t));
+//!     let deadline = node
+//!         .poll_timeout()
+//!         .map(|t| start + Duration::from_millis(t.as_millis()));
 //!     match io.next_input(deadline) {
-//!         Some(input) => node.handle_input(clock.now(), input),
-//!         None => node.handle_timeout(clock.now()),
+//!         Some(input) => node.handle_input(now(), input),
+//!         None => node.handle_timeout(now()),
 //!     }
 //! }
 //! # }
@@ -73,8 +78,9 @@
 //!
 //! # Features
 //!
-//! - `std` (default): [`Clock`], the monotonic clock helper for drivers.
-//!   Everything else builds without `std`.
+//! None but `sim`, unstable and for this project's own tests: the crate is
+//! `no_std` + `alloc` throughout. A driver's clock lives with the driver
+//! (`clawnode_smol::Clock` for `std` drivers).
 //!
 //! # Stability
 //!
@@ -88,12 +94,8 @@
 #![warn(missing_docs)]
 
 extern crate alloc;
-#[cfg(feature = "std")]
-extern crate std;
 
 mod backoff;
-#[cfg(feature = "std")]
-mod clock;
 mod config;
 mod conn;
 mod effect;
@@ -117,8 +119,6 @@ mod time;
 mod timer;
 
 pub use backoff::BackoffConfig;
-#[cfg(feature = "std")]
-pub use clock::Clock;
 pub use config::{
     ClientOptions, ConfigError, Credentials, GatewayUrl, Secret, SessionConfig, TlsPolicy,
 };

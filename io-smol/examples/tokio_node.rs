@@ -17,12 +17,13 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clawnode_core::{
-    AttemptId, ClientOptions, Clock, Credentials, DeviceIdentity, Effect, GatewayUrl, Input,
+    AttemptId, ClientOptions, Credentials, DeviceIdentity, Effect, GatewayUrl, Input,
     InvokeOutcome, NODE_ROLE, NodeOptions, NodeState, Secret, SessionConfig, SocketError,
     TlsPolicy,
 };
 use clawnode_smol::{
-    Event, PinStore, SYSTEM_WHICH, StateDir, TlsAttempt, system_which, tcp_error, upgrade_refused,
+    Clock, Event, PinStore, SYSTEM_WHICH, StateDir, TlsAttempt, system_which, tcp_error,
+    upgrade_refused,
 };
 use futures_util::{SinkExt as _, StreamExt as _};
 use rand_core::{OsRng, RngCore as _};

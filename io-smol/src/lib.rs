@@ -5,7 +5,7 @@
 //!
 //! | feature | what it adds | pulls in |
 //! | --- | --- | --- |
-//! | none (the neutral layer) | [`TlsAttempt`]: pinned, trust-on-first-use and system-trust rustls configs and the classification of TLS and I/O failures; [`StateDir`]: identity, device tokens, TOFU pins, atomic and 0600; [`Event`]: notifications as events and their `--events json` lines; `system.which`; [`exec`]: bounded command runs (filtered environment, capped output, the whole process group killed on timeout or cancel) | rustls, serde, tracing, rustix: no async runtime |
+//! | none (the neutral layer) | [`TlsAttempt`]: pinned, trust-on-first-use and system-trust rustls configs and the classification of TLS and I/O failures; [`StateDir`]: identity, device tokens, TOFU pins, atomic and 0600; [`Event`]: notifications as events and their `--events json` lines; [`Clock`]: `Instant`s as the core's time and back; `system.which`; [`exec`]: bounded command runs (filtered environment, capped output, the whole process group killed on timeout or cancel) | rustls, serde, tracing, rustix: no async runtime |
 //! | `smol` (default) | [`NodeBuilder`], [`NodeHandle`], [`probe`]: the smol driver | smol, async-tungstenite, futures-rustls |
 //! | `cli` (default) | the `clawnode` binary and its [`file_config`] | clap, toml, tracing-subscriber, async-signal |
 //!
@@ -40,6 +40,7 @@
 
 #[cfg(feature = "smol")]
 mod blocking;
+mod clock;
 mod command;
 mod event;
 pub mod exec;
@@ -62,6 +63,7 @@ mod transport;
 mod which;
 
 pub use clawnode_core as core;
+pub use clock::Clock;
 pub use command::{
     CommandError, CommandFuture, INPUT_QUEUE, Invocation, InvokeInput, NodeEvents, Progress,
 };

@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use clawnode_core::{
-    AttemptId, CancelReason, Clock, Deadline, Effect, Input, InvokeOutcome, InvokeRequest,
-    NODE_ROLE, NodeState, Phase, RequestId, Secret, SessionConfig, SocketError, Status, Time,
-    TimerReason,
+    AttemptId, CancelReason, Deadline, Effect, Input, InvokeOutcome, InvokeRequest, NODE_ROLE,
+    NodeState, Phase, RequestId, Secret, SessionConfig, SocketError, Status, Time, TimerReason,
 };
 use smol::channel::{self, Receiver, Sender};
 
@@ -26,6 +25,7 @@ use super::msg::{Command, Msg, Opened, Outgoing, Reply, SocketEvent, Subscribers
 use super::socket::{CLOSE_GRACE, socket_task};
 use super::spawner::Spawner;
 use super::timers::Timers;
+use crate::clock::Clock;
 use crate::command::{self, Registry};
 use crate::event::Event;
 use crate::store::StateDir;

@@ -6,9 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use clawnode_core::{
-    Clock, DeviceIdentity, NODE_ROLE, NodeOptions, NodeState, SessionConfig, Status,
-};
+use clawnode_core::{DeviceIdentity, NODE_ROLE, NodeOptions, NodeState, SessionConfig, Status};
 use ed25519_dalek::SigningKey;
 use rand_core::{OsRng, RngCore as _};
 use serde_json::Value;
@@ -20,6 +18,7 @@ use super::driver::{self, Start, with_commands};
 use super::error::{RequestFailure, StartError};
 use super::msg::{Command, Msg, Subscribers, subscribe, subscribe_with};
 use super::spawner::Spawner;
+use crate::clock::Clock;
 use crate::command::{CommandError, Invocation, Registry};
 use crate::event::Event;
 use crate::store::StateDir;

@@ -1,15 +1,14 @@
-//! A monotonic clock for drivers on `std` (feature `std`): [`Clock`] turns
-//! `std::time::Instant`s into the core's [`Time`] and back.
+//! The drivers' monotonic clock: [`Clock`] turns `std::time::Instant`s into
+//! the core's [`Time`] and back.
 //!
-//! The session machine itself never reads it: a driver reads the clock once
-//! per step and passes the [`Time`] in, which is what keeps the core
-//! deterministic. This module is the one place in the crate that touches
-//! `Instant`, for the convenience of drivers.
+//! It lives here, in the runtime-neutral layer every driver uses, and not
+//! in the core: the session machine never reads a clock. A driver reads
+//! this one once per step and passes the [`Time`] in, which is what keeps
+//! the core deterministic.
 
-use core::time::Duration;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::time::Time;
+use clawnode_core::Time;
 
 /// A monotonic clock whose origin is the moment it was made.
 ///
@@ -41,7 +40,7 @@ impl Clock {
     }
 
     /// The `Instant` of `time`, for a runtime's timer (e.g. to sleep until
-    /// [`NodeState::poll_timeout`](crate::NodeState::poll_timeout)). A time
+    /// [`NodeState::poll_timeout`](clawnode_core::NodeState::poll_timeout)). A time
     /// too far ahead for the platform's `Instant` is capped at a century,
     /// or a day, from the origin.
     pub fn instant_of(&self, time: Time) -> Instant {
