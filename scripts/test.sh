@@ -38,6 +38,9 @@ if grep -E '^(smol|async-io|async-tungstenite|futures-rustls|async-signal|clap|t
 fi
 echo "crates in the tree: neutral $(wc -l <<< "$neutral"), full $(wc -l <<< "$full")"
 
+step "the smol driver without tokio (its tokio support is a feature)"
+cargo clippy -p clawnode-smol --no-default-features --features smol -- -D warnings
+
 step "both crates package and build as they would be published"
 # The just-packaged core reaches clawnode-smol's build through a temporary
 # local registry. Cargo treats registry sources as immutable while the

@@ -7,9 +7,13 @@
 //! | --- | --- | --- |
 //! | none (the neutral layer) | [`TlsAttempt`]: pinned, trust-on-first-use and system-trust rustls configs and the classification of TLS and I/O failures; [`StateDir`]: identity, device tokens, TOFU pins, atomic and 0600; [`Event`]: notifications as events and their `--events json` lines; [`Clock`]: `Instant`s as the core's time and back; `system.which`; [`exec`]: bounded command runs (filtered environment, capped output, the whole process group killed on timeout or cancel) | rustls, serde, tracing, rustix: no async runtime |
 //! | `smol` (default) | [`NodeBuilder`], [`NodeHandle`], [`probe`]: the smol driver | smol, async-tungstenite, futures-rustls |
+//! | `tokio` (default, with `cli`) | `NodeBuilder::tokio`: the same driver on a tokio runtime, its sockets and timers on tokio's reactor | tokio (`rt`, `net`, `time`) |
 //! | `cli` (default) | the `clawnode` binary and its [`file_config`] | clap, toml, tracing-subscriber, async-signal |
 //!
-//! An embedder on another runtime (tokio, a custom executor) depends on
+//! An embedder on tokio can run the whole driver there (feature `tokio`,
+//! `NodeBuilder::tokio`); `clawnode swarm` does, on one current-thread
+//! runtime. An embedder who writes a driver of their own (on tokio, a
+//! custom executor) depends on
 //! this crate with `default-features = false` and gets the same tested code
 //! the smol driver uses for the security-critical part, certificate
 //! pinning, and for the state on disk. `examples/tokio_node.rs` is a

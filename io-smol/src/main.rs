@@ -469,7 +469,14 @@ fn swarm(args: SwarmArgs) -> ExitCode {
             Err(e) => return fail(EXIT_USAGE, e),
         },
     };
-    let executor = std::sync::Arc::new(smol::Executor::new());
+    // Every session on this one thread, which also waits for their I/O.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
+    };
     let spec = SwarmSpec {
         config,
         count: args.count,
@@ -478,30 +485,25 @@ fn swarm(args: SwarmArgs) -> ExitCode {
         ramp_limit: Duration::from_secs(args.ramp_limit),
         state,
         heap_bytes: Some(heap::in_use),
-        executor: executor.clone(),
+        runtime: runtime.handle().clone(),
     };
     let mut signals = match Signals::new([Signal::Term, Signal::Int]) {
         Ok(s) => s,
         Err(e) => return fail(1, format!("cannot install signal handlers: {e}")),
     };
     let (stop_tx, stop_rx) = smol::channel::bounded(1);
-    executor
-        .spawn(async move {
-            if signals.next().await.is_some() {
-                let _ = stop_tx.send(()).await;
-            }
-        })
-        .detach();
+    drop(runtime.spawn(async move {
+        if signals.next().await.is_some() {
+            let _ = stop_tx.send(()).await;
+        }
+    }));
     let live = std::io::stderr().is_terminal();
     let count = args.count;
-    // Every session on this thread; the reactor runs on its own (a plain
-    // `block_on`, not smol's, which would take the reactor over and make
-    // its thread spin after each event).
-    let result = smol::future::block_on(executor.run(run(spec, stop_rx, |up, connecting| {
+    let result = runtime.block_on(run(spec, stop_rx, |up, connecting| {
         if live {
             eprint!("\r{up}/{count} connected, {connecting} connecting   ");
         }
-    })));
+    }));
     if live {
         eprintln!();
     }

@@ -11,12 +11,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clawnode_core::SessionConfig;
 use serde_json::{Value, json};
-use smol::Executor;
 use smol::channel::{self, Receiver, Sender};
 
 use crate::{Admission, Event, NodeBuilder, NodeHandle, StateDir};
@@ -44,10 +42,11 @@ pub struct SwarmSpec {
     /// session beside the resident set, which also holds what the
     /// allocator kept from the ramp.
     pub heap_bytes: Option<fn() -> u64>,
-    /// The executor every session and the swarm's own tasks run on. The
-    /// caller drives it on one thread (`smol::future::block_on(executor.run(..))`),
-    /// so an idle session wakes that thread and the I/O reactor's, no more.
-    pub executor: Arc<Executor<'static>>,
+    /// The tokio runtime every session and the swarm's own tasks run on;
+    /// [`run`] must run on it too. A current-thread runtime serves every
+    /// session from one thread, so an idle session wakes that thread alone
+    /// ([`NodeBuilder::tokio`]).
+    pub runtime: tokio::runtime::Handle,
 }
 
 /// What one session reported, for the aggregator.
@@ -267,22 +266,23 @@ pub async fn run(
             config.client.display_name = Some(format!("swarm-{next:04}"));
             let mut builder = NodeBuilder::new(config, StateDir::new(dir))
                 .with_system_which()
-                .executor(spec.executor.clone())
+                .tokio(spec.runtime.clone())
                 .admission(admission.clone());
             let events = builder.events_with_capacity(EVENTS_PER_SESSION);
             let node = builder
                 .spawn()
                 .map_err(|e| format!("session {next}: {e}"))?;
-            spec.executor
-                .spawn(watch(next, Instant::now(), events, tx.clone()))
-                .detach();
+            drop(
+                spec.runtime
+                    .spawn(watch(next, Instant::now(), events, tx.clone())),
+            );
             nodes.push(node);
             connecting += 1;
             next += 1;
         }
         progress(connected, connecting);
         let report = smol::future::or(async { rx.recv().await.ok() }, async {
-            smol::Timer::after(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
             None
         })
         .await;
@@ -312,7 +312,7 @@ pub async fn run(
                             Some(None)
                         },
                         async {
-                            smol::Timer::after(left).await;
+                            tokio::time::sleep(left).await;
                             None
                         },
                     )
@@ -342,10 +342,10 @@ pub async fn run(
     summary.connected = connected;
     let closing: Vec<_> = nodes
         .into_iter()
-        .map(|n| spec.executor.spawn(n.shutdown()))
+        .map(|n| spec.runtime.spawn(n.shutdown()))
         .collect();
     for c in closing {
-        c.await;
+        let _ = c.await;
     }
     Ok(summary)
 }

@@ -11,7 +11,7 @@ use smol::io::AsyncReadExt as _;
 use crate::store::StateDir;
 use crate::testutil::*;
 use crate::tls::{TlsAttempt, Trust};
-use crate::transport::{Io, open_io, tls_handshake};
+use crate::transport::{Io, Net, open_io, tls_handshake};
 use crate::{Event, NodeBuilder};
 
 fn url(s: &str) -> GatewayUrl {
@@ -38,6 +38,7 @@ async fn open_pinned(
         &url(&server.url()),
         &pinned(&[pin]),
         &StateDir::new(dir.path()),
+        Net::AsyncIo,
     )
     .await
 }
@@ -173,7 +174,7 @@ fn resumption_cannot_skip_the_pin_check() {
         };
         for _ in 0..3 {
             let tls = pinned(a.pin);
-            let mut s = tls_handshake(&target, &tls).await.unwrap();
+            let mut s = tls_handshake(&target, &tls, Net::AsyncIo).await.unwrap();
             assert_eq!(tls.observed_pin(), Some(a.pin));
             assert_eq!(
                 s.get_ref().1.handshake_kind(),
@@ -184,7 +185,9 @@ fn resumption_cannot_skip_the_pin_check() {
         assert_eq!(server.resumed.load(std::sync::atomic::Ordering::SeqCst), 1);
         // And a pin that no longer matches is refused on the next connection.
         assert!(matches!(
-            tls_handshake(&target, &pinned(b.pin)).await.err(),
+            tls_handshake(&target, &pinned(b.pin), Net::AsyncIo)
+                .await
+                .err(),
             Some(SocketError::PinMismatch { .. })
         ));
     });
@@ -234,10 +237,15 @@ fn a_self_signed_server_fails_under_system_trust() {
     let dir = tempfile::tempdir().unwrap();
     smol::block_on(async {
         let target = url(&format!("wss://localhost:{}", server.port));
-        let err = open_io(&target, &TlsPolicy::SystemTrust, &StateDir::new(dir.path()))
-            .await
-            .err()
-            .expect("self-signed refused");
+        let err = open_io(
+            &target,
+            &TlsPolicy::SystemTrust,
+            &StateDir::new(dir.path()),
+            Net::AsyncIo,
+        )
+        .await
+        .err()
+        .expect("self-signed refused");
         assert!(
             matches!(&err, SocketError::Tls(m) if m.contains("certificate")),
             "{err:?}"
@@ -257,17 +265,17 @@ fn tofu_stores_once_then_enforces() {
     };
     smol::block_on(async {
         assert_eq!(store.load_pin("gateway:1").unwrap(), None);
-        let mut io = open_io(&url(&server_a.url()), &policy, &store)
+        let mut io = open_io(&url(&server_a.url()), &policy, &store, Net::AsyncIo)
             .await
             .unwrap();
         read_hi(&mut io).await;
         assert_eq!(store.load_pin("gateway:1").unwrap(), Some(a.pin));
-        open_io(&url(&server_a.url()), &policy, &store)
+        open_io(&url(&server_a.url()), &policy, &store, Net::AsyncIo)
             .await
             .unwrap();
         // The same key now presenting another certificate: refused, and
         // the stored pin is not replaced.
-        let err = open_io(&url(&server_b.url()), &policy, &store)
+        let err = open_io(&url(&server_b.url()), &policy, &store, Net::AsyncIo)
             .await
             .err()
             .unwrap();
@@ -330,13 +338,45 @@ async fn next_event(
 
 #[test]
 fn the_driver_connects_serves_system_which_and_stops_with_1000() {
+    connects_serves_system_which_and_stops(|b| b);
+}
+
+/// The same session on a tokio current-thread runtime of its own thread,
+/// sockets and timers on tokio's reactor: after the first connection the
+/// gateway drops it, and the backoff's sleep and the reconnect run on
+/// tokio too.
+#[test]
+fn the_driver_runs_on_a_tokio_current_thread_runtime() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = runtime.handle().clone();
+    let (stop, stopped) = smol::channel::bounded::<()>(1);
+    let thread = std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let _ = stopped.recv().await;
+        })
+    });
+    connects_serves_system_which_and_stops(|b| b.tokio(handle));
+    drop(stop);
+    thread.join().unwrap();
+}
+
+fn connects_serves_system_which_and_stops(on: impl FnOnce(NodeBuilder) -> NodeBuilder) {
     let gw = FakeGateway::start();
     let dir = tempfile::tempdir().unwrap();
     let store = StateDir::new(dir.path());
-    let mut builder = NodeBuilder::new(node_config(&gw.url()), store.clone()).with_system_which();
+    let mut builder =
+        on(NodeBuilder::new(node_config(&gw.url()), store.clone()).with_system_which());
     let events = builder.events();
     let node = builder.spawn().unwrap();
     smol::block_on(async {
+        // A first connection the gateway drops: the node backs off and
+        // comes back on its own.
+        let first = accept_connected(&gw, &events).await;
+        drop(first);
+        next_event(&events, |e| matches!(e, Event::Disconnected { .. })).await;
         let mut ws = gw.accept().await;
         let params = handshake(&mut ws, Some("dev-token-1")).await;
         assert_eq!(params["commands"], json!(["system.which"]));
@@ -344,7 +384,7 @@ fn the_driver_connects_serves_system_which_and_stops_with_1000() {
         assert_eq!(params["device"]["id"], node.device_id());
         assert!(matches!(
             next_event(&events, |e| matches!(e, Event::Connected { .. })).await,
-            Event::Connected { conn_id, protocol: 4, .. } if conn_id == "c-1"
+            Event::Connected { attempt: 2, conn_id, protocol: 4, .. } if conn_id == "c-1"
         ));
 
         send(

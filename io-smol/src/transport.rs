@@ -9,67 +9,104 @@ use clawnode_core::{GatewayUrl, Pin, SocketError, TlsPolicy};
 use futures_rustls::TlsConnector;
 use rustls_pki_types::CertificateDer;
 use smol::io::{AsyncRead, AsyncWrite};
-use smol::net::TcpStream;
 
 use crate::frame_limit::{FrameLimit, Limited};
 use crate::store::StateDir;
 use crate::tls::{self, TlsAttempt, Trust};
 
+/// Whose reactor a socket registers with: the task that reads it must run
+/// where that reactor is driven.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Net {
+    /// async-io's, which smol's executors use.
+    #[default]
+    AsyncIo,
+    /// The current tokio runtime's.
+    #[cfg(feature = "tokio")]
+    Tokio,
+}
+
+/// A TCP connection on one of the reactors.
+pub(crate) enum Tcp {
+    AsyncIo(smol::net::TcpStream),
+    #[cfg(feature = "tokio")]
+    Tokio(async_tungstenite::tokio::TokioAdapter<tokio::net::TcpStream>),
+}
+
 /// The byte stream under the WebSocket: plain TCP on loopback, TLS otherwise.
 pub(crate) enum Io {
-    Plain(TcpStream),
-    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
+    Plain(Tcp),
+    Tls(Box<futures_rustls::client::TlsStream<Tcp>>),
 }
 
-impl AsyncRead for Io {
-    fn poll_read(
-        self: StdPin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => StdPin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => StdPin::new(s.as_mut()).poll_read(cx, buf),
+/// Forwards the byte-stream traits to whichever stream a value holds.
+macro_rules! forward_io {
+    ($ty:ident { $($arm:pat => $inner:expr),+ $(,)? }) => {
+        impl AsyncRead for $ty {
+            fn poll_read(
+                self: StdPin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<std::io::Result<usize>> {
+                match self.get_mut() {
+                    $($arm => StdPin::new($inner).poll_read(cx, buf),)+
+                }
+            }
         }
-    }
+
+        impl AsyncWrite for $ty {
+            fn poll_write(
+                self: StdPin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<std::io::Result<usize>> {
+                match self.get_mut() {
+                    $($arm => StdPin::new($inner).poll_write(cx, buf),)+
+                }
+            }
+
+            fn poll_flush(self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    $($arm => StdPin::new($inner).poll_flush(cx),)+
+                }
+            }
+
+            fn poll_close(self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+                match self.get_mut() {
+                    $($arm => StdPin::new($inner).poll_close(cx),)+
+                }
+            }
+        }
+    };
 }
 
-impl AsyncWrite for Io {
-    fn poll_write(
-        self: StdPin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => StdPin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => StdPin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => StdPin::new(s).poll_flush(cx),
-            Io::Tls(s) => StdPin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_close(self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => StdPin::new(s).poll_close(cx),
-            Io::Tls(s) => StdPin::new(s.as_mut()).poll_close(cx),
-        }
-    }
-}
+#[cfg(not(feature = "tokio"))]
+forward_io!(Tcp { Tcp::AsyncIo(s) => s });
+#[cfg(feature = "tokio")]
+forward_io!(Tcp { Tcp::AsyncIo(s) => s, Tcp::Tokio(s) => s });
+forward_io!(Io { Io::Plain(s) => s, Io::Tls(s) => s.as_mut() });
 
 pub(crate) type Ws = WebSocketStream<Limited<Io>>;
 
-async fn tcp(url: &GatewayUrl) -> Result<TcpStream, SocketError> {
-    let stream = TcpStream::connect((url.host(), url.port()))
-        .await
-        .map_err(|e| tls::tcp_error(url, &e))?;
+async fn tcp(url: &GatewayUrl, net: Net) -> Result<Tcp, SocketError> {
+    let addr = (url.host(), url.port());
+    let failed = |e: std::io::Error| tls::tcp_error(url, &e);
     // Frames are small and latency matters more than packet count.
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+    match net {
+        Net::AsyncIo => {
+            let stream = smol::net::TcpStream::connect(addr).await.map_err(failed)?;
+            let _ = stream.set_nodelay(true);
+            Ok(Tcp::AsyncIo(stream))
+        }
+        #[cfg(feature = "tokio")]
+        Net::Tokio => {
+            let stream = tokio::net::TcpStream::connect(addr).await.map_err(failed)?;
+            let _ = stream.set_nodelay(true);
+            Ok(Tcp::Tokio(async_tungstenite::tokio::TokioAdapter::new(
+                stream,
+            )))
+        }
+    }
 }
 
 /// TCP, then the TLS handshake of `tls`; on failure, what the core should
@@ -77,21 +114,23 @@ async fn tcp(url: &GatewayUrl) -> Result<TcpStream, SocketError> {
 pub(crate) async fn tls_handshake(
     url: &GatewayUrl,
     tls: &TlsAttempt,
-) -> Result<futures_rustls::client::TlsStream<TcpStream>, SocketError> {
-    let tcp = tcp(url).await?;
+    net: Net,
+) -> Result<futures_rustls::client::TlsStream<Tcp>, SocketError> {
+    let tcp = tcp(url, net).await?;
     TlsConnector::from(tls.config())
         .connect(tls.server_name(), tcp)
         .await
         .map_err(|e| tls.failed(&e))
 }
 
-/// Opens the byte stream for `url` under `policy`, learning a TOFU pin in
-/// `store` when the policy asks for it. The store's file I/O runs on the
-/// blocking pool.
+/// Opens the byte stream for `url` under `policy` on `net`, learning a TOFU
+/// pin in `store` when the policy asks for it. The store's file I/O runs on
+/// the blocking pool.
 pub(crate) async fn open_io(
     url: &GatewayUrl,
     policy: &TlsPolicy,
     store: &StateDir,
+    net: Net,
 ) -> Result<Io, SocketError> {
     let (u, p, s) = (url.clone(), policy.clone(), store.clone());
     let prepared = if matches!(policy, TlsPolicy::TrustOnFirstUse { .. }) {
@@ -100,9 +139,9 @@ pub(crate) async fn open_io(
         TlsAttempt::prepare(&u, &p, &s)?
     };
     let Some(tls) = prepared else {
-        return Ok(Io::Plain(tcp(url).await?));
+        return Ok(Io::Plain(tcp(url, net).await?));
     };
-    let stream = tls_handshake(url, &tls).await?;
+    let stream = tls_handshake(url, &tls, net).await?;
     if tls.learns_pin() {
         let store = store.clone();
         crate::blocking::unblock(move || tls.established(&store)).await?;
@@ -120,9 +159,10 @@ pub(crate) async fn open(
     url: &GatewayUrl,
     policy: &TlsPolicy,
     store: &StateDir,
+    net: Net,
 ) -> Result<(Ws, FrameLimit), SocketError> {
     let limit = FrameLimit::new();
-    let io = Limited::new(open_io(url, policy, store).await?, limit.clone());
+    let io = Limited::new(open_io(url, policy, store, net).await?, limit.clone());
     // `Limited` enforces the handshake-dependent limit before a frame is
     // buffered; tungstenite's fixed limits only back it up.
     // Buffers sized for the protocol, not tungstenite's 128 KiB defaults:
@@ -176,7 +216,7 @@ pub async fn probe(url: &GatewayUrl) -> Result<ProbeReport, SocketError> {
         )));
     }
     let tls = TlsAttempt::with_trust(url, Trust::AnyCertificate, None)?;
-    let _stream = tls_handshake(url, &tls).await?;
+    let _stream = tls_handshake(url, &tls, Net::AsyncIo).await?;
     let observed = tls.observed();
     let der = observed
         .cert()

@@ -16,15 +16,15 @@ use super::log_limit::PeerLogLimits;
 
 mod notify;
 use crate::frame_limit::FrameLimit;
+use smol::Timer;
 use smol::future::FutureExt as _;
-use smol::{Task, Timer};
 
 use super::admission::{Admission, Slot};
 use super::error::RequestFailure;
 use super::msg::{Command, Msg, Opened, Outgoing, Reply, SocketEvent, Subscribers, WRITE_QUEUE};
 use super::socket::{CLOSE_GRACE, socket_task};
-use super::spawner::Spawner;
-use super::timers::Timers;
+use super::spawner::{Spawner, Task};
+use super::timers::Sleep;
 use crate::clock::Clock;
 use crate::command::{self, Registry};
 use crate::event::Event;
@@ -194,7 +194,20 @@ impl Session {
     /// stalls can neither block the session nor make it hoard events.
     fn emit(&self, event: Event) {
         let mut subs = self.subscribers.lock().expect("not poisoned");
-        subs.retain_mut(|s| s.offer(&event));
+        // A copy for each stream but the last, which takes the event itself:
+        // a gateway event's payload is a tree of allocations.
+        let last = subs.len().saturating_sub(1);
+        let mut event = Some(event);
+        let mut i = 0;
+        subs.retain_mut(|s| {
+            let e = if i == last {
+                event.take()
+            } else {
+                event.clone()
+            };
+            i += 1;
+            e.is_none_or(|e| s.offer(e))
+        });
     }
 
     /// Feeds the first config and stored token before the task starts, so
@@ -213,7 +226,7 @@ impl Session {
         async move {
             let step = Box::pin(self.drain());
             step.await;
-            let mut timer = Timers::of(&self.spawner).sleep();
+            let mut timer = Sleep::on(&self.spawner);
             loop {
                 self.publish_status();
                 if self.node.phase() == Phase::Stopped {
@@ -551,6 +564,7 @@ impl Session {
                     tls,
                     self.store.clone(),
                     admission,
+                    self.spawner.net(),
                     self.tx.clone(),
                 ));
                 self.sockets.insert(

@@ -6,11 +6,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use super::spawner::Task;
 use clawnode_core::{DeviceIdentity, NODE_ROLE, NodeOptions, NodeState, SessionConfig, Status};
 use ed25519_dalek::SigningKey;
 use rand_core::{OsRng, RngCore as _};
 use serde_json::Value;
-use smol::Task;
 use smol::channel::{self, Receiver, Sender};
 
 use super::admission::Admission;
@@ -209,10 +209,23 @@ impl NodeBuilder {
     /// instead of smol's global one. The embedder drives it; many nodes on
     /// one executor run on one thread, for example with
     /// `futures_lite::future::block_on(executor.run(...))`, which leaves
-    /// the I/O reactor to its own thread: an idle session then wakes no
-    /// other thread. `clawnode swarm` runs its sessions this way.
+    /// the I/O reactor to its own thread: an idle session then wakes those
+    /// two threads and no other.
     pub fn executor(mut self, executor: Arc<smol::Executor<'static>>) -> Self {
         self.spawner = Spawner::On(executor);
+        self
+    }
+
+    /// Runs this node's tasks on the tokio runtime `runtime`, with its
+    /// sockets and timers on tokio's reactor. The runtime needs its I/O and
+    /// time drivers (`enable_all`). On a current-thread runtime one thread
+    /// waits for I/O and runs every session, so a wake-up is never handed
+    /// from one thread to another: `clawnode swarm` runs its sessions this
+    /// way. What is not per session (file I/O and commands, on threads of
+    /// their own; a closing socket's grace timer) is runtime-neutral.
+    #[cfg(feature = "tokio")]
+    pub fn tokio(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.spawner = Spawner::Tokio(runtime);
         self
     }
 

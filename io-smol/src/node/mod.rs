@@ -4,9 +4,10 @@
 //! and performs its effects; each socket attempt is pumped by a task of its
 //! own ([`socket`]). The application holds the public [`handle`] and talks to
 //! the driver over a channel ([`msg`]). What a peer can make the driver log
-//! is bounded by [`log_limit`]; every task runs where [`spawner`] says, and
-//! the sessions of one executor share its [`timers`]. Sessions pace their
-//! handshakes through an [`admission`].
+//! is bounded by [`log_limit`]; every task runs where [`spawner`] says (a smol
+//! executor, or a tokio runtime with its sockets and timers on tokio's
+//! reactor), and the sessions of one smol executor share its [`timers`].
+//! Sessions pace their handshakes through an [`admission`].
 //!
 //! Modules depend on each other in one direction only, along
 //! `handle` → `driver` → `socket` → `msg` → `admission` → `error` → `timers` → `spawner`

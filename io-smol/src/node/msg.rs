@@ -129,7 +129,7 @@ impl Subscriber {
     /// that fits (or when the session ends), and until then every event is
     /// dropped, so the notice sits exactly where the stream has its hole and
     /// says how big it is: nothing is lost silently.
-    pub(super) fn offer(&mut self, event: &Event) -> bool {
+    pub(super) fn offer(&mut self, event: Event) -> bool {
         if !self.flush_lagged() {
             return false;
         }
@@ -138,7 +138,7 @@ impl Subscriber {
             self.dropped += 1;
             return true;
         }
-        self.push(event.clone())
+        self.push(event)
     }
 
     /// Delivers the pending [`Event::Lagged`] notice if there is room;
@@ -221,7 +221,7 @@ mod tests {
         let mut guard = subs.lock().unwrap();
         let sub = &mut guard[0];
         for i in 0..10 {
-            assert!(sub.offer(&Event::Invoke {
+            assert!(sub.offer(Event::Invoke {
                 id: i.to_string(),
                 command: "c".into(),
                 ok: true,
@@ -237,14 +237,14 @@ mod tests {
             .collect();
         assert_eq!(first, ["0", "1", "2"], "the oldest are kept, in order");
         // Room again: the notice comes first, then the event.
-        assert!(sub.offer(&config(true)));
+        assert!(sub.offer(config(true)));
         assert_eq!(
             drain(&rx),
             [Event::Lagged { dropped: 7 }, config(true)],
             "7 dropped, counted once"
         );
         // Nothing pending: no notice.
-        assert!(sub.offer(&config(false)));
+        assert!(sub.offer(config(false)));
         assert_eq!(drain(&rx), [config(false)]);
     }
 
@@ -255,11 +255,11 @@ mod tests {
         let mut guard = subs.lock().unwrap();
         let sub = &mut guard[0];
         for _ in 0..4 {
-            sub.offer(&config(true));
+            sub.offer(config(true));
         }
         // One slot frees: the notice takes it, the event is counted anew.
         rx.try_recv().unwrap();
-        assert!(sub.offer(&config(false)));
+        assert!(sub.offer(config(false)));
         assert_eq!(
             drain(&rx),
             [config(true), Event::Lagged { dropped: 2 }],
@@ -270,6 +270,6 @@ mod tests {
         assert_eq!(drain(&rx), [Event::Lagged { dropped: 1 }]);
         // A closed stream is reported, so the driver forgets it.
         drop(rx);
-        assert!(!sub.offer(&config(true)));
+        assert!(!sub.offer(config(true)));
     }
 }

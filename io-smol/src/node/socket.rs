@@ -15,7 +15,7 @@ use smol::stream::StreamExt as _;
 use super::admission::Admission;
 use super::msg::{Msg, Opened, Outgoing, SocketEvent};
 use crate::store::StateDir;
-use crate::transport;
+use crate::transport::{self, Net};
 
 /// How long a closing socket may take to finish the close handshake.
 pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(3);
@@ -28,6 +28,7 @@ pub(super) async fn socket_task(
     tls: TlsPolicy,
     store: StateDir,
     admission: Admission,
+    net: Net,
     tx: Sender<Msg>,
 ) {
     let report = |ev| {
@@ -49,7 +50,7 @@ pub(super) async fn socket_task(
     };
     // Boxed, and given what only opening needs: the handshake's state is
     // large, and it and those inputs are done with once the socket is open.
-    let opening = Box::pin(async move { transport::open(&url, &tls, &store).await });
+    let opening = Box::pin(async move { transport::open(&url, &tls, &store, net).await });
     let (ws, limit) = match opening.await {
         Ok(opened) => opened,
         Err(e) => return report(SocketEvent::Failed(Box::new(e))).await,

@@ -7,6 +7,9 @@
 //! deadline in a table shared by the executor's sessions; one task keeps a
 //! single async-io timer at the earliest deadline, re-arms it only when the
 //! earliest moves, and wakes whoever is due.
+//!
+//! On tokio a session keeps a tokio sleep of its own: re-arming one is a
+//! change to the runtime's timer wheel, which wakes no thread.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -39,14 +42,17 @@ struct Table {
 }
 
 impl Timers {
-    /// The timers of the executor `spawner` names, started on first use.
-    pub fn of(spawner: &Spawner) -> Timers {
-        match spawner {
-            Spawner::Global => {
+    /// The timers of the smol executor `executor` names (smol's global one
+    /// for `None`), started on first use.
+    pub fn of(executor: Option<&Arc<Executor<'static>>>) -> Timers {
+        match executor {
+            None => {
                 static GLOBAL: OnceLock<Timers> = OnceLock::new();
-                GLOBAL.get_or_init(|| Timers::start(spawner)).clone()
+                GLOBAL
+                    .get_or_init(|| Timers::start(&Spawner::Global))
+                    .clone()
             }
-            Spawner::On(executor) => {
+            Some(executor) => {
                 // One table per executor, found by the executor's address.
                 type Registry = Vec<(Weak<Executor<'static>>, Timers)>;
                 static REGISTRY: Mutex<Registry> = Mutex::new(Vec::new());
@@ -58,7 +64,7 @@ impl Timers {
                 {
                     return t.clone();
                 }
-                let timers = Timers::start(spawner);
+                let timers = Timers::start(&Spawner::On(executor.clone()));
                 registry.push((Arc::downgrade(executor), timers.clone()));
                 timers
             }
@@ -78,8 +84,8 @@ impl Timers {
     }
 
     /// A sleep that never ends until [`Sleep::set_at`] gives it a time.
-    pub fn sleep(&self) -> Sleep {
-        Sleep {
+    pub fn sleep(&self) -> SharedSleep {
+        SharedSleep {
             timers: self.clone(),
             at: None,
             key: None,
@@ -126,18 +132,86 @@ async fn serve(shared: Weak<Shared>, kicked: Receiver<()>) {
     }
 }
 
-/// A session's wake-up at one instant, re-armed with [`Sleep::set_at`].
-pub(super) struct Sleep {
+/// A session's wake-up at one instant, re-armed with [`Sleep::set_at`]:
+/// in its executor's table, or on tokio's timer wheel.
+pub(super) enum Sleep {
+    Shared(SharedSleep),
+    #[cfg(feature = "tokio")]
+    Tokio {
+        /// Made at the first `set_at`, in the runtime's context.
+        sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+        at: Option<Instant>,
+    },
+}
+
+impl Sleep {
+    /// A sleep for a task `spawner` runs, that never ends until
+    /// [`Sleep::set_at`] gives it a time.
+    pub fn on(spawner: &Spawner) -> Sleep {
+        match spawner {
+            #[cfg(feature = "tokio")]
+            Spawner::Tokio(_) => Sleep::Tokio {
+                sleep: None,
+                at: None,
+            },
+            Spawner::Global => Sleep::Shared(Timers::of(None).sleep()),
+            Spawner::On(executor) => Sleep::Shared(Timers::of(Some(executor)).sleep()),
+        }
+    }
+
+    /// Wakes at `at` from now on (never for `None`). Setting the time it
+    /// already waits for changes nothing; once it has ended, setting any
+    /// time arms it again.
+    pub fn set_at(&mut self, at: Option<Instant>) {
+        match self {
+            Sleep::Shared(s) => s.set_at(at),
+            #[cfg(feature = "tokio")]
+            Sleep::Tokio { sleep, at: armed } => {
+                if at == *armed {
+                    return;
+                }
+                *armed = at;
+                if let Some(at) = at {
+                    match sleep {
+                        Some(s) => s.as_mut().reset(at.into()),
+                        None => *sleep = Some(Box::pin(tokio::time::sleep_until(at.into()))),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.get_mut() {
+            Sleep::Shared(s) => Pin::new(s).poll(cx),
+            #[cfg(feature = "tokio")]
+            Sleep::Tokio { sleep, at } => match (sleep, at.is_some()) {
+                (Some(s), true) => {
+                    let ended = s.as_mut().poll(cx);
+                    if ended.is_ready() {
+                        *at = None;
+                    }
+                    ended
+                }
+                _ => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// A wake-up in its executor's table.
+pub(super) struct SharedSleep {
     timers: Timers,
     at: Option<Instant>,
     key: Option<(Instant, u64)>,
 }
 
-impl Sleep {
-    /// Wakes at `at` from now on (never for `None`). Setting the time it
-    /// already waits for changes nothing; once it has ended, setting any
-    /// time arms it again.
-    pub fn set_at(&mut self, at: Option<Instant>) {
+impl SharedSleep {
+    fn set_at(&mut self, at: Option<Instant>) {
         if at != self.at {
             self.remove();
             self.at = at;
@@ -152,7 +226,7 @@ impl Sleep {
     }
 }
 
-impl Future for Sleep {
+impl Future for SharedSleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -191,7 +265,7 @@ impl Future for Sleep {
     }
 }
 
-impl Drop for Sleep {
+impl Drop for SharedSleep {
     fn drop(&mut self) {
         self.remove();
     }
@@ -205,11 +279,8 @@ mod tests {
     #[test]
     fn sleeps_end_in_order_and_rearming_moves_them() {
         let executor = Arc::new(Executor::new());
-        let timers = Timers::of(&Spawner::On(executor.clone()));
-        assert!(Arc::ptr_eq(
-            &Timers::of(&Spawner::On(executor.clone())).0,
-            &timers.0
-        ));
+        let timers = Timers::of(Some(&executor));
+        assert!(Arc::ptr_eq(&Timers::of(Some(&executor)).0, &timers.0));
         smol::future::block_on(executor.run(async {
             let start = Instant::now();
             let mut late = timers.sleep();
@@ -254,7 +325,7 @@ mod tests {
     #[test]
     fn many_sleeps_on_one_grid_instant_all_end() {
         let executor = Arc::new(Executor::new());
-        let timers = Timers::of(&Spawner::On(executor.clone()));
+        let timers = Timers::of(Some(&executor));
         let at = Instant::now() + Duration::from_millis(50);
         let tasks: Vec<_> = (0..200)
             .map(|_| {
