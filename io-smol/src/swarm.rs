@@ -345,7 +345,11 @@ pub async fn run(
         .map(|n| spec.runtime.spawn(n.shutdown()))
         .collect();
     for c in closing {
-        let _ = c.await;
+        if let Err(e) = c.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
     }
     Ok(summary)
 }

@@ -345,6 +345,7 @@ fn the_driver_connects_serves_system_which_and_stops_with_1000() {
 /// sockets and timers on tokio's reactor: after the first connection the
 /// gateway drops it, and the backoff's sleep and the reconnect run on
 /// tokio too.
+#[cfg(feature = "tokio")]
 #[test]
 fn the_driver_runs_on_a_tokio_current_thread_runtime() {
     let runtime = tokio::runtime::Builder::new_current_thread()

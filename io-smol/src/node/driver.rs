@@ -243,8 +243,7 @@ impl Session {
                     .into_iter()
                     .flatten()
                     .min();
-                // Re-armed only when the deadline moves; the executor's
-                // sessions share one reactor timer (`timers`).
+                // Re-armed only when the deadline moves (`timers`).
                 timer.set_at(deadline);
                 // What happens on a wake-up is boxed below, so that an idle
                 // session's task holds only this loop's state, not the largest

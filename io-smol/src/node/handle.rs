@@ -221,8 +221,11 @@ impl NodeBuilder {
     /// time drivers (`enable_all`). On a current-thread runtime one thread
     /// waits for I/O and runs every session, so a wake-up is never handed
     /// from one thread to another: `clawnode swarm` runs its sessions this
-    /// way. What is not per session (file I/O and commands, on threads of
-    /// their own; a closing socket's grace timer) is runtime-neutral.
+    /// way. File I/O and commands run on threads of their own as on smol;
+    /// the rare timers (a closing socket's grace, the 60 s host stats of
+    /// [`NodeBuilder::with_host_stats`]) stay async-io's. The runtime must
+    /// outlive the node: awaiting [`NodeHandle::shutdown`] after it shut
+    /// down panics.
     #[cfg(feature = "tokio")]
     pub fn tokio(mut self, runtime: tokio::runtime::Handle) -> Self {
         self.spawner = Spawner::Tokio(runtime);
@@ -265,7 +268,9 @@ impl NodeBuilder {
     }
 
     /// Loads (or creates) the identity and the stored device token, and
-    /// spawns the session on smol's global executor. Temporary files left
+    /// spawns the session where [`NodeBuilder::executor`] or
+    /// [`NodeBuilder::tokio`] said (smol's global executor if neither did).
+    /// Temporary files left
     /// in the state directory by a killed process are removed first
     /// ([`StateDir::remove_stale_temp_files`]).
     pub fn spawn(self) -> Result<NodeHandle, StartError> {

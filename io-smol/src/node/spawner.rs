@@ -51,8 +51,9 @@ impl Spawner {
 }
 
 /// A spawned task, as smol's behave on either runtime: awaiting it gives
-/// its output (a panic in it resumes in the awaiter), dropping it cancels
-/// it, [`Task::detach`] lets it run on.
+/// its output (a panic in it resumes in the awaiter, as does a runtime
+/// gone before it ended), dropping it cancels it, [`Task::detach`] lets it
+/// run on.
 #[must_use = "a dropped task is cancelled"]
 pub(super) enum Task<T> {
     Smol(smol::Task<T>),
@@ -111,12 +112,11 @@ impl<T> Future for Task<T> {
                     }
                     Err(e) => match e.try_into_panic() {
                         Ok(panic) => std::panic::resume_unwind(panic),
-                        // Cancelled: only ever by its runtime shutting down,
-                        // which ends whatever awaits it too.
-                        Err(_) => {
-                            *slot = None;
-                            Poll::Pending
-                        }
+                        // Only the runtime cancels (it shut down, or was gone
+                        // when the task was spawned): the awaiter may live
+                        // elsewhere and would wait forever. A smol task whose
+                        // executor went panics its awaiter too.
+                        Err(_) => panic!("a node task was cancelled: its tokio runtime shut down"),
                     },
                 }
             }

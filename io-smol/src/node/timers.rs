@@ -1,4 +1,4 @@
-//! One timer for every session on an executor.
+//! The sessions' wake-ups: on a smol executor, one timer for all of them.
 //!
 //! Arming an async-io timer wakes the reactor's thread. A session re-arms
 //! its wake-up after each frame (the next ping waits for a quiet interval),
@@ -171,11 +171,13 @@ impl Sleep {
                     return;
                 }
                 *armed = at;
-                if let Some(at) = at {
-                    match sleep {
-                        Some(s) => s.as_mut().reset(at.into()),
-                        None => *sleep = Some(Box::pin(tokio::time::sleep_until(at.into()))),
+                match (at, sleep.as_mut()) {
+                    (Some(at), Some(s)) => s.as_mut().reset(at.into()),
+                    (Some(at), None) => {
+                        *sleep = Some(Box::pin(tokio::time::sleep_until(at.into())))
                     }
+                    // Off the wheel, so that the old time wakes no one.
+                    (None, _) => *sleep = None,
                 }
             }
         }
@@ -340,5 +342,34 @@ mod tests {
             }
         }));
         assert!(Instant::now() >= at);
+    }
+
+    /// On tokio: a sleep ends once at its time, then waits to be armed
+    /// again; a cleared one never ends.
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn a_tokio_sleep_ends_once_and_a_cleared_one_never() {
+        use tokio::time::timeout;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let spawner = Spawner::Tokio(runtime.handle().clone());
+        runtime.block_on(async {
+            let start = Instant::now();
+            let mut sleep = Sleep::on(&spawner);
+            sleep.set_at(Some(start + Duration::from_millis(20)));
+            (&mut sleep).await;
+            assert!(start.elapsed() >= Duration::from_millis(20));
+            let ms = Duration::from_millis;
+            assert!(timeout(ms(30), &mut sleep).await.is_err(), "ended once");
+            sleep.set_at(Some(Instant::now() + ms(10)));
+            sleep.set_at(None);
+            assert!(timeout(ms(40), &mut sleep).await.is_err(), "cleared");
+            let again = Instant::now();
+            sleep.set_at(Some(again + ms(10)));
+            (&mut sleep).await;
+            assert!(again.elapsed() >= ms(10));
+        });
     }
 }
