@@ -348,10 +348,7 @@ fn the_driver_connects_serves_system_which_and_stops_with_1000() {
 #[cfg(feature = "tokio")]
 #[test]
 fn the_driver_runs_on_a_tokio_current_thread_runtime() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = crate::testutil::current_thread_runtime();
     let handle = runtime.handle().clone();
     let (stop, stopped) = smol::channel::bounded::<()>(1);
     let thread = std::thread::spawn(move || {

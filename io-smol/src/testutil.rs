@@ -227,3 +227,13 @@ pub(crate) async fn drain_until_closed(ws: &mut GwSocket) -> Option<u16> {
         }
     }
 }
+
+/// A tokio current-thread runtime with its I/O and time drivers, as a
+/// node on tokio needs.
+#[cfg(feature = "tokio")]
+pub fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
