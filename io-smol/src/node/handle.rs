@@ -226,6 +226,31 @@ impl NodeBuilder {
     /// [`NodeBuilder::with_host_stats`]) stay async-io's. The runtime must
     /// outlive the node: awaiting [`NodeHandle::shutdown`] after it shut
     /// down panics.
+    ///
+    /// ```no_run
+    /// use clawnode_smol::core::{Credentials, Secret, SessionConfig, TlsPolicy};
+    /// use clawnode_smol::{NodeBuilder, StateDir};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = tokio::runtime::Builder::new_current_thread()
+    ///     .enable_all()
+    ///     .build()?;
+    /// let pins = TlsPolicy::pinned(["sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"])?;
+    /// let config = SessionConfig::parse("wss://gateway.example:18789", pins)?
+    ///     .with_credentials(Credentials { token: Some(Secret::new("T")), ..Default::default() });
+    /// let mut builder = NodeBuilder::new(config, StateDir::default_location()?)
+    ///     .with_system_which()
+    ///     .tokio(runtime.handle().clone());
+    /// let events = builder.events();
+    /// let node = builder.spawn()?;
+    /// runtime.block_on(async {
+    ///     while let Ok(event) = events.recv().await {
+    ///         println!("{event}");
+    ///     }
+    ///     node.shutdown().await;
+    /// });
+    /// # Ok(()) }
+    /// ```
     #[cfg(feature = "tokio")]
     pub fn tokio(mut self, runtime: tokio::runtime::Handle) -> Self {
         self.spawner = Spawner::Tokio(runtime);
