@@ -94,6 +94,24 @@ impl Event {
     }
 }
 
+/// As [`from_notification`], taking the notification: a gateway event's
+/// payload, a tree of allocations, moves instead of being copied.
+#[cfg(feature = "smol")]
+pub(crate) fn into_event(n: Notification) -> Option<Event> {
+    match n {
+        Notification::GatewayEvent {
+            event,
+            payload,
+            seq,
+        } => Some(Event::GatewayEvent {
+            event,
+            payload,
+            seq,
+        }),
+        other => from_notification(&other),
+    }
+}
+
 pub(crate) fn from_notification(n: &Notification) -> Option<Event> {
     Some(match n {
         Notification::Connected {

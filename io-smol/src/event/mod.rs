@@ -9,5 +9,7 @@ mod json;
 mod model;
 
 #[cfg(feature = "smol")]
-pub(crate) use from_core::{disconnect_code, from_notification};
+pub(crate) use from_core::disconnect_code;
+#[cfg(feature = "smol")]
+pub(crate) use from_core::into_event;
 pub use model::{DisconnectCode, Event};

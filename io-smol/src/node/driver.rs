@@ -686,7 +686,7 @@ impl Session {
                     let _ = reply.try_send(result.map_err(RequestFailure::from));
                 }
             }
-            Effect::Notify(n) => self.notify(&n),
+            Effect::Notify(n) => self.notify(n),
         }
     }
 

@@ -11,8 +11,8 @@ use crate::event;
 use crate::node::log_limit::clip;
 
 impl Session {
-    pub(super) fn notify(&mut self, n: &Notification) {
-        match n {
+    pub(super) fn notify(&mut self, n: Notification) {
+        match &n {
             Notification::Connected {
                 attempt,
                 conn_id,
@@ -89,7 +89,7 @@ impl Session {
             }
             other => tracing::debug!(notification = ?other, "notification"),
         }
-        if let Some(e) = event::from_notification(n) {
+        if let Some(e) = event::into_event(n) {
             self.emit(e);
         }
     }
