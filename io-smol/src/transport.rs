@@ -16,10 +16,9 @@ use crate::tls::{self, TlsAttempt, Trust};
 
 /// Whose reactor a socket registers with: the task that reads it must run
 /// where that reactor is driven.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) enum Net {
     /// async-io's, which smol's executors use.
-    #[default]
     AsyncIo,
     /// The current tokio runtime's.
     #[cfg(feature = "tokio")]
@@ -41,7 +40,7 @@ pub(crate) enum Io {
 
 /// Forwards the byte-stream traits to whichever stream a value holds.
 macro_rules! forward_io {
-    ($ty:ident { $($arm:pat => $inner:expr),+ $(,)? }) => {
+    ($ty:ident { $($(#[$cfg:meta])* $arm:pat => $inner:expr),+ $(,)? }) => {
         impl AsyncRead for $ty {
             fn poll_read(
                 self: StdPin<&mut Self>,
@@ -49,7 +48,7 @@ macro_rules! forward_io {
                 buf: &mut [u8],
             ) -> Poll<std::io::Result<usize>> {
                 match self.get_mut() {
-                    $($arm => StdPin::new($inner).poll_read(cx, buf),)+
+                    $($(#[$cfg])* $arm => StdPin::new($inner).poll_read(cx, buf),)+
                 }
             }
         }
@@ -61,29 +60,30 @@ macro_rules! forward_io {
                 buf: &[u8],
             ) -> Poll<std::io::Result<usize>> {
                 match self.get_mut() {
-                    $($arm => StdPin::new($inner).poll_write(cx, buf),)+
+                    $($(#[$cfg])* $arm => StdPin::new($inner).poll_write(cx, buf),)+
                 }
             }
 
             fn poll_flush(self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
                 match self.get_mut() {
-                    $($arm => StdPin::new($inner).poll_flush(cx),)+
+                    $($(#[$cfg])* $arm => StdPin::new($inner).poll_flush(cx),)+
                 }
             }
 
             fn poll_close(self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
                 match self.get_mut() {
-                    $($arm => StdPin::new($inner).poll_close(cx),)+
+                    $($(#[$cfg])* $arm => StdPin::new($inner).poll_close(cx),)+
                 }
             }
         }
     };
 }
 
-#[cfg(not(feature = "tokio"))]
-forward_io!(Tcp { Tcp::AsyncIo(s) => s });
-#[cfg(feature = "tokio")]
-forward_io!(Tcp { Tcp::AsyncIo(s) => s, Tcp::Tokio(s) => s });
+forward_io!(Tcp {
+    Tcp::AsyncIo(s) => s,
+    #[cfg(feature = "tokio")]
+    Tcp::Tokio(s) => s,
+});
 forward_io!(Io { Io::Plain(s) => s, Io::Tls(s) => s.as_mut() });
 
 pub(crate) type Ws = WebSocketStream<Limited<Io>>;
