@@ -107,6 +107,7 @@ mod invokes;
 mod notification;
 mod options;
 mod outbox;
+mod payload;
 mod pin;
 mod policy;
 mod recent;
@@ -133,6 +134,7 @@ pub use notification::{
     DisconnectReason, DropReason, InvokeRefusal, Notification, PauseKind, PauseReason,
 };
 pub use options::{Limits, NodeOptions, Timeouts};
+pub use payload::EventPayload;
 pub use pin::{Pin, PinError, PinSet};
 pub use state::NodeState;
 pub use status::{Counters, Phase, Status};

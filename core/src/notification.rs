@@ -6,10 +6,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use serde_json::Value;
-
 use crate::frame::GatewayError;
 use crate::input::{AttemptId, SocketError};
+use crate::payload::EventPayload;
 use crate::pin::Pin;
 
 /// Something that happened, for the application and the person watching.
@@ -58,8 +57,8 @@ pub enum Notification {
     GatewayEvent {
         /// The event name.
         event: String,
-        /// Its payload.
-        payload: Option<Value>,
+        /// Its payload, as the gateway wrote it.
+        payload: Option<EventPayload>,
         /// Its seq.
         seq: Option<u64>,
     },

@@ -1310,6 +1310,46 @@ fn garbage_frames_are_reported_and_do_not_disrupt_the_session() {
     assert_eq!(sim.node.status().phase, Phase::Connected);
 }
 
+/// Events the core does not handle reach the application as the gateway
+/// wrote them: the payload's text, not a re-encoding, and one nested too
+/// deep for a `Value` too (the application finds that out if it reads it).
+/// A `null` payload reads as none, as a missing one does.
+#[test]
+fn gateway_events_are_handed_on_with_the_payload_text_as_sent() {
+    let mut sim = connected(GatewayConfig::default(), loopback_config());
+    let mark = sim.mark();
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let payloads = [r#"{ "a": [1, 2.50], "b": "\u00e9" }"#, "null", "7", &deep];
+    for (seq, p) in payloads.iter().enumerate() {
+        sim.gw_send_raw(&format!(
+            r#"{{"type":"event","event":"e{seq}","payload":{p}}}"#
+        ));
+    }
+    sim.gw_send_raw(r#"{"type":"event","event":"bare"}"#);
+    sim.run_for(secs(1));
+    let got: Vec<(String, Option<String>)> = sim
+        .effects_since(mark)
+        .filter_map(|e| match e {
+            Effect::Notify(Notification::GatewayEvent { event, payload, .. }) => {
+                Some((event.clone(), payload.as_ref().map(|p| p.get().to_owned())))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut want: Vec<(String, Option<String>)> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("e{i}"), Some(p.to_string()).filter(|p| p != "null")))
+        .collect();
+    want.push(("bare".into(), None));
+    assert_eq!(got, want);
+    let rejected = sim.count_since(mark, |e| {
+        matches!(e, Effect::Notify(Notification::FrameRejected { .. }))
+    });
+    assert_eq!(rejected, 0);
+    assert_eq!(sim.connected_count(), 1);
+}
+
 #[test]
 fn a_gateway_that_drops_unfinished_handshakes_is_retried() {
     let gw = GatewayConfig {

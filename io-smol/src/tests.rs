@@ -732,7 +732,9 @@ fn an_unread_event_stream_stays_bounded_and_reports_what_it_missed() {
         assert_eq!(events.len(), buffer, "the stream is full, not larger");
         let kept: Vec<u64> = std::iter::from_fn(|| events.try_recv().ok())
             .map(|e| match e {
-                Event::GatewayEvent { payload, .. } => payload.unwrap()["i"].as_u64().unwrap(),
+                Event::GatewayEvent { payload, .. } => {
+                    payload.unwrap().to_value().unwrap()["i"].as_u64().unwrap()
+                }
                 other => panic!("{other:?}"),
             })
             .collect();

@@ -12,11 +12,12 @@ use serde_json::Value;
 use crate::config::SessionConfig;
 use crate::conn::{Admitted, Conn};
 use crate::effect::Effect;
-use crate::frame::{self, GatewayError, Inbound, Payload};
+use crate::frame::{self, GatewayError, Inbound, Key::Scalar, Payload};
 use crate::handshake::{self, Challenge, HelloOk};
 use crate::input::AttemptId;
 use crate::invokes::Scope;
 use crate::notification::{DisconnectReason, Notification};
+use crate::payload::EventPayload;
 use crate::policy::{self, AuthContext, Verdict};
 use crate::time::{Time, millis};
 use crate::{MAX_PROTOCOL, MIN_PROTOCOL, NODE_ROLE};
@@ -282,29 +283,17 @@ impl NodeState {
                         invokes.on_cancel(scope, now, attempt, payload.and_then(|p| p.raw()));
                     }
                     _ => {
-                        // Handed on whole, so read into a `Value`; one too
-                        // deep for that is refused, never passed on empty.
-                        let payload =
-                            match payload.and_then(|p| p.raw()).map(frame::value).transpose() {
-                                Ok(p) => p,
-                                Err(e) => {
-                                    return self.out.reject(
-                                        attempt,
-                                        format!("event {event:?} with an unreadable payload: {e}"),
-                                    );
-                                }
-                            };
+                        // Handed on as the gateway wrote it (`EventPayload`).
+                        let raw = payload.and_then(|p| p.raw());
                         if event == "shutdown" {
-                            let wait = payload
-                                .as_ref()
-                                .and_then(|p| p.get("restartExpectedMs"))
-                                .and_then(Value::as_u64)
-                                .map(Duration::from_millis)
-                                .unwrap_or(Duration::ZERO);
+                            let [wait] =
+                                frame::payload_members(raw, &[Scalar("restartExpectedMs")]);
+                            let wait = Duration::from_millis(wait.uint().unwrap_or(0));
                             if let Conn::Admitted(a) = &mut self.conn {
                                 a.restart_expected = Some(wait);
                             }
                         }
+                        let payload = raw.map(EventPayload::from_raw);
                         self.out.notify(Notification::GatewayEvent {
                             event: event.into_owned(),
                             payload,

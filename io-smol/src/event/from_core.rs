@@ -95,7 +95,7 @@ impl Event {
 }
 
 /// As [`from_notification`], taking the notification: a gateway event's
-/// payload, a tree of allocations, moves instead of being copied.
+/// payload moves instead of being copied.
 #[cfg(feature = "smol")]
 pub(crate) fn into_event(n: Notification) -> Option<Event> {
     match n {

@@ -1,7 +1,7 @@
 //! The `--events json` line format, defined once by the serde wire form
 //! below; `io-smol/README.md` documents it and the tests pin it to that.
 
-use clawnode_core::Pin;
+use clawnode_core::{EventPayload, Pin};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
@@ -93,7 +93,7 @@ enum Wire<'a> {
     GatewayEvent {
         // `event` is the line's tag.
         name: &'a str,
-        payload: Option<&'a Value>,
+        payload: Option<&'a EventPayload>,
         seq: Option<u64>,
     },
     Lagged {
@@ -325,7 +325,7 @@ mod tests {
             (
                 Event::GatewayEvent {
                     event: "presence".into(),
-                    payload: Some(serde_json::json!({"n": 1})),
+                    payload: Some(EventPayload::try_from(r#"{"n":1}"#).unwrap()),
                     seq: Some(9),
                 },
                 r#"{"event":"gateway_event","name":"presence","payload":{"n":1},"seq":9,"ts":7}"#,

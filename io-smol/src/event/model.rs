@@ -2,8 +2,7 @@
 
 use std::fmt;
 
-use clawnode_core::Pin;
-use serde_json::Value;
+use clawnode_core::{EventPayload, Pin};
 
 /// Why an attempt ended, as a code: the WebSocket close code when the
 /// socket closed, else a short upper-case code.
@@ -106,7 +105,7 @@ pub enum Event {
         /// The event name.
         event: String,
         /// Its payload.
-        payload: Option<Value>,
+        payload: Option<EventPayload>,
         /// Its seq.
         seq: Option<u64>,
     },

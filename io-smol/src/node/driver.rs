@@ -195,7 +195,7 @@ impl Session {
     fn emit(&self, event: Event) {
         let mut subs = self.subscribers.lock().expect("not poisoned");
         // A copy for each stream but the last, which takes the event itself:
-        // a gateway event's payload is a tree of allocations.
+        // a gateway event's payload may be kilobytes.
         let last = subs.len().saturating_sub(1);
         let mut event = Some(event);
         let mut i = 0;
