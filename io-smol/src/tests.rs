@@ -425,6 +425,157 @@ fn connects_serves_system_which_and_stops(on: impl FnOnce(NodeBuilder) -> NodeBu
     });
 }
 
+/// The gateway's pings and its pongs to ours reach the core without a
+/// message each (the socket stamps them, the session takes the stamp when
+/// it wakes): a gateway that answers stays connected, one that pings often
+/// is not pinged back, and one that goes silent is closed with 4000.
+#[test]
+fn heard_pings_and_pongs_keep_the_session_and_silence_ends_it() {
+    use async_tungstenite::tungstenite::Message;
+    use clawnode_core::NodeOptions;
+    use smol::future::FutureExt as _;
+    use smol::stream::StreamExt as _;
+    use std::time::Instant;
+
+    /// Reads for `d`, answering the node's pings (tungstenite does, on
+    /// read) and sending one of ours every `ping_every`; the node's pings.
+    async fn serve(ws: &mut GwSocket, d: Duration, ping_every: Option<Duration>) -> usize {
+        let end = Instant::now() + d;
+        let mut pings = 0;
+        let mut next_ping = Instant::now();
+        while Instant::now() < end {
+            if let Some(every) = ping_every
+                && Instant::now() >= next_ping
+            {
+                ws.send(Message::Ping(Default::default())).await.unwrap();
+                next_ping += every;
+            }
+            let wake = next_ping.min(end);
+            let read = async { Some(ws.next().await) };
+            let timeout = async {
+                smol::Timer::at(wake).await;
+                None
+            };
+            match read.or(timeout).await {
+                Some(Some(Ok(Message::Ping(_)))) => pings += 1,
+                Some(Some(Ok(Message::Close(_)) | Err(_)) | None) => panic!("the node left"),
+                _ => {}
+            }
+        }
+        pings
+    }
+
+    let gw = FakeGateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = NodeOptions::with_seed(1);
+    options.timeouts.ping_interval = Duration::from_millis(300);
+    options.timeouts.pong = Some(Duration::from_millis(300));
+    let mut builder =
+        NodeBuilder::new(node_config(&gw.url()), StateDir::new(dir.path())).options(options);
+    let events = builder.events();
+    let _node = builder.spawn().unwrap();
+    smol::block_on(async {
+        let mut ws = accept_connected(&gw, &events).await;
+        // Quiet but answering: the node pings on its whole-second grid and
+        // takes the pongs as proof of life.
+        let answered = serve(&mut ws, Duration::from_millis(3500), None).await;
+        assert!(answered >= 2, "{answered} pings in 3.5 s");
+        // Pinging every 100 ms: proof enough, the node does not ping.
+        let while_pinged = serve(
+            &mut ws,
+            Duration::from_millis(2500),
+            Some(Duration::from_millis(100)),
+        )
+        .await;
+        assert!(while_pinged <= 1, "{while_pinged} pings while pinged");
+        while let Ok(e) = events.try_recv() {
+            assert!(!matches!(e, Event::Disconnected { .. }), "{e:?}");
+        }
+        // Silent: not even read, so the node's next ping goes unanswered.
+        let silent = Instant::now();
+        let closed = next_event(&events, |e| matches!(e, Event::Disconnected { .. })).await;
+        assert!(
+            matches!(&closed, Event::Disconnected { code: crate::DisconnectCode::Close(4000), reason, .. } if reason == "pong timeout"),
+            "{closed:?}"
+        );
+        assert!(
+            silent.elapsed() < Duration::from_millis(2500),
+            "{:?}",
+            silent.elapsed()
+        );
+        drop(ws);
+    });
+}
+
+/// A peer that floods pings cannot hold the executor: the socket reads
+/// them without waking the session for each, and yields now and then, so
+/// an invoke sent in the middle of the flood is answered during it.
+#[test]
+fn a_ping_flood_does_not_hold_the_executor() {
+    use async_tungstenite::tungstenite::Message;
+    use smol::stream::StreamExt as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    let gw = FakeGateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut builder =
+        NodeBuilder::new(node_config(&gw.url()), StateDir::new(dir.path())).with_system_which();
+    let events = builder.events();
+    let node = builder.spawn().unwrap();
+    let ws = smol::block_on(accept_connected(&gw, &events));
+    let (mut sink, mut stream) = ws.split();
+    let flooding = std::sync::Arc::new(AtomicBool::new(true));
+    let still = flooding.clone();
+    // The flood runs on a thread of its own, not on the node's executor.
+    let flood = std::thread::spawn(move || {
+        smol::block_on(async {
+            let mut sent = 0u64;
+            while still.load(Ordering::Relaxed) {
+                sink.send(Message::Ping(Default::default())).await.unwrap();
+                sent += 1;
+                if sent == 2000 {
+                    sink.send(Message::text(
+                        json!({"type":"event","event":"node.invoke.request","payload":{
+                            "id":"inv-f","nodeId":"n","command":"system.which",
+                            "paramsJSON":"{\"bins\":[\"sh\"]}","timeoutMs":5000}})
+                        .to_string(),
+                    ))
+                    .await
+                    .unwrap();
+                }
+            }
+            sent
+        })
+    });
+    let started = Instant::now();
+    let answer = smol::block_on(within(async {
+        loop {
+            match stream.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                    if v["method"] == "node.invoke.result" {
+                        return v;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the node left: {other:?}"),
+            }
+        }
+    }));
+    let took = started.elapsed();
+    flooding.store(false, Ordering::Relaxed);
+    let sent = flood.join().unwrap();
+    assert_eq!(answer["params"]["id"], "inv-f", "{answer}");
+    assert_eq!(answer["params"]["ok"], true, "{answer}");
+    assert!(sent > 2000, "{sent} pings sent");
+    println!(
+        "MEASURE ping_flood answered_after_ms={} pings={sent}",
+        took.as_millis()
+    );
+    assert_eq!(node.status().session.phase, clawnode_core::Phase::Connected);
+}
+
 #[test]
 fn requests_and_events_round_trip_and_are_refused_while_disconnected() {
     let gw = FakeGateway::start();

@@ -21,7 +21,9 @@ use smol::future::FutureExt as _;
 
 use super::admission::{Admission, Slot};
 use super::error::RequestFailure;
-use super::msg::{Command, Msg, Opened, Outgoing, Reply, SocketEvent, Subscribers, WRITE_QUEUE};
+use super::msg::{
+    Command, Heard, Msg, Opened, Outgoing, Reply, SocketEvent, Subscribers, WRITE_QUEUE,
+};
 use super::socket::{CLOSE_GRACE, socket_task};
 use super::spawner::{Spawner, Task};
 use super::timers::Sleep;
@@ -120,6 +122,8 @@ struct SocketSlot {
     /// Told each time a frame of this socket was handled: until admission
     /// the socket reads the next frame only then.
     handled: Option<Sender<()>>,
+    /// When the socket last heard a ping or pong, taken on each wake-up.
+    heard: Heard,
 }
 
 /// A command handler's task: dropping it cancels the invoke.
@@ -255,6 +259,7 @@ impl Session {
                         Wake::Timer
                     })
                     .await;
+                self.take_heard();
                 let mut handled = 0;
                 if let Wake::Msg(m) = wake {
                     let step = Box::pin(self.handle(m));
@@ -347,7 +352,7 @@ impl Session {
         let now = self.now();
         match msg {
             Msg::Socket(attempt, ev) => {
-                let read = matches!(ev, SocketEvent::Frame(_) | SocketEvent::Heard);
+                let read = matches!(ev, SocketEvent::Frame(_));
                 self.socket_event(now, attempt, ev);
                 if read {
                     // Its effects (a raised frame limit among them) first,
@@ -395,6 +400,19 @@ impl Session {
         self.drain().await;
     }
 
+    /// Tells the core of the pings and pongs its sockets heard since the
+    /// last wake-up, each at the time it was heard: before anything else
+    /// this wake-up brings, so that a deadline that fell due after a pong
+    /// is judged with the pong known. A pong has no effect of its own.
+    fn take_heard(&mut self) {
+        for (&attempt, slot) in &self.sockets {
+            if let Some(at) = slot.heard.take() {
+                let at = self.clock.time_of(at);
+                self.node.handle_input(at, Input::Pong { attempt });
+            }
+        }
+    }
+
     fn socket_event(&mut self, now: Time, attempt: AttemptId, ev: SocketEvent) {
         let input = match ev {
             SocketEvent::Queued => {
@@ -421,7 +439,6 @@ impl Session {
                 Input::SocketOpened { attempt }
             }
             SocketEvent::Frame(text) => return self.node.handle_frame(now, attempt, &text),
-            SocketEvent::Heard => Input::Pong { attempt },
             SocketEvent::Closed { code, reason } => {
                 self.sockets.remove(&attempt);
                 Input::SocketClosed {
@@ -557,13 +574,14 @@ impl Session {
                     Some(a) => a.clone(),
                     None => Admission::for_gateway(&url),
                 };
+                let heard = Heard::default();
                 let task = self.spawner.spawn(socket_task(
                     attempt,
                     url,
                     tls,
                     self.store.clone(),
                     admission,
-                    self.spawner.net(),
+                    (self.spawner.net(), heard.clone()),
                     self.tx.clone(),
                 ));
                 self.sockets.insert(
@@ -574,6 +592,7 @@ impl Session {
                         limit: None,
                         handshake: None,
                         handled: None,
+                        heard,
                     },
                 );
             }

@@ -2,8 +2,9 @@
 //! tasks' reports and finished invokes, all over one channel so the driver
 //! handles them in arrival order.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Utf8Bytes;
 use clawnode_core::{AttemptId, InvokeOutcome, SessionConfig, SocketError};
@@ -68,6 +69,41 @@ pub(super) struct Opened {
     pub slot: Slot,
 }
 
+/// When a socket last heard a WebSocket ping or pong from the gateway.
+///
+/// Those only prove the gateway alive, and the session needs that proof
+/// only when its next deadline comes (a ping due, a pong awaited): the
+/// socket task stamps the time here, and the session takes it at its next
+/// wake-up, instead of being woken for each. That is most of what an idle
+/// session hears: the gateway's pings, and the pongs to ours.
+#[derive(Clone, Default)]
+pub(super) struct Heard(Arc<AtomicU64>);
+
+impl Heard {
+    /// The gateway was heard now.
+    pub fn mark(&self) {
+        let ms = u64::try_from(origin().elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        // Nothing else is published through it: relaxed is enough.
+        self.0.store(ms + 1, Ordering::Relaxed);
+    }
+
+    /// When the gateway was last heard, if it was since the last take; up
+    /// to a millisecond early, never late.
+    pub fn take(&self) -> Option<Instant> {
+        match self.0.swap(0, Ordering::Relaxed) {
+            0 => None,
+            ms => Some(origin() + Duration::from_millis(ms - 1)),
+        }
+    }
+}
+
+/// What [`Heard`] counts from: one origin for the process, so that a stamp
+/// is one word, with no clock beside it in every socket.
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
 /// What a socket task reports about its socket.
 pub(super) enum SocketEvent {
     /// Waiting for a handshake slot before opening.
@@ -79,8 +115,6 @@ pub(super) enum SocketEvent {
     /// A text frame, as the WebSocket read it: the core borrows it, so it
     /// is never copied.
     Frame(Utf8Bytes),
-    /// A pong or a ping from the gateway: it is alive.
-    Heard,
     Closed {
         code: Option<u16>,
         reason: String,

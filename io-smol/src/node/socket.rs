@@ -13,22 +13,28 @@ use smol::future::FutureExt as _;
 use smol::stream::StreamExt as _;
 
 use super::admission::Admission;
-use super::msg::{Msg, Opened, Outgoing, SocketEvent};
+use super::msg::{Heard, Msg, Opened, Outgoing, SocketEvent};
 use crate::store::StateDir;
 use crate::transport::{self, Net};
 
 /// How long a closing socket may take to finish the close handshake.
 pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
+/// After this many control frames read in a row without waiting, the
+/// reader yields, so that a peer flooding pings cannot hold the executor's
+/// thread (a smol reactor, unlike tokio's, sets no budget).
+const CONTROL_STREAK: u32 = 16;
+
 /// Opens the socket of one attempt and pumps it until it ends, reporting
-/// everything to the session tagged with `attempt`.
+/// everything to the session tagged with `attempt`, except the gateway's
+/// pings and pongs, which it stamps on `heard`.
 pub(super) async fn socket_task(
     attempt: AttemptId,
     url: GatewayUrl,
     tls: TlsPolicy,
     store: StateDir,
     admission: Admission,
-    net: Net,
+    (net, heard): (Net, Heard),
     tx: Sender<Msg>,
 ) {
     let report = |ev| {
@@ -76,11 +82,13 @@ pub(super) async fn socket_task(
         // one goes when the frame does. So a 14 KiB hello-ok does not stay
         // as every session's read buffer (bytes' `BytesMut::reserve`).
         let mut last: Option<Utf8Bytes> = None;
+        let mut streak = 0;
         loop {
             let next = receiver.next();
             let mut next = std::pin::pin!(next);
             let first = smol::future::poll_once(&mut next).await;
             drop(last.take());
+            streak = if first.is_some() { streak + 1 } else { 0 };
             let read = match first {
                 Some(read) => read,
                 None => next.await,
@@ -120,9 +128,10 @@ pub(super) async fn socket_task(
                 // a gateway that pings often is rarely pinged back
                 // (docs/protocol.md §5). tungstenite answers them itself.
                 Some(Ok(Message::Pong(_) | Message::Ping(_))) => {
-                    report(SocketEvent::Heard).await;
-                    if handled_rx.recv().await.is_err() {
-                        std::future::pending::<()>().await;
+                    heard.mark();
+                    if streak >= CONTROL_STREAK {
+                        streak = 0;
+                        smol::future::yield_now().await;
                     }
                 }
                 Some(Ok(_)) => {}
