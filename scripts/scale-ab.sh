@@ -36,5 +36,9 @@ PY
 (side "$a" A) & pa=$!
 sleep 2
 (side "$b" B) & pb=$!
-wait $pa
-wait $pb
+trap 'kill $pa $pb 2>/dev/null' INT TERM
+# Both sides end (and stop their gateways) before the script does.
+rc=0
+wait $pa || rc=$?
+wait $pb || rc=$?
+exit $rc

@@ -67,7 +67,9 @@ impl fmt::Display for EventPayload {
     }
 }
 
-/// Writes the JSON text as it is, not as a string.
+/// Writes the JSON text, not a string of it: as it is to a serde_json
+/// writer (`to_string`, `to_writer`); into a `Value` (`to_value`) it is
+/// parsed, and fails as [`EventPayload::to_value`] does.
 impl Serialize for EventPayload {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(serializer)

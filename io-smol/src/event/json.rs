@@ -10,13 +10,31 @@ use super::model::{DisconnectCode, Event};
 impl Event {
     /// One JSON object: `ts` (milliseconds since the Unix epoch), `event`,
     /// and the event's fields in camelCase.
+    ///
+    /// A gateway event's payload nested deeper than a `Value` may be (128
+    /// levels) goes out as a string holding its JSON text.
     pub fn to_json(&self, ts_ms: u64) -> Value {
-        let line = Line {
-            ts: ts_ms,
-            event: Wire::from(self),
-        };
-        // Only maps with non-string keys fail to convert; the wire form has none.
-        serde_json::to_value(line).expect("an event converts to JSON")
+        let line = |event| Line { ts: ts_ms, event };
+        // Only a payload too deep for a `Value` fails to convert (the wire
+        // form has no map with non-string keys).
+        serde_json::to_value(line(Wire::from(self))).unwrap_or_else(|_| {
+            let Event::GatewayEvent {
+                event,
+                payload,
+                seq,
+            } = self
+            else {
+                unreachable!("only a gateway event's payload can fail to convert")
+            };
+            let wire = Wire::GatewayEvent {
+                name: event,
+                payload: None,
+                seq: *seq,
+            };
+            let mut v = serde_json::to_value(line(wire)).expect("no payload converts");
+            v["payload"] = payload.as_ref().map(|p| p.get().into()).unwrap_or_default();
+            v
+        })
     }
 
     /// One `--events json` line, without the newline: what `clawnode run
@@ -344,6 +362,28 @@ mod tests {
             ),
         ];
         cases.into_iter().map(|(e, l)| (e, l.to_owned())).collect()
+    }
+
+    /// A payload is written compactly whatever its spacing, and one too
+    /// deep for a `Value` goes out as its JSON text in a string, never a
+    /// panic: the line is one line either way.
+    #[test]
+    fn payloads_make_one_line_however_they_are_spaced_or_nested() {
+        let event = |p: &str| Event::GatewayEvent {
+            event: "e".into(),
+            payload: Some(EventPayload::try_from(p).unwrap()),
+            seq: None,
+        };
+        assert_eq!(
+            event("{\n  \"a\": [1,\n 2]\n}").to_json_line(7),
+            r#"{"event":"gateway_event","name":"e","payload":{"a":[1,2]},"seq":null,"ts":7}"#
+        );
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let line = event(&deep).to_json_line(7);
+        assert!(!line.contains('\n'));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["payload"], Value::String(deep), "{line}");
+        assert_eq!(v["name"], "e");
     }
 
     /// The lines stay exactly what they are: a change to the wire form

@@ -272,6 +272,9 @@ impl Session {
                     step.await;
                     handled += 1;
                 }
+                // Again: handling messages may have awaited, and a pong
+                // stamped meanwhile must count before a deadline is judged.
+                self.take_heard();
                 let now = self.now();
                 if self.node.poll_timeout().is_some_and(|t| t <= now) {
                     self.node.handle_timeout(now);

@@ -1,6 +1,7 @@
 //! What the driver task hears: the application's commands, its socket
 //! tasks' reports and finished invokes, all over one channel so the driver
-//! handles them in arrival order.
+//! handles them in arrival order; and, beside it, when each socket last
+//! heard a ping or pong ([`Heard`]), which needs no order.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};

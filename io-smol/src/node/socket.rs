@@ -20,10 +20,11 @@ use crate::transport::{self, Net};
 /// How long a closing socket may take to finish the close handshake.
 pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
-/// After this many control frames read in a row without waiting, the
-/// reader yields, so that a peer flooding pings cannot hold the executor's
-/// thread (a smol reactor, unlike tokio's, sets no budget).
-const CONTROL_STREAK: u32 = 16;
+/// After this many frames read in a row without waiting, the reader
+/// yields, so that a peer flooding pings (or binary frames, which are
+/// skipped) cannot hold the executor's thread: a smol reactor, unlike
+/// tokio's, sets no budget.
+const READ_STREAK: u32 = 16;
 
 /// Opens the socket of one attempt and pumps it until it ends, reporting
 /// everything to the session tagged with `attempt`, except the gateway's
@@ -89,6 +90,10 @@ pub(super) async fn socket_task(
             let first = smol::future::poll_once(&mut next).await;
             drop(last.take());
             streak = if first.is_some() { streak + 1 } else { 0 };
+            if streak >= READ_STREAK {
+                streak = 0;
+                smol::future::yield_now().await;
+            }
             let read = match first {
                 Some(read) => read,
                 None => next.await,
@@ -129,10 +134,6 @@ pub(super) async fn socket_task(
                 // (docs/protocol.md §5). tungstenite answers them itself.
                 Some(Ok(Message::Pong(_) | Message::Ping(_))) => {
                     heard.mark();
-                    if streak >= CONTROL_STREAK {
-                        streak = 0;
-                        smol::future::yield_now().await;
-                    }
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
