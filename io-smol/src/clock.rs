@@ -6,6 +6,8 @@
 //! this one once per step and passes the [`Time`] in, which is what keeps
 //! the core deterministic.
 
+#[cfg(feature = "smol")]
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use clawnode_core::Time;
@@ -26,6 +28,16 @@ impl Clock {
         Clock {
             origin: Instant::now(),
         }
+    }
+
+    /// One clock for the whole process, started on first use: for times
+    /// that sessions share or hand between tasks (the driver's ping grid,
+    /// the sockets' ping and pong stamps) as one word, with no clock beside
+    /// each.
+    #[cfg(feature = "smol")]
+    pub(crate) fn process() -> Clock {
+        static PROCESS: OnceLock<Clock> = OnceLock::new();
+        *PROCESS.get_or_init(Clock::new)
     }
 
     /// The current time.

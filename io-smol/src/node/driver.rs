@@ -3,7 +3,7 @@
 //! performs the effects the core asks for.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clawnode_core::{
@@ -123,7 +123,7 @@ struct SocketSlot {
     /// the socket reads the next frame only then.
     handled: Option<Sender<()>>,
     /// When the socket last heard a ping or pong, taken on each wake-up.
-    heard: Heard,
+    heard: Option<Heard>,
 }
 
 /// A command handler's task: dropping it cancels the invoke.
@@ -186,8 +186,7 @@ impl Session {
         if deadline.reason != TimerReason::Ping {
             return at;
         }
-        static GRID: OnceLock<Instant> = OnceLock::new();
-        let origin = *GRID.get_or_init(Instant::now);
+        let origin = Clock::process().instant_of(Time::ZERO);
         let since = at.saturating_duration_since(origin);
         let whole = since.as_secs() + u64::from(since.subsec_nanos() > 0);
         origin + Duration::from_secs(whole)
@@ -409,7 +408,7 @@ impl Session {
     /// is judged with the pong known. A pong has no effect of its own.
     fn take_heard(&mut self) {
         for (&attempt, slot) in &self.sockets {
-            if let Some(at) = slot.heard.take() {
+            if let Some(at) = slot.heard.as_ref().and_then(Heard::take) {
                 let at = self.clock.time_of(at);
                 self.node.handle_input(at, Input::Pong { attempt });
             }
@@ -433,11 +432,13 @@ impl Session {
                     writer,
                     limit,
                     handled,
+                    heard,
                     slot: handshake,
                 } = *opened;
                 slot.writer = Some(writer);
                 slot.limit = Some(limit);
                 slot.handled = Some(handled);
+                slot.heard = Some(heard);
                 slot.handshake = Some(handshake);
                 Input::SocketOpened { attempt }
             }
@@ -577,14 +578,13 @@ impl Session {
                     Some(a) => a.clone(),
                     None => Admission::for_gateway(&url),
                 };
-                let heard = Heard::default();
                 let task = self.spawner.spawn(socket_task(
                     attempt,
                     url,
                     tls,
                     self.store.clone(),
                     admission,
-                    (self.spawner.net(), heard.clone()),
+                    self.spawner.net(),
                     self.tx.clone(),
                 ));
                 self.sockets.insert(
@@ -595,7 +595,7 @@ impl Session {
                         limit: None,
                         handshake: None,
                         handled: None,
-                        heard,
+                        heard: None,
                     },
                 );
             }

@@ -4,16 +4,17 @@
 //! heard a ping or pong ([`Heard`]), which needs no order.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Utf8Bytes;
-use clawnode_core::{AttemptId, InvokeOutcome, SessionConfig, SocketError};
+use clawnode_core::{AttemptId, InvokeOutcome, SessionConfig, SocketError, Time};
 use serde_json::Value;
 use smol::channel::{self, Receiver, Sender, TrySendError};
 
 use super::admission::Slot;
 use super::error::RequestFailure;
+use crate::clock::Clock;
 use crate::event::Event;
 use crate::frame_limit::FrameLimit;
 
@@ -66,6 +67,8 @@ pub(super) struct Opened {
     pub limit: FrameLimit,
     /// Told each time the driver has handled a frame.
     pub handled: Sender<()>,
+    /// Stamped with each ping or pong the socket reads.
+    pub heard: Heard,
     /// The handshake slot, freed at hello-ok or when the socket goes.
     pub slot: Slot,
 }
@@ -83,9 +86,10 @@ pub(super) struct Heard(Arc<AtomicU64>);
 impl Heard {
     /// The gateway was heard now.
     pub fn mark(&self) {
-        let ms = u64::try_from(origin().elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        // Milliseconds on the process clock, plus one: zero is "nothing".
+        let ms = Clock::process().now().as_millis().saturating_add(1);
         // Nothing else is published through it: relaxed is enough.
-        self.0.store(ms + 1, Ordering::Relaxed);
+        self.0.store(ms, Ordering::Relaxed);
     }
 
     /// When the gateway was last heard, if it was since the last take; up
@@ -93,16 +97,9 @@ impl Heard {
     pub fn take(&self) -> Option<Instant> {
         match self.0.swap(0, Ordering::Relaxed) {
             0 => None,
-            ms => Some(origin() + Duration::from_millis(ms - 1)),
+            ms => Some(Clock::process().instant_of(Time::from_millis(ms - 1))),
         }
     }
-}
-
-/// What [`Heard`] counts from: one origin for the process, so that a stamp
-/// is one word, with no clock beside it in every socket.
-fn origin() -> Instant {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    *ORIGIN.get_or_init(Instant::now)
 }
 
 /// What a socket task reports about its socket.

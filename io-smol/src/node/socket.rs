@@ -28,14 +28,15 @@ const READ_STREAK: u32 = 16;
 
 /// Opens the socket of one attempt and pumps it until it ends, reporting
 /// everything to the session tagged with `attempt`, except the gateway's
-/// pings and pongs, which it stamps on `heard`.
+/// pings and pongs, which it stamps on the [`Heard`] it hands over with the
+/// open socket.
 pub(super) async fn socket_task(
     attempt: AttemptId,
     url: GatewayUrl,
     tls: TlsPolicy,
     store: StateDir,
     admission: Admission,
-    (net, heard): (Net, Heard),
+    net: Net,
     tx: Sender<Msg>,
 ) {
     let report = |ev| {
@@ -66,10 +67,12 @@ pub(super) async fn socket_task(
     // driver bounds it to `WRITE_QUEUE` frames.
     let (out_tx, out_rx) = channel::unbounded();
     let (handled_tx, handled_rx) = channel::bounded(1);
+    let heard = Heard::default();
     report(SocketEvent::Opened(Box::new(Opened {
         writer: out_tx,
         limit,
         handled: handled_tx,
+        heard: heard.clone(),
         slot,
     })))
     .await;
