@@ -7,7 +7,7 @@
 # Usage: scripts/scale-ab.sh BIN_A BIN_B [N]   (N default 300)
 #   HOLD=SECS   idle hold (default 90)
 #
-# Runs of one build against itself differ by about 1% here, against 10–30%
+# Runs of one build against itself differ by about 1% here, against 10–50%
 # between runs of `scripts/scale.sh` at different times.
 set -euo pipefail
 export CLAWNODE_LOG=${CLAWNODE_LOG:-warn}
