@@ -172,7 +172,12 @@ mod registry {
 
     /// A registered handler. Shared (`Arc`) because each invoke runs in its own
     /// task, which holds the handler while it runs.
-    pub(crate) type Handler = Arc<dyn Fn(Invocation) -> CommandFuture + Send + Sync>;
+    #[derive(Clone)]
+    pub(crate) struct Handler {
+        call: Arc<dyn Fn(Invocation) -> CommandFuture + Send + Sync>,
+        /// The largest `paramsJSON` it takes, checked before it is parsed.
+        max_params: Option<usize>,
+    }
 
     /// The handlers by command name.
     #[derive(Default)]
@@ -187,8 +192,19 @@ mod registry {
             F: Fn(Invocation) -> Fut + Send + Sync + 'static,
             Fut: Future<Output = Result<Value, CommandError>> + Send + 'static,
         {
-            let handler: Handler = Arc::new(move |inv| Box::pin(handler(inv)));
+            let handler = Handler {
+                call: Arc::new(move |inv| Box::pin(handler(inv))),
+                max_params: None,
+            };
             self.handlers.insert(name.into(), handler);
+        }
+
+        /// Refuses `paramsJSON` longer than `bytes` for `command`, before
+        /// it is parsed.
+        pub(crate) fn limit_params(&mut self, command: &str, bytes: usize) {
+            if let Some(h) = self.handlers.get_mut(command) {
+                h.max_params = Some(bytes);
+            }
         }
 
         /// The handler of `command`.
@@ -218,17 +234,26 @@ mod registry {
         streams: (NodeEvents, Progress, InvokeInput),
     ) -> InvokeOutcome {
         let (events, progress, input) = streams;
-        let params = match params_json.as_deref().map(serde_json::from_str::<Value>) {
+        let params = match params_json.as_deref() {
             None => Ok(Value::Null),
-            Some(Ok(v)) => Ok(v),
-            Some(Err(e)) => Err(CommandError::new(
-                "INVALID_PARAMS",
-                format!("paramsJSON is not JSON: {e}"),
-            )),
+            // The limit holds before parsing: a long document costs nothing.
+            Some(p) if handler.max_params.is_some_and(|max| p.len() > max) => {
+                Err(CommandError::new(
+                    "INVALID_REQUEST",
+                    format!(
+                        "{command}: paramsJSON of {} bytes is over this command's limit of {} bytes",
+                        p.len(),
+                        handler.max_params.unwrap_or_default()
+                    ),
+                ))
+            }
+            Some(p) => serde_json::from_str::<Value>(p).map_err(|e| {
+                CommandError::new("INVALID_PARAMS", format!("paramsJSON is not JSON: {e}"))
+            }),
         };
         let result = match params {
             Ok(params) => {
-                handler(Invocation {
+                (handler.call)(Invocation {
                     id,
                     command,
                     params,

@@ -32,7 +32,7 @@ use clawnode_core::{
 };
 use serde::Deserialize;
 
-use crate::exec::approvals::{AllowEntry, ApprovalsFile, Ask, Security};
+use crate::exec::approvals::{AllowEntry, ApprovalsFile, Ask, Ceiling, Security};
 
 /// How the gateway's certificate is authenticated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -93,6 +93,17 @@ pub struct ExecSettings {
 }
 
 impl ExecSettings {
+    /// The ceiling these settings put on what a gateway may set, naming
+    /// `source`, the config file.
+    pub fn ceiling(&self, source: &Path) -> Ceiling {
+        Ceiling {
+            security: self.security,
+            ask: self.ask,
+            ask_fallback: self.ask_fallback,
+            source: source.display().to_string(),
+        }
+    }
+
     /// Merges these settings into `file`; says whether anything changed.
     pub fn apply(&self, file: &mut ApprovalsFile) -> bool {
         let before = file.clone();

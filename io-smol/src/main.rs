@@ -827,6 +827,16 @@ impl Sources {
                 tracing::info!("exec policy from the config file stored");
             }
         }
+        // The file's [exec] values are also a ceiling a gateway cannot widen
+        // (docs/exec-host.md §11.4); without them, there is none.
+        let ceiling = match (&settings.exec, &self.file) {
+            (Some(exec), Some(path)) => Some(exec.ceiling(path)).filter(|c| !c.is_empty()),
+            _ => None,
+        };
+        let bytes = ceiling.map(|c| serde_json::to_vec_pretty(&c).expect("serialises"));
+        store
+            .store_exec_ceiling(bytes.as_deref())
+            .map_err(|e| format!("cannot store the [exec] ceiling: {e}"))?;
         Ok(config)
     }
 }

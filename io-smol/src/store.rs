@@ -33,6 +33,10 @@ use atomic::{write_new, write_replace};
 
 mod atomic;
 
+/// The largest exec approvals file read: the 1 MiB document a gateway may
+/// send, stored pretty-printed, with room to spare.
+pub const MAX_APPROVALS_FILE: u64 = 4 << 20;
+
 /// A failure to read or write the state directory.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -367,8 +371,51 @@ impl StateDir {
 
     /// The exec approvals document, exactly as stored (its hash is over
     /// these bytes), or `None` when there is none.
+    ///
+    /// A file over 4 MiB is refused unread (as
+    /// corrupt): what the node and a gateway store is far smaller.
     pub fn load_exec_approvals(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(read_optional(&self.exec_approvals_path())?.map(String::into_bytes))
+        let path = self.exec_approvals_path();
+        match std::fs::metadata(&path) {
+            Ok(m) if m.len() > MAX_APPROVALS_FILE => {
+                return Err(StoreError::Corrupt {
+                    path,
+                    reason: format!(
+                        "{} bytes, over the {MAX_APPROVALS_FILE}-byte limit",
+                        m.len()
+                    ),
+                });
+            }
+            _ => {}
+        }
+        Ok(read_optional(&path)?.map(String::into_bytes))
+    }
+
+    /// Where the owner's exec ceiling is kept (see
+    /// [`Ceiling`](crate::exec::approvals::Ceiling)).
+    pub fn exec_ceiling_path(&self) -> PathBuf {
+        self.root.join("exec-ceiling.json")
+    }
+
+    /// The owner's exec ceiling as stored, if any.
+    pub fn load_exec_ceiling(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(read_optional(&self.exec_ceiling_path())?.map(String::into_bytes))
+    }
+
+    /// Replaces the owner's exec ceiling (`None` removes it).
+    pub fn store_exec_ceiling(&self, bytes: Option<&[u8]>) -> Result<(), StoreError> {
+        match bytes {
+            Some(b) => {
+                self.ensure_dir(&self.root)?;
+                write_replace(&self.exec_ceiling_path(), b)
+            }
+            None => match std::fs::remove_file(self.exec_ceiling_path()) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    Err(io_err("removing", &self.exec_ceiling_path())(e))
+                }
+                _ => Ok(()),
+            },
+        }
     }
 
     /// Replaces the exec approvals document atomically, mode 0600.

@@ -363,3 +363,87 @@ mod properties {
         }
     }
 }
+
+// ---- no descendant outlives its run, whatever it does to escape ----------
+
+/// Whether `pid` is a live (non-zombie) process.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 2..];
+            Some(!rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Waits (≤ 2 s) until none of `pids` is alive.
+fn assert_all_gone(pids: &[u32]) {
+    let until = Instant::now() + Duration::from_secs(2);
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            Instant::now() < until,
+            "survived the run: {:?}",
+            pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A script that starts daemons in three ways (`setsid -f`, a double fork
+/// through a subshell, `setsid` in a background job), prints their pids,
+/// then ends with `tail`.
+fn escaping(tail: &str) -> RunSpec {
+    sh(&format!(
+        "setsid -f sh -c 'echo $$; exec sleep 600'; \
+         ( (sleep 600 & echo $!) & ); \
+         setsid sh -c 'echo $$; exec sleep 600' & \
+         sleep 0.3; {tail}"
+    ))
+}
+
+fn pids(stdout: &str) -> Vec<u32> {
+    stdout
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn daemons_that_leave_the_group_die_when_the_run_exits() {
+    for tail in ["exit 0", "exit 3"] {
+        let started = Instant::now();
+        let out = run(&escaping(tail), &Cancel::new());
+        let daemons = pids(&out.stdout);
+        assert_eq!(daemons.len(), 3, "{tail}: {out:?}");
+        assert!(
+            started.elapsed() < DRAIN * 3,
+            "{tail}: {:?}",
+            started.elapsed()
+        );
+        assert_all_gone(&daemons);
+    }
+}
+
+#[test]
+fn daemons_that_leave_the_group_die_at_the_timeout_and_the_cancel() {
+    let spec = RunSpec {
+        timeout: Some(Duration::from_millis(800)),
+        ..escaping("sleep 600")
+    };
+    let out = run(&spec, &Cancel::new());
+    assert!(out.timed_out, "{out:?}");
+    assert_all_gone(&pids(&out.stdout));
+
+    let cancel = Cancel::new();
+    let c = cancel.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(800));
+        c.cancel();
+    });
+    let out = run(&escaping("sleep 600"), &cancel);
+    assert!(out.cancelled, "{out:?}");
+    let daemons = pids(&out.stdout);
+    assert_eq!(daemons.len(), 3, "{out:?}");
+    assert_all_gone(&daemons);
+}

@@ -32,6 +32,8 @@ pub struct NodeOptions {
     pub exit_on_pause: bool,
     /// More arguments after the others.
     pub extra_args: Vec<String>,
+    /// More TOML at the end of the `--config` file (e.g. an `[exec]` table).
+    pub extra_toml: String,
 }
 
 impl NodeOptions {
@@ -77,7 +79,7 @@ impl NodeOptions {
         if !self.display_name.is_empty() {
             t += &format!("display_name = {}\n", q(&self.display_name));
         }
-        t
+        t + &self.extra_toml
     }
 }
 
@@ -234,17 +236,20 @@ impl Node {
     /// `clawnode approvals set ARGS --state-dir` on this node's state, as
     /// its owner would on its host; panics if it fails.
     pub fn set_approvals(&self, args: &[&str]) {
+        self.approvals(&[&["set"], args].concat());
+    }
+
+    /// Runs `clawnode approvals ARGS` on this node's state directory (the
+    /// owner's own command), e.g. `["allow", "/usr/bin/echo"]`.
+    pub fn approvals(&self, args: &[&str]) {
         let out = Command::new(&self.bin)
-            .args(["approvals", "set"])
+            .arg("approvals")
             .args(args)
             .arg("--state-dir")
             .arg(&self.state)
             .output()
-            .expect("clawnode approvals set");
-        assert!(
-            out.status.success(),
-            "clawnode approvals set {args:?}: {out:?}"
-        );
+            .expect("clawnode approvals");
+        assert!(out.status.success(), "clawnode approvals {args:?}: {out:?}");
     }
 
     /// The `--config` file (when [`NodeOptions::use_config_file`]).

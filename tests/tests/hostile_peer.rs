@@ -6,88 +6,16 @@
 //!   are refused at read time (the node's peak memory stays small);
 //! - a repeated invoke id is answered as a repeat, never run twice.
 
-use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod peer;
 
-use clawnode_tests::{Node, NodeOptions, clawnode_bin, sys};
+use std::time::Duration;
+
+use clawnode_tests::{Node, sys};
+use peer::{
+    admit, admit_then, listen, listen_with_headers, node, recv, results, run_request, send,
+};
 use serde_json::{Value, json};
-use tungstenite::handshake::server::{Request, Response};
-use tungstenite::{Message, WebSocket};
-
-type Peer = WebSocket<TcpStream>;
-
-/// A loopback listener; `serve` runs for each connection in turn.
-fn listen(serve: impl Fn(usize, Peer) + Send + 'static) -> u16 {
-    listen_with_headers(0, serve)
-}
-
-/// [`listen`], with `extra` bytes of further headers in the upgrade
-/// response, as a reverse proxy adds them.
-fn listen_with_headers(extra: usize, serve: impl Fn(usize, Peer) + Send + 'static) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for (i, tcp) in listener.incoming().enumerate() {
-            let Ok(tcp) = tcp else { return };
-            // The callback's signature is tungstenite's; its error type is
-            // never built here.
-            #[allow(clippy::result_large_err)]
-            let add = |_: &Request, mut response: Response| {
-                let h = response.headers_mut();
-                for n in 0..extra / 64 {
-                    let name = format!("x-proxy-{n}");
-                    let value = "v".repeat(50);
-                    h.insert(
-                        tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
-                        value.parse().expect("value"),
-                    );
-                }
-                Ok(response)
-            };
-            let Ok(ws) = tungstenite::accept_hdr(tcp, add) else {
-                continue;
-            };
-            serve(i, ws);
-        }
-    });
-    port
-}
-
-fn send(ws: &mut Peer, v: Value) {
-    let _ = ws.send(Message::text(v.to_string()));
-}
-
-fn recv(ws: &mut Peer) -> Option<Value> {
-    loop {
-        match ws.read() {
-            Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).ok(),
-            Ok(_) => {}
-            Err(_) => return None,
-        }
-    }
-}
-
-/// The gateway's side of the handshake, announcing `max_payload`; the
-/// connect request is not verified (this peer is not a gateway).
-fn admit(ws: &mut Peer, max_payload: u64) -> Option<Value> {
-    let ts = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()?
-        .as_millis() as u64;
-    send(
-        ws,
-        json!({"type":"event","event":"connect.challenge","payload":{"nonce":"n","ts":ts}}),
-    );
-    let req = recv(ws)?;
-    send(
-        ws,
-        json!({"type":"res","id":req["id"],"ok":true,"payload":{
-            "type":"hello-ok","protocol":4,"server":{"version":"hostile","connId":"h"},
-            "auth":{"role":"node","scopes":[]},
-            "policy":{"maxPayload":max_payload,"tickIntervalMs":30000}}}),
-    );
-    Some(req)
-}
+use tungstenite::Message;
 
 /// A text frame of `len` bytes: valid JSON, so only its size is wrong.
 fn big(len: usize) -> Message {
@@ -95,13 +23,6 @@ fn big(len: usize) -> Message {
     Message::text(format!(
         r#"{{"type":"event","event":"pad","payload":"{pad}"}}"#
     ))
-}
-
-fn node(port: u16, name: &str) -> Node {
-    Node::spawn(
-        &clawnode_bin(),
-        NodeOptions::new(&format!("ws://127.0.0.1:{port}"), "t", name),
-    )
 }
 
 fn disconnect_reasons(node: &Node) -> Vec<String> {
@@ -259,60 +180,6 @@ fn a_gateway_that_stops_reading_gets_its_socket_failed_not_a_growing_queue() {
         node.dump()
     );
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
-}
-
-/// A peer for the first connection only: admits it, waits for `go` (the
-/// test has set the node's policy), then runs `body` with the node's id.
-fn admit_then(
-    go: std::sync::mpsc::Receiver<()>,
-    body: impl FnOnce(&mut Peer, Value) + Send + 'static,
-) -> u16 {
-    let body = std::sync::Mutex::new(Some(body));
-    listen(move |i, mut ws| {
-        if i > 0 {
-            return;
-        }
-        let Some(req) = admit(&mut ws, 25 << 20) else {
-            return;
-        };
-        let node_id = req["params"]["device"]["id"].clone();
-        if go.recv().is_err() {
-            return;
-        }
-        if let Some(body) = body.lock().ok().and_then(|mut b| b.take()) {
-            body(&mut ws, node_id);
-        }
-    })
-}
-
-/// A `system.run` request for `argv` with `extra` params.
-fn run_request(id: &str, node_id: &Value, argv: &[&str], extra: Value) -> Value {
-    let mut params = json!({"command": argv, "sessionKey": "hostile", "runId": id});
-    if let (Value::Object(p), Value::Object(e)) = (&mut params, extra) {
-        p.extend(e);
-    }
-    json!({"type":"event","event":"node.invoke.request","payload":{
-        "id": id, "nodeId": node_id, "command": "system.run",
-        "paramsJSON": params.to_string(), "timeoutMs": 30_000}})
-}
-
-/// Reads until `n` invoke results arrived (acknowledging each), or the
-/// socket ends; `also` sees every other text frame.
-fn results(ws: &mut Peer, n: usize, mut also: impl FnMut(&Value)) -> Vec<Value> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        let Some(frame) = recv(ws) else { break };
-        if frame["method"] == "node.invoke.result" {
-            send(
-                ws,
-                json!({"type":"res","id":frame["id"],"ok":true,"payload":{}}),
-            );
-            out.push(frame["params"].clone());
-        } else {
-            also(&frame);
-        }
-    }
-    out
 }
 
 /// A peer with no approval machinery at all (no gateway-side guard) sends

@@ -1,11 +1,23 @@
-//! Whether an allowlist covers a command (docs/exec-host.md §3.3).
+//! Whether an allowlist covers a command, and the command that then runs
+//! (docs/exec-host.md §3.3, §11.1).
 //!
-//! Every command the run would start must be covered by an entry: for a
-//! shell wrapper (`sh -c TEXT`, the gateway's `/bin/sh -lc TEXT`) each
-//! command of the text, split at `&&`, `||`, `;` and `|`. The executable is
-//! resolved as the shell would (a path against the working directory, a
-//! bare name on `PATH`) and judged by its real path, so a symlink or a
-//! relative path cannot pose as an allowed program.
+//! Every command the run would start must be covered by an entry. Each
+//! program is resolved once ([`resolve`]) and judged by what it is, never
+//! by the word that named it:
+//! - a plain program by its real path against the entries;
+//! - a system shell ([`Kind::Shell`]) only in the form `SHELL [OPTIONS] -c
+//!   TEXT [ARG0 ARGS...]` with options from a short known-harmless set; its
+//!   own entry covers nothing, each command of TEXT (split at `&&`, `||`,
+//!   `;` and `|`) must be covered instead, nested shells included;
+//! - a dispatch wrapper (`env`, `nice`, `timeout`, `xargs`, `find`, ...) or
+//!   a multi-call binary is never covered: it would run what its arguments
+//!   name.
+//!
+//! What runs is exactly what was judged ([`Judged`]): the held program, with
+//! `argv[0]` its real path, and for a shell, TEXT rewritten so that every
+//! command is named by the real path that was judged (each word quoted), so
+//! neither a login profile's `PATH`, a builtin of the same name nor a file
+//! swapped meanwhile can stand in for it.
 //!
 //! Stricter than the official host, on purpose:
 //! - shell text is only analysed when it is plain words, quotes and those
@@ -13,18 +25,42 @@
 //!   redirections, subshells, backgrounding, `VAR=value` prefixes, comments
 //!   and line breaks leave it uncovered: the run needs `security: full` or
 //!   an operator's approval;
+//! - a shell running a script or its stdin (no `-c`) is not covered;
 //! - entries with an `argPattern` (regular expressions, or the hashed form
 //!   `allow-always` approvals write) never match yet.
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::approvals::AllowEntry;
-use crate::which::which_in;
+use super::resolve::{Kind, Program, kind, resolve};
 
-/// The shells whose `-c TEXT` form is analysed rather than matched as a
-/// program of its own.
+/// The shells whose `-c TEXT` form the request syntax recognises by name
+/// (for `rawCommand` and the command preview only; judging goes by what
+/// the program is).
 const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "ash"];
+
+/// How deep shells may nest in shell text (`sh -c "sh -c 'id'"`).
+const MAX_DEPTH: usize = 3;
+
+/// Single-letter shell options that change nothing a judgement relies on.
+/// Left out on purpose: `i` and `s` (commands from stdin or rc files),
+/// `k` (assignments anywhere become environment), `o`'s names beyond
+/// [`SHELL_SET_OPTIONS`], and every long option but [`BASH_LONG_OPTIONS`].
+const SHELL_LETTERS: &str = "ceuxvlfnC";
+/// The `-o NAME` options accepted.
+const SHELL_SET_OPTIONS: &[&str] = &[
+    "errexit",
+    "nounset",
+    "pipefail",
+    "xtrace",
+    "verbose",
+    "noglob",
+    "noclobber",
+    "posix",
+];
+/// The long options accepted (bash's).
+const BASH_LONG_OPTIONS: &[&str] = &["--norc", "--noprofile", "--posix", "--login"];
 
 /// Where an allowlist is judged: the run's working directory, the `PATH`
 /// it resolves names on, and the home directory `~` in patterns means.
@@ -38,37 +74,190 @@ pub struct Context<'a> {
     pub home: Option<&'a Path>,
 }
 
-/// One command of a run: how it was named, and what it resolves to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Resolved {
-    /// The word that named it.
-    pub word: String,
-    /// Its real path.
-    pub real: PathBuf,
+/// A command the allowlist covers, and exactly what then runs.
+#[derive(Clone, Debug)]
+pub struct Judged {
+    /// The entry covering each command, in order.
+    pub entries: Vec<usize>,
+    /// The program to execute, held open since it was judged.
+    pub program: Program,
+    /// Its argv: `argv[0]` the real path, shell text rewritten (see the
+    /// module documentation).
+    pub argv: Vec<String>,
+    /// Every program the run starts, in order (the shell first, if any).
+    pub programs: Vec<Program>,
 }
 
-/// The commands `argv` would start, resolved; `None` when that cannot be
-/// known for sure (see the module documentation) or one does not resolve.
-pub fn commands(argv: &[String], ctx: &Context<'_>) -> Option<Vec<Resolved>> {
-    let words: Vec<Vec<String>> = match shell_text(argv) {
-        Some(text) => split_shell(text)?,
-        None => vec![argv.to_vec()],
-    };
-    words
-        .iter()
-        .map(|segment| resolve(segment.first()?, ctx))
-        .collect()
+/// Judges `argv`: what covers it and what runs, or why it is not covered.
+pub fn judge(entries: &[AllowEntry], argv: &[String], ctx: &Context<'_>) -> Result<Judged, String> {
+    walk(Some(entries), argv, ctx)
+}
+
+/// Pins `argv` for an operator's approval, which covers it whatever the
+/// allowlist says: what runs, as [`judge`] would run it, with every program
+/// held. A shell running a script (no `-c`) is pinned as a program: the
+/// plan binds the script's bytes apart. Wrappers and multi-call binaries
+/// cannot be pinned.
+pub fn pin(argv: &[String], ctx: &Context<'_>) -> Result<Judged, String> {
+    walk(None, argv, ctx)
 }
 
 /// The entry covering each command, or `None` when one is not covered.
 pub fn covers(entries: &[AllowEntry], argv: &[String], ctx: &Context<'_>) -> Option<Vec<usize>> {
-    commands(argv, ctx)?
-        .iter()
-        .map(|c| entries.iter().position(|e| entry_matches(e, c, ctx)))
-        .collect()
+    judge(entries, argv, ctx).ok().map(|j| j.entries)
 }
 
-/// The text of `sh -c TEXT` (any flag cluster holding `c`, e.g. `-lc`).
+fn walk(
+    entries: Option<&[AllowEntry]>,
+    argv: &[String],
+    ctx: &Context<'_>,
+) -> Result<Judged, String> {
+    let mut walk = Walk {
+        entries,
+        ctx,
+        covering: Vec::new(),
+        programs: Vec::new(),
+    };
+    let argv = walk.argv(argv, 0)?;
+    let program = walk.programs.first().cloned().ok_or("an empty command")?;
+    Ok(Judged {
+        entries: walk.covering,
+        program,
+        argv,
+        programs: walk.programs,
+    })
+}
+
+fn utf8(path: &Path) -> Result<String, String> {
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{} is not UTF-8", path.display()))
+}
+
+/// One judgement in progress: `entries` `None` pins instead of judging.
+struct Walk<'a, 'c> {
+    entries: Option<&'a [AllowEntry]>,
+    ctx: &'a Context<'c>,
+    covering: Vec<usize>,
+    programs: Vec<Program>,
+}
+
+impl Walk<'_, '_> {
+    /// The argv that runs for `argv`, every program in it judged.
+    fn argv(&mut self, argv: &[String], depth: usize) -> Result<Vec<String>, String> {
+        let (word, args) = argv.split_first().ok_or("an empty command")?;
+        let program = resolve(word, self.ctx.cwd, self.ctx.path)?;
+        let real = utf8(&program.real)?;
+        let kind = kind(&program);
+        self.programs.push(program.clone());
+        let mut out = Vec::with_capacity(argv.len());
+        out.push(real.clone());
+        match kind {
+            Kind::Shell(_) => {
+                let Some(at) = shell_form(args) else {
+                    if self.entries.is_none() {
+                        // A script: pinned as a program (see `pin`).
+                        out.extend_from_slice(args);
+                        return Ok(out);
+                    }
+                    return Err(format!(
+                        "{real} is a shell: only `-c TEXT` with options among -{SHELL_LETTERS}, \
+                         -o/+o {SHELL_SET_OPTIONS:?} and {BASH_LONG_OPTIONS:?} is judged"
+                    ));
+                };
+                if depth >= MAX_DEPTH {
+                    return Err(format!("shells nested deeper than {MAX_DEPTH}"));
+                }
+                let commands = split_shell(&args[at]).ok_or_else(|| {
+                    "shell text beyond plain words, quotes, &&, ||, ; and | is not judged"
+                        .to_owned()
+                })?;
+                let mut text = String::new();
+                for (words, separator) in commands {
+                    let inner = self.argv(&words, depth + 1)?;
+                    let quoted: Vec<String> = inner.iter().map(|w| quote(w)).collect();
+                    text.push_str(&quoted.join(" "));
+                    if let Some(sep) = separator {
+                        text.push_str(&format!(" {sep} "));
+                    }
+                }
+                out.extend_from_slice(&args[..at]);
+                out.push(text);
+                out.extend_from_slice(&args[at + 1..]);
+            }
+            Kind::Wrapper => {
+                return Err(format!(
+                    "{real} runs the program its arguments name: a dispatch wrapper is never covered"
+                ));
+            }
+            Kind::MultiCall => {
+                return Err(format!("{real} is a multi-call binary: never covered"));
+            }
+            Kind::Plain => {
+                if let Some(entries) = self.entries {
+                    let i = entries
+                        .iter()
+                        .position(|e| entry_matches(e, &program, self.ctx))
+                        .ok_or_else(|| format!("{real} matches no allowlist entry"))?;
+                    self.covering.push(i);
+                }
+                out.extend_from_slice(args);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A word in single quotes: the shell reads it back unchanged.
+fn quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// Where TEXT is in a shell's arguments (`[OPTIONS] -c TEXT [ARGS]`), when
+/// every option before it is one this host knows to be harmless.
+fn shell_form(args: &[String]) -> Option<usize> {
+    let mut command = false;
+    let mut i = 0;
+    while let Some(arg) = args.get(i) {
+        if command && !arg.starts_with(['-', '+']) {
+            break;
+        }
+        if arg == "--" {
+            i += 1;
+            break;
+        }
+        if arg.starts_with("--") {
+            if !BASH_LONG_OPTIONS.contains(&arg.as_str()) {
+                return None;
+            }
+            i += 1;
+            continue;
+        }
+        let (sign, letters) = arg.split_at(1);
+        if !matches!(sign, "-" | "+") || letters.is_empty() {
+            return None;
+        }
+        for c in letters.chars() {
+            match c {
+                'c' if sign == "-" => command = true,
+                'o' => {
+                    i += 1;
+                    let name = args.get(i)?;
+                    if !SHELL_SET_OPTIONS.contains(&name.as_str()) {
+                        return None;
+                    }
+                }
+                c if c != 'c' && SHELL_LETTERS.contains(c) => {}
+                _ => return None,
+            }
+        }
+        i += 1;
+    }
+    (command && i < args.len()).then_some(i)
+}
+
+/// The text of `sh -c TEXT` (any flag cluster holding `c`, e.g. `-lc`), by
+/// the shell's name: the request's syntax, for `rawCommand` and previews.
 pub(crate) fn shell_text(argv: &[String]) -> Option<&str> {
     let [shell, flags, text] = argv else {
         return None;
@@ -81,17 +270,21 @@ pub(crate) fn shell_text(argv: &[String]) -> Option<&str> {
     .then_some(text.as_str())
 }
 
+/// One command of shell text and the separator after it (`&&`, `||`, `;`
+/// or `|`; `None` for the last).
+pub(crate) type Segment = (Vec<String>, Option<&'static str>);
+
 /// Splits plain shell text into commands of words; `None` for anything
 /// beyond words, quotes and `&&`, `||`, `;`, `|`.
-pub(crate) fn split_shell(text: &str) -> Option<Vec<Vec<String>>> {
-    let mut commands = vec![Vec::new()];
+pub(crate) fn split_shell(text: &str) -> Option<Vec<Segment>> {
+    let mut commands: Vec<Segment> = vec![(Vec::new(), None)];
     let mut word: Option<String> = None;
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
             ' ' | '\t' => {
                 if let Some(w) = word.take() {
-                    commands.last_mut()?.push(w);
+                    commands.last_mut()?.0.push(w);
                 }
             }
             '\'' => {
@@ -108,7 +301,7 @@ pub(crate) fn split_shell(text: &str) -> Option<Vec<Vec<String>>> {
                 loop {
                     match chars.next()? {
                         '"' => break,
-                        '$' | '`' | '\\' => return None,
+                        '$' | '`' | '\\' | '!' => return None,
                         c => w.push(c),
                     }
                 }
@@ -122,44 +315,39 @@ pub(crate) fn split_shell(text: &str) -> Option<Vec<Vec<String>>> {
                     chars.next();
                 }
                 if let Some(w) = word.take() {
-                    commands.last_mut()?.push(w);
+                    commands.last_mut()?.0.push(w);
                 }
-                if commands.last()?.is_empty() {
+                let last = commands.last_mut()?;
+                if last.0.is_empty() {
                     return None;
                 }
-                commands.push(Vec::new());
+                last.1 = Some(match (c, doubled) {
+                    (';', _) => ";",
+                    ('|', false) => "|",
+                    ('|', true) => "||",
+                    _ => "&&",
+                });
+                commands.push((Vec::new(), None));
             }
-            c if c.is_ascii_alphanumeric() || "-_./:,+@%=^".contains(c) => {
+            c if c.is_ascii_alphanumeric() || "-_./:,+@%=".contains(c) => {
                 word.get_or_insert_with(String::new).push(c);
             }
             _ => return None,
         }
     }
     if let Some(w) = word.take() {
-        commands.last_mut()?.push(w);
+        commands.last_mut()?.0.push(w);
     }
     // A trailing separator, an empty command, an assignment prefix or a
     // glob in a command name cannot be judged here.
-    let judged = commands.iter().all(|c| {
+    let judged = commands.iter().all(|(c, _)| {
         c.first()
             .is_some_and(|name| !name.contains('=') && !name.contains(['*', '?', '[']))
     });
     judged.then_some(commands)
 }
 
-fn resolve(word: &str, ctx: &Context<'_>) -> Option<Resolved> {
-    let found = if word.contains('/') {
-        Some(ctx.cwd.join(word))
-    } else {
-        which_in(word, ctx.path, ctx.cwd)
-    }?;
-    Some(Resolved {
-        word: word.to_owned(),
-        real: std::fs::canonicalize(found).ok()?,
-    })
-}
-
-fn entry_matches(entry: &AllowEntry, command: &Resolved, ctx: &Context<'_>) -> bool {
+fn entry_matches(entry: &AllowEntry, command: &Program, ctx: &Context<'_>) -> bool {
     if entry.arg_pattern.is_some() || entry.source.as_deref() == Some("allow-always") {
         return false;
     }
@@ -185,6 +373,10 @@ fn entry_matches(entry: &AllowEntry, command: &Resolved, ctx: &Context<'_>) -> b
 /// Glob match, anchored: `**` any text, `*` any text without `/`, `?` one
 /// character other than `/`, anything else itself.
 pub fn glob(pattern: &str, text: &str) -> bool {
+    if !pattern.contains(['*', '?']) {
+        // Most entries are plain paths: no table to fill.
+        return pattern == text;
+    }
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     // `ok[j]`: the pattern so far matches `t[..j]`.
@@ -229,7 +421,7 @@ mod tests {
     use super::*;
 
     fn words(text: &str) -> Option<Vec<Vec<String>>> {
-        split_shell(text)
+        split_shell(text).map(|c| c.into_iter().map(|(w, _)| w).collect())
     }
 
     #[test]

@@ -288,14 +288,7 @@ pub fn apply_set(
     incoming: ApprovalsFile,
     base_hash: Option<&str>,
 ) -> Result<ApprovalsFile, ApprovalsError> {
-    let current = hash(stored);
-    match (stored, base_hash) {
-        (None, Some(b)) if b != current => return Err(ApprovalsError::Changed),
-        (None, _) => {}
-        (Some(_), None) => return Err(ApprovalsError::BaseHashRequired),
-        (Some(_), Some(b)) if b != current => return Err(ApprovalsError::Changed),
-        (Some(_), Some(_)) => {}
-    }
+    check_base(stored, base_hash)?;
     let mut next = incoming;
     let old_token = stored
         .and_then(|b| ApprovalsFile::from_stored(b).ok())
@@ -308,6 +301,113 @@ pub fn apply_set(
         socket.token = Some(token);
     }
     Ok(next)
+}
+
+/// The compare-and-swap's check alone: `base_hash` must be the hash of
+/// what is stored (none needed while nothing is).
+pub fn check_base(stored: Option<&[u8]>, base_hash: Option<&str>) -> Result<(), ApprovalsError> {
+    let current = hash(stored);
+    match (stored, base_hash) {
+        (None, Some(b)) if b != current => Err(ApprovalsError::Changed),
+        (None, _) => Ok(()),
+        (Some(_), None) => Err(ApprovalsError::BaseHashRequired),
+        (Some(_), Some(b)) if b != current => Err(ApprovalsError::Changed),
+        (Some(_), Some(_)) => Ok(()),
+    }
+}
+
+/// The owner's ceiling on the policy: the `[exec]` table of the config
+/// file, which a gateway's `system.execApprovals.set` cannot widen
+/// (docs/exec-host.md §11.4). Kept in the state directory
+/// (`exec-ceiling.json`) by the process that read the config file, so
+/// every reader of the document sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ceiling {
+    /// The most `security` may be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<Security>,
+    /// The least `ask` may be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ask: Option<Ask>,
+    /// The most `askFallback` may be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ask_fallback: Option<Security>,
+    /// Where it comes from (the config file), for messages.
+    pub source: String,
+}
+
+impl Ceiling {
+    /// Whether it sets anything.
+    pub fn is_empty(&self) -> bool {
+        self.security.is_none() && self.ask.is_none() && self.ask_fallback.is_none()
+    }
+
+    /// Reads the stored ceiling; `None` when there is none.
+    pub fn load(store: &crate::store::StateDir) -> Result<Option<Self>, crate::store::StoreError> {
+        Ok(store.load_exec_ceiling()?.map(|bytes| {
+            // A corrupt ceiling fails closed: nothing may be set or run.
+            serde_json::from_slice(&bytes).unwrap_or(Ceiling {
+                security: Some(Security::Deny),
+                ask: Some(Ask::Always),
+                ask_fallback: Some(Security::Deny),
+                source: store.exec_ceiling_path().display().to_string(),
+            })
+        }))
+    }
+
+    /// Refuses a document that sets any value wider than the ceiling,
+    /// naming it and where the ceiling comes from.
+    pub fn admits(&self, file: &ApprovalsFile) -> Result<(), String> {
+        let policies = std::iter::once((
+            "defaults".to_owned(),
+            file.defaults.security,
+            file.defaults.ask,
+            file.defaults.ask_fallback,
+        ))
+        .chain(file.agents.iter().map(|(name, a)| {
+            (
+                format!("agents[{name:?}]"),
+                a.security,
+                a.ask,
+                a.ask_fallback,
+            )
+        }));
+        for (at, security, ask, fallback) in policies {
+            let wider = [
+                (
+                    "security",
+                    security.zip(self.security).is_some_and(|(s, c)| s > c),
+                ),
+                ("ask", ask.zip(self.ask).is_some_and(|(a, c)| a < c)),
+                (
+                    "askFallback",
+                    fallback.zip(self.ask_fallback).is_some_and(|(f, c)| f > c),
+                ),
+            ];
+            if let Some((field, _)) = wider.iter().find(|(_, w)| *w) {
+                return Err(format!(
+                    "{at}.{field} is wider than the host owner's [exec] table in {} allows; \
+                     change it there",
+                    self.source
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Narrows a resolved policy to the ceiling.
+    pub fn clamp(&self, policy: &mut Resolved) {
+        if let Some(s) = self.security {
+            policy.security = policy.security.min(s);
+        }
+        if let Some(a) = self.ask {
+            policy.ask = policy.ask.max(a);
+        }
+        if let Some(f) = self.ask_fallback {
+            policy.ask_fallback = policy.ask_fallback.min(f);
+        }
+    }
 }
 
 /// The policy in force for one run.

@@ -9,14 +9,22 @@ use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
-use super::approvals::{ApprovalsFile, apply_set, hash};
+use super::approvals::{ApprovalsFile, Ceiling, apply_set, check_base, hash};
 use crate::command::CommandError;
-use crate::store::{StateDir, StoreError};
+use crate::store::{MAX_APPROVALS_FILE, StateDir, StoreError};
 
 /// Reads the approvals document.
 pub const EXEC_APPROVALS_GET: &str = "system.execApprovals.get";
 /// Replaces the approvals document, given the hash it was read at.
 pub const EXEC_APPROVALS_SET: &str = "system.execApprovals.set";
+
+/// The largest approvals document accepted from a gateway, in bytes (as
+/// the 1 MiB config file); stored pretty-printed, it is read back up to
+/// 4 MiB.
+pub const MAX_DOCUMENT: usize = 1 << 20;
+/// The largest `paramsJSON` of `set`: the document and room for its
+/// base hash, refused before it is parsed.
+pub const MAX_SET_PARAMS: usize = MAX_DOCUMENT + 4096;
 
 static LOCK: Mutex<()> = Mutex::new(());
 
@@ -90,11 +98,24 @@ pub fn approvals_set(store: &StateDir, params: &Value) -> Result<Value, CommandE
         Some(Value::String(s)) => Some(s.as_str()),
         Some(_) => return Err(invalid("baseHash must be a string")),
     };
-    let incoming = ApprovalsFile::from_value(file.clone()).map_err(invalid)?;
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let stored = store.load_exec_approvals().map_err(unavailable)?;
+    // The compare-and-swap first: a stale or missing hash costs no parse.
+    check_base(stored.as_deref(), base).map_err(invalid)?;
+    let incoming = ApprovalsFile::from_value(file.clone()).map_err(invalid)?;
+    if let Some(ceiling) = Ceiling::load(store).map_err(unavailable)? {
+        ceiling.admits(&incoming).map_err(|why| {
+            CommandError::new("INVALID_REQUEST", format!("INVALID_REQUEST: {why}"))
+        })?;
+    }
     let next = apply_set(stored.as_deref(), incoming, base).map_err(invalid)?;
     let bytes = next.to_stored();
+    if bytes.len() as u64 > MAX_APPROVALS_FILE {
+        return Err(invalid(format!(
+            "INVALID_REQUEST: exec approvals file of {} bytes is over the {MAX_APPROVALS_FILE}-byte limit",
+            bytes.len()
+        )));
+    }
     store.store_exec_approvals(&bytes).map_err(unavailable)?;
     tracing::info!(path = %store.exec_approvals_path().display(), "exec approvals replaced");
     Ok(snapshot(store, Some(&bytes), &next))

@@ -9,8 +9,11 @@
 //!   descendant outlives it.
 //! - [`approvals`]: the exec approvals document (`system.execApprovals.*`)
 //!   and the decision it makes for a run; by default, nothing runs.
+//! - [`resolve`]: a command word found once and held open; what it is
+//!   (a shell, a dispatch wrapper) told by the file, not the name.
 //! - [`allowlist`]: whether an allowlist covers every command a run would
-//!   start, judged by real paths.
+//!   start, judged by real paths, and the exact command that then runs.
+//! - [`plans`]: the plans this node prepared, which approvals must carry.
 //! - [`commands`]: `system.execApprovals.get` and `.set` over the state
 //!   directory.
 //! - [`system_run`]: `system.run.prepare` and `system.run`, which put the
@@ -20,6 +23,11 @@ pub mod allowlist;
 pub mod approvals;
 pub mod commands;
 pub mod env;
+pub mod plans;
+#[allow(unsafe_code)]
+mod reaper;
+pub mod resolve;
+#[allow(unsafe_code)]
 pub mod run;
 pub mod system_run;
 

@@ -1,31 +1,40 @@
 //! One bounded run of a command (docs/exec-host.md §5).
 //!
-//! The child leads a process group of its own, with an empty stdin and the
-//! environment it is given, nothing more. Its stdout and stderr are read as
-//! they come, and the first [`OUTPUT_CAP`] bytes of the two together are
-//! kept; the rest is counted and dropped, so a flood costs no memory. The
-//! whole group gets SIGTERM, then SIGKILL after [`KILL_GRACE`]:
+//! The command runs under a reaper of its own (`exec/reaper.rs`),
+//! which no descendant outlives, with an empty stdin and the environment it
+//! is given, nothing more: the program executed is the file handle given
+//! (or `argv[0]` found on the child's `PATH`), in the working directory
+//! handle given. Its stdout and stderr are read as they come, and the first
+//! [`OUTPUT_CAP`] bytes of the two together are kept; the rest is counted
+//! and dropped, so a flood costs no memory. The whole tree gets SIGTERM,
+//! then SIGKILL after [`KILL_GRACE`]:
 //! - when the timeout passes (exit code 124, `timedOut`);
 //! - when the run is cancelled ([`Cancel`]);
 //! - when the command exits non-zero, as upstream does;
-//! - when it exits zero but descendants still hold its output open after
-//!   [`DRAIN`]. Upstream waits for those until the timeout; here no
-//!   descendant outlives the run it belongs to.
+//! - when it exits zero but descendants are still running after [`DRAIN`].
+//!   Upstream waits for those until the timeout; here no descendant
+//!   outlives the run it belongs to, whether it called `setsid` or not.
 //!
-//! [`run`] blocks its thread: drivers call it from a blocking pool
-//! (a thread of their own, `tokio::task::spawn_blocking`).
+//! [`run`] blocks its thread: drivers call it from a thread of its own,
+//! which lives as long as the run (the reaper kills the tree when that
+//! thread ends, the node's death included).
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal, kill_process_group};
+use rustix::fs::{Mode, OFlags};
 use serde_json::{Value, json};
+
+use super::reaper::Prepared;
+use super::resolve::resolve;
 
 /// The most output kept, stdout and stderr together, in bytes.
 pub const OUTPUT_CAP: usize = 200_000;
@@ -53,13 +62,25 @@ impl std::fmt::Debug for OutputTap {
     }
 }
 
+/// How long the node waits past [`KILL_GRACE`] for a stopped run's reaper
+/// before it kills the reaper itself.
+pub const REAPER_SLACK: Duration = Duration::from_secs(2);
+/// How often a reader thread looks whether the run gave up on its output.
+const READ_POLL: Duration = Duration::from_millis(100);
+
 /// What to run.
 #[derive(Clone, Debug, Default)]
 pub struct RunSpec {
-    /// The program and its arguments.
+    /// The program and its arguments (`argv[0]` as the program sees it).
     pub argv: Vec<String>,
+    /// The file to execute, held open (`O_PATH`) since it was judged;
+    /// `None`: `argv[0]` found on the child's `PATH` as the run starts.
+    pub program: Option<Arc<OwnedFd>>,
     /// The working directory; the node's own when `None`.
     pub cwd: Option<PathBuf>,
+    /// The working directory held open since it was checked; the child
+    /// changes into it, and `cwd` only names it.
+    pub cwd_dir: Option<Arc<OwnedFd>>,
     /// The child's whole environment (see [`child_env`](super::child_env)).
     pub env: BTreeMap<String, String>,
     /// Stop the run after this long.
@@ -89,6 +110,14 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
+    /// A run that could not start, and why.
+    pub fn not_started(error: String) -> Self {
+        RunOutcome {
+            error: Some(error),
+            ..RunOutcome::default()
+        }
+    }
+
     /// Exit code 0 within the timeout.
     pub fn success(&self) -> bool {
         self.exit_code == Some(0) && !self.timed_out && !self.cancelled
@@ -180,14 +209,29 @@ struct Capture {
 }
 
 fn pump(
-    mut from: impl Read,
+    mut from: impl Read + AsRawFd,
     stream: usize,
     capture: Arc<Mutex<Capture>>,
     tap: Option<OutputTap>,
     done: Sender<Wake>,
+    abandon: Arc<AtomicBool>,
 ) {
     let mut buf = [0u8; 8192];
-    while let Ok(n) = from.read(&mut buf) {
+    let mut poll = libc::pollfd {
+        fd: from.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    while !abandon.load(Ordering::Relaxed) {
+        // SAFETY: one pollfd on a descriptor this thread owns.
+        let ready = unsafe { libc::poll(&mut poll, 1, READ_POLL.as_millis() as i32) };
+        if ready == 0
+            || (ready < 0
+                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted)
+        {
+            continue;
+        }
+        let Ok(n) = from.read(&mut buf) else { break };
         if n == 0 {
             break;
         }
@@ -219,63 +263,100 @@ fn text(mut bytes: Vec<u8>, cut: bool) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-fn signal_group(pgid: Option<Pid>, signal: Signal) {
-    if let Some(pgid) = pgid {
-        // ESRCH: the group is gone already, which is what was wanted.
-        let _ = kill_process_group(pgid, signal);
-    }
-}
-
 /// Runs `spec` to its end; see the module documentation for how it is
 /// bounded. A command that cannot start reports why in `error`.
 pub fn run(spec: &RunSpec, cancel: &Cancel) -> RunOutcome {
     run_with(spec, cancel, |_| {})
 }
 
-/// [`run`], calling `started` with the child's pid once it has been
-/// spawned (not for a command that cannot start).
-pub fn run_with(spec: &RunSpec, cancel: &Cancel, started: impl FnOnce(u32)) -> RunOutcome {
-    let Some((program, args)) = spec.argv.split_first() else {
-        return failed("command required".into());
+/// The working directory and the program of `spec`, opened.
+fn open_spec(spec: &RunSpec, first: &str) -> Result<(Option<Arc<OwnedFd>>, Arc<OwnedFd>), String> {
+    let dir = match (&spec.cwd_dir, &spec.cwd) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, Some(cwd)) => Some(Arc::new(
+            rustix::fs::open(
+                cwd,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| {
+                format!(
+                    "node exec working directory does not exist on the node host: {} ({e})",
+                    cwd.display()
+                )
+            })?,
+        )),
+        (None, None) => None,
     };
-    if let Some(cwd) = &spec.cwd
-        && !cwd.is_dir()
-    {
-        return failed(format!(
-            "node exec working directory does not exist on the node host: {}",
-            cwd.display()
-        ));
-    }
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .envs(&spec.env)
+    let program = match &spec.program {
+        Some(p) => p.clone(),
+        None => {
+            let base = match &spec.cwd {
+                Some(c) => c.clone(),
+                None => std::env::current_dir().unwrap_or_else(|_| "/".into()),
+            };
+            let path = spec.env.get("PATH").map(String::as_str).unwrap_or("");
+            resolve(first, &base, path.as_ref())
+                .map_err(|e| format!("spawn {first}: {e}"))?
+                .file
+        }
+    };
+    Ok((dir, program))
+}
+
+/// [`run`], calling `started` with the reaper's pid once the command has
+/// started (not for a command that cannot start).
+pub fn run_with(spec: &RunSpec, cancel: &Cancel, started: impl FnOnce(u32)) -> RunOutcome {
+    let Some(first) = spec.argv.first() else {
+        return RunOutcome::not_started("command required".into());
+    };
+    let (dir, program) = match open_spec(spec, first) {
+        Ok(opened) => opened,
+        Err(e) => return RunOutcome::not_started(e),
+    };
+    let prepared = match Prepared::new(program, &spec.argv, &spec.env, dir) {
+        Ok(p) => p,
+        Err(e) => return RunOutcome::not_started(format!("spawn {first}: {e}")),
+    };
+    let mut cmd = Command::new(first);
+    cmd.env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    if let Some(cwd) = &spec.cwd {
-        cmd.current_dir(cwd);
+    // SAFETY: the closure makes only async-signal-safe calls (reaper.rs).
+    unsafe {
+        cmd.pre_exec(move || prepared.become_reaper());
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return failed(format!("spawn {program}: {e}")),
+        Err(e) => return RunOutcome::not_started(format!("spawn {first}: {e}")),
     };
     started(child.id());
-    let pgid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+    let reaper = i32::try_from(child.id()).unwrap_or(0);
     let (wake, wakes) = mpsc::channel();
     let capture = Arc::new(Mutex::new(Capture::default()));
-    let streams: [Option<Box<dyn Read + Send>>; 2] = [
-        child.stdout.take().map(|s| Box::new(s) as _),
-        child.stderr.take().map(|s| Box::new(s) as _),
-    ];
+    let abandon = Arc::new(AtomicBool::new(false));
     let mut readers = 0;
-    for (i, s) in streams.into_iter().enumerate() {
-        if let Some(s) = s {
-            let (c, w, t) = (capture.clone(), wake.clone(), spec.tap.clone());
-            std::thread::spawn(move || pump(s, i, c, t, w));
-            readers += 1;
-        }
+    if let Some(s) = child.stdout.take() {
+        let (c, w, t, a) = (
+            capture.clone(),
+            wake.clone(),
+            spec.tap.clone(),
+            abandon.clone(),
+        );
+        std::thread::spawn(move || pump(s, 0, c, t, w, a));
+        readers += 1;
+    }
+    if let Some(s) = child.stderr.take() {
+        let (c, w, t, a) = (
+            capture.clone(),
+            wake.clone(),
+            spec.tap.clone(),
+            abandon.clone(),
+        );
+        std::thread::spawn(move || pump(s, 1, c, t, w, a));
+        readers += 1;
     }
     {
         let w = wake.clone();
@@ -291,13 +372,16 @@ pub fn run_with(spec: &RunSpec, cancel: &Cancel, started: impl FnOnce(u32)) -> R
         &wakes,
         spec.timeout,
         already,
-        pgid,
+        reaper,
         &mut outcome,
         &mut readers,
     );
-    // Whatever ended the run, nothing of it may stay behind.
-    signal_group(pgid, Signal::KILL);
-    wait_readers(&wakes, &mut readers, DRAIN);
+    // The reaper is gone, and the tree with it: the output ends now, unless
+    // something escaped the reaper; the readers stop waiting for that.
+    if !wait_readers(&wakes, &mut readers, DRAIN) {
+        tracing::warn!("output still open after the run's tree was killed; no longer read");
+    }
+    abandon.store(true, Ordering::Relaxed);
     outcome.exit_code = match status {
         _ if outcome.timed_out => Some(TIMEOUT_EXIT),
         Some(s) => s.code(),
@@ -312,74 +396,70 @@ pub fn run_with(spec: &RunSpec, cancel: &Cancel, started: impl FnOnce(u32)) -> R
     outcome
 }
 
-fn failed(error: String) -> RunOutcome {
-    RunOutcome {
-        error: Some(error),
-        ..RunOutcome::default()
-    }
-}
-
-/// Waits for the command's exit, its timeout or a cancel; stops the group
-/// on the latter two. Returns the exit status, if it came.
+/// Waits for the reaper's exit (the command's end, the tree gone), the
+/// timeout or a cancel; on the latter two, asks the reaper to stop the
+/// tree, and kills the reaper itself if it does not within
+/// [`KILL_GRACE`] and [`REAPER_SLACK`]. Returns the exit status, if it came.
 fn supervise(
     wakes: &Receiver<Wake>,
     timeout: Option<Duration>,
     cancelled: bool,
-    pgid: Option<Pid>,
+    reaper: i32,
     outcome: &mut RunOutcome,
     readers: &mut usize,
 ) -> Option<ExitStatus> {
-    let deadline = timeout.map(|t| Instant::now() + t);
-    let mut stop = cancelled.then_some(true);
-    loop {
-        if let Some(by_cancel) = stop {
-            outcome.cancelled = by_cancel;
-            outcome.timed_out = !by_cancel;
-            return terminate(wakes, pgid, readers);
+    let mut deadline = timeout.map(|t| Instant::now() + t);
+    let mut stopping = false;
+    let mut stop = |by_cancel: bool, outcome: &mut RunOutcome| {
+        if stopping {
+            return None;
         }
+        stopping = true;
+        outcome.cancelled = by_cancel;
+        outcome.timed_out = !by_cancel;
+        signal(reaper, libc::SIGTERM);
+        Some(Instant::now() + KILL_GRACE + REAPER_SLACK)
+    };
+    if cancelled {
+        deadline = stop(true, outcome);
+    }
+    loop {
         let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let next = match wait {
             Some(w) => wakes.recv_timeout(w),
             None => wakes.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match next {
-            Ok(Wake::Exited(status)) => {
-                if status.code() != Some(0) {
-                    // Its descendants get the grace to clean up, then the kill.
-                    signal_group(pgid, Signal::TERM);
-                    wait_readers(wakes, readers, KILL_GRACE);
-                } else if !wait_readers(wakes, readers, DRAIN) {
-                    tracing::debug!("descendants still hold the output open; killing the group");
-                }
-                return Some(status);
-            }
+            Ok(Wake::Exited(status)) => return Some(status),
             Ok(Wake::ReaderDone) => *readers = readers.saturating_sub(1),
-            Ok(Wake::Cancelled) => stop = Some(true),
-            Err(RecvTimeoutError::Timeout) => stop = Some(false),
+            Ok(Wake::Cancelled) => {
+                if let Some(d) = stop(true, outcome) {
+                    deadline = Some(d);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => match stop(false, outcome) {
+                Some(d) => deadline = Some(d),
+                None => {
+                    // The reaper did not finish in time: it goes, and
+                    // whatever it had not reached with it.
+                    tracing::warn!(reaper, "the run's reaper did not stop in time; killed");
+                    signal(reaper, libc::SIGKILL);
+                    deadline = None;
+                }
+            },
             Err(RecvTimeoutError::Disconnected) => return None,
         }
     }
 }
 
-/// SIGTERM to the group, SIGKILL after the grace; the exit status if the
-/// command exited meanwhile.
-fn terminate(wakes: &Receiver<Wake>, pgid: Option<Pid>, readers: &mut usize) -> Option<ExitStatus> {
-    signal_group(pgid, Signal::TERM);
-    let until = Instant::now() + KILL_GRACE;
-    let mut status = None;
-    while status.is_none() {
-        match wakes.recv_timeout(until.saturating_duration_since(Instant::now())) {
-            Ok(Wake::Exited(s)) => status = Some(s),
-            Ok(Wake::ReaderDone) => *readers = readers.saturating_sub(1),
-            Ok(Wake::Cancelled) => {}
-            Err(_) => break,
+fn signal(pid: i32, signal: i32) {
+    if pid > 0 {
+        // SAFETY: a signal to the reaper this run started. ESRCH: it is
+        // gone already, which is what was wanted.
+        unsafe {
+            libc::kill(pid, signal);
         }
     }
-    signal_group(pgid, Signal::KILL);
-    status.or_else(|| match wakes.recv_timeout(KILL_GRACE) {
-        Ok(Wake::Exited(s)) => Some(s),
-        _ => None,
-    })
 }
 
 /// Waits (≤ `limit`) until both output streams reached their end.

@@ -4,34 +4,42 @@
 //! the argv, the canonical working directory, the command text and a
 //! snapshot of the node's policy. It then sends `system.run` with that plan.
 //!
-//! Approval flags (`approved`, `approvalDecision`, `approvalSource`) count
-//! only when the plan matches exactly what would run (argv, command text,
-//! working directory, agent and session) and, for an operator's approval,
-//! only while the policy it was given under is still in force. Flags that
-//! arrive without such a plan refuse the request; they never lift the
-//! policy. `security: deny`, this host's default, is never lifted at all.
+//! Every `system.run` is treated as written by whoever controls the
+//! gateway. Approval flags (`approved`, `approvalDecision`,
+//! `approvalSource`) count only for a plan this node prepared and
+//! remembers ([`PlanBook`]), unchanged, once, with a run id not used
+//! before, and for an operator's approval only while the policy it was
+//! given under is still in force. What the plan covers is bound when it is
+//! made: the working directory by identity, every program it runs by real
+//! path, identity and SHA-256, a script operand by real path and SHA-256
+//! (`mutableFileOperand`). The run checks each before it starts and
+//! executes the very files it checked. `security: deny`, this host's
+//! default, is never lifted, and under it prepare reads nothing.
 //!
 //! Where a run needs approval, a plan is only made for commands it can
 //! pin: one program, named by bare name or absolute path; or, as upstream,
 //! an interpreter and its script (`python3 job.py`, `sh job.sh`) or a
-//! program given by a relative path (`./run.sh`), whose file the plan binds
-//! by real path and SHA-256 (`mutableFileOperand`): an approved run whose
-//! script changed since is refused. Shell text with several commands,
-//! redirections, or a path or interpreter as its program is refused at
-//! prepare, as are interpreters with options before the script (stricter
-//! than upstream), so nothing an approval covers can change between the
-//! approval and the run.
+//! program given by a relative path (`./run.sh`). Shell text with several
+//! commands, redirections, or a path or interpreter as its program is
+//! refused at prepare, as are interpreters with options before the script
+//! (stricter than upstream).
 
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
+use rustix::fs::{Mode, OFlags};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::allowlist::{self, Context, shell_text, split_shell};
-use super::approvals::{Approval, ApprovalsFile, Ask, Resolved, Security, decide};
+use super::approvals::{Approval, ApprovalsFile, Ask, Ceiling, Resolved, Security, decide};
 use super::env::child_env;
-use super::run::{Cancel, OutputTap, RunSpec, run_with};
+use super::plans::{self, Binding, BoundProgram, PlanBook, Unknown};
+use super::resolve::{FileId, Kind, Program, kind, resolve};
+use super::run::{Cancel, OutputTap, RunOutcome, RunSpec, run_with};
 use crate::command::{CommandError, NodeEvents, Progress};
 use crate::store::StateDir;
 
@@ -253,31 +261,19 @@ fn file_operand_index(argv: &[String]) -> Option<usize> {
 /// The largest script a plan binds by content.
 const MAX_BOUND_FILE: u64 = 16 << 20;
 
-/// The snapshot of `argv[index]` (relative to `cwd`): real path and hash.
-fn snapshot_operand(argv: &[String], index: usize, cwd: &Path) -> Result<FileOperand, String> {
-    let arg = argv.get(index).ok_or("no such argument")?;
-    let path = std::fs::canonicalize(cwd.join(arg)).map_err(|e| format!("{arg}: {e}"))?;
-    let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
-    }
-    if meta.len() > MAX_BOUND_FILE {
-        return Err(format!(
-            "{} is larger than {MAX_BOUND_FILE} bytes",
-            path.display()
-        ));
-    }
+/// Reads `file` (at most [`MAX_BOUND_FILE`] bytes) and returns its SHA-256
+/// in hex; `named` is for the error.
+fn sha256_of(file: impl std::io::Read, named: &Path) -> Result<String, String> {
     use sha2::Digest as _;
     use std::io::Read as _;
     let mut hasher = sha2::Sha256::new();
-    let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut limited = file.take(MAX_BOUND_FILE + 1);
     let mut buf = [0u8; 16 * 1024];
     let mut total = 0u64;
     loop {
         let n = limited
             .read(&mut buf)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| format!("{}: {e}", named.display()))?;
         if n == 0 {
             break;
         }
@@ -286,32 +282,74 @@ fn snapshot_operand(argv: &[String], index: usize, cwd: &Path) -> Result<FileOpe
     }
     if total > MAX_BOUND_FILE {
         return Err(format!(
-            "{} grew past {MAX_BOUND_FILE} bytes",
-            path.display()
+            "{} is larger than {MAX_BOUND_FILE} bytes",
+            named.display()
         ));
     }
-    let sha = hasher.finalize();
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// The snapshot of `argv[index]` (relative to `cwd`): real path and hash.
+fn snapshot_operand(argv: &[String], index: usize, cwd: &Path) -> Result<FileOperand, String> {
+    let arg = argv.get(index).ok_or("no such argument")?;
+    let path = std::fs::canonicalize(cwd.join(arg)).map_err(|e| format!("{arg}: {e}"))?;
+    let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
     Ok(FileOperand {
         argv_index: index,
+        sha256: sha256_of(file, &path)?,
         path: path.display().to_string(),
-        sha256: sha.iter().map(|b| format!("{b:02x}")).collect(),
+    })
+}
+
+/// What a program is now: real path, identity, stamp and, for files up to
+/// [`MAX_BOUND_FILE`], SHA-256 (read through the handle that runs it).
+fn bound_program(program: &Program) -> Result<BoundProgram, String> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let st = rustix::fs::fstat(program.file.as_fd()).map_err(|e| e.to_string())?;
+    let size = u64::try_from(st.st_size).unwrap_or(0);
+    let sha256 = if size <= MAX_BOUND_FILE {
+        let reopened = std::fs::File::open(format!("/proc/self/fd/{}", program.file.as_raw_fd()))
+            .map_err(|e| format!("{}: {e}", program.real.display()))?;
+        Some(sha256_of(reopened, &program.real)?)
+    } else {
+        None
+    };
+    Ok(BoundProgram {
+        real: program.real.display().to_string(),
+        id: program.id,
+        stamp: (
+            size,
+            st.st_mtime,
+            i64::from(st.st_mtime_nsec as i32),
+            st.st_ctime,
+            i64::from(st.st_ctime_nsec as i32),
+        ),
+        sha256,
     })
 }
 
 /// For an approved run: the script the plan bound must still be the same
 /// file with the same bytes, and a script the plan did not bind is refused.
-fn check_operand(plan: &Plan, argv: &[String], cwd: &Path) -> Result<(), CommandError> {
-    let denied =
-        |m: &str| CommandError::new("SYSTEM_RUN_DENIED", format!("SYSTEM_RUN_DENIED: {m}"));
+fn check_operand(plan: &Plan, argv: &[String], cwd: &Path) -> Result<(), String> {
     match (&plan.mutable_file_operand, file_operand_index(argv)) {
         (Some(bound), Some(index)) if bound.argv_index == index => {
             match snapshot_operand(argv, index, cwd) {
                 Ok(now) if now == *bound => Ok(()),
-                _ => Err(denied("approval script operand changed before execution")),
+                _ => Err("approval script operand changed before execution".into()),
             }
         }
-        (Some(_), _) => Err(denied("approval script operand changed before execution")),
-        (None, Some(_)) => Err(denied("approval missing script operand binding")),
+        (Some(_), _) => Err("approval script operand changed before execution".into()),
+        (None, Some(_)) => Err("approval missing script operand binding".into()),
         (None, None) => Ok(()),
     }
 }
@@ -320,9 +358,11 @@ fn check_operand(plan: &Plan, argv: &[String], cwd: &Path) -> Result<(), Command
 fn pinnable(argv: &[String]) -> bool {
     let words = match shell_text(argv) {
         Some(text) => match split_shell(text) {
-            Some(commands) if commands.len() == 1 => {
-                commands.into_iter().next().unwrap_or_default()
-            }
+            Some(commands) if commands.len() == 1 => commands
+                .into_iter()
+                .next()
+                .map(|(w, _)| w)
+                .unwrap_or_default(),
             _ => return false,
         },
         None => argv.to_vec(),
@@ -339,29 +379,147 @@ fn pinnable(argv: &[String]) -> bool {
     !relative_path && !interpreter && (shell_text(argv).is_none() || !program.contains('/'))
 }
 
+/// The digest a plan is remembered by: its fields in a fixed order (what
+/// the gateway may drop or reorder, `commandPreview` and absent nulls,
+/// changes nothing).
+fn plan_digest(plan: &Plan) -> [u8; 32] {
+    let operand = plan
+        .mutable_file_operand
+        .as_ref()
+        .map(|o| json!([o.argv_index, o.path, o.sha256]));
+    let canonical = json!([
+        plan.argv,
+        plan.cwd,
+        plan.command_text,
+        plan.agent_id,
+        plan.session_key,
+        plan.policy_snapshot,
+        operand
+    ]);
+    plans::digest(canonical.to_string().as_bytes())
+}
+
+/// The exec host of one node: its state directory and the plans it
+/// prepared. `system.run.prepare` and `system.run` share one.
+#[derive(Debug)]
+pub struct ExecHost {
+    store: StateDir,
+    plans: PlanBook,
+    /// The approvals document as last parsed, by the identity, size and
+    /// modification time of its file: a run parses it only after it
+    /// changed (every writer replaces the file, so a change is a new one).
+    parsed: std::sync::Mutex<Option<(Option<FileStamp>, Arc<ApprovalsFile>)>>,
+}
+
+/// What tells one version of a file from another: device, inode, size and
+/// modification time.
+type FileStamp = (u64, u64, u64, i64, i64);
+
+impl ExecHost {
+    /// The exec host over `store`, with no plan prepared yet.
+    pub fn new(store: StateDir) -> Self {
+        ExecHost {
+            store,
+            plans: PlanBook::new(),
+            parsed: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The policy in force for `agent_id`: the document (parsed again only
+    /// when its file changed), narrowed to the owner's ceiling.
+    fn policy(&self, agent_id: Option<&str>) -> Result<Resolved, CommandError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let stamp = std::fs::metadata(self.store.exec_approvals_path())
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec()));
+        let file = {
+            let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
+            match parsed.as_ref() {
+                Some((at, file)) if *at == stamp => file.clone(),
+                _ => {
+                    let file = Arc::new(policy_file(&self.store)?);
+                    *parsed = Some((stamp, file.clone()));
+                    file
+                }
+            }
+        };
+        let mut policy = file.resolve(agent_id);
+        match Ceiling::load(&self.store) {
+            Ok(Some(ceiling)) => ceiling.clamp(&mut policy),
+            Ok(None) => {}
+            Err(e) => return Err(denied(format_args!("exec ceiling unreadable ({e})"))),
+        }
+        Ok(policy)
+    }
+
+    /// Its state directory.
+    pub fn store(&self) -> &StateDir {
+        &self.store
+    }
+}
+
+fn denied(message: impl std::fmt::Display) -> CommandError {
+    CommandError::new("SYSTEM_RUN_DENIED", format!("SYSTEM_RUN_DENIED: {message}"))
+}
+
+/// The working directory, opened: what the run's child changes into.
+fn open_dir(path: &Path) -> Result<Arc<OwnedFd>, String> {
+    rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map(Arc::new)
+    .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// `system.run.prepare`: the plan for a run, and the node's policy.
-pub fn prepare(store: &StateDir, params: &Value, node_cwd: &Path) -> Result<Value, CommandError> {
+pub fn prepare(host: &ExecHost, params: &Value, node_cwd: &Path) -> Result<Value, CommandError> {
     let req = parse(params)?;
-    let policy = policy_file(store)?.resolve(req.agent_id.as_deref());
+    let policy = host.policy(req.agent_id.as_deref())?;
+    let security = req
+        .security
+        .map_or(policy.security, |s| s.min(policy.security));
+    let ask = req.ask.map_or(policy.ask, |a| a.max(policy.ask));
+    let preview = shell_text(&req.command)
+        .map(str::trim)
+        .filter(|t| *t != format_command(&req.command));
+    let plan = |cwd: &Path| {
+        json!({
+            "argv": req.command,
+            "cwd": cwd.display().to_string(),
+            "commandText": format_command(&req.command),
+            "commandPreview": preview,
+            "agentId": req.agent_id,
+            "sessionKey": req.session_key,
+            "policySnapshot": policy_snapshot(&policy),
+        })
+    };
+    let mut answer = json!({
+        "execPolicy": {"security": policy.security, "ask": policy.ask},
+        "allowAlwaysCoverage": {"complete": false, "patterns": []},
+    });
+    if security == Security::Deny {
+        // Nothing can run, so nothing is looked at: the answer tells the
+        // caller nothing about the node's files (docs/exec-host.md §11.2).
+        let cwd = req.cwd.as_deref().map_or(node_cwd, Path::new);
+        answer["plan"] = plan(cwd);
+        return Ok(answer);
+    }
     let cwd = canonical_cwd(req.cwd.as_deref(), node_cwd)?;
     let requested = req.env.clone().unwrap_or_default();
-    child_env(
+    let env = child_env(
         std::env::vars(),
         &requested,
         shell_text(&req.command).is_some(),
     )
     .map_err(|e| invalid(e.to_string()))?;
-    let security = req
-        .security
-        .map_or(policy.security, |s| s.min(policy.security));
-    let ask = req.ask.map_or(policy.ask, |a| a.max(policy.ask));
     let binds = security != Security::Full || ask != Ask::Off;
     let operand = match file_operand_index(&req.command) {
         Some(i) if binds => Some(snapshot_operand(&req.command, i, &cwd).map_err(|e| {
-            CommandError::new(
-                "SYSTEM_RUN_DENIED",
-                format!("SYSTEM_RUN_DENIED: approval requires a readable script file ({e})"),
-            )
+            denied(format_args!(
+                "approval requires a readable script file ({e})"
+            ))
         })?),
         _ => None,
     };
@@ -372,27 +530,43 @@ pub fn prepare(store: &StateDir, params: &Value, node_cwd: &Path) -> Result<Valu
              No approval request was created for this attempt; this is not a user denial.",
         ));
     }
-    let preview = shell_text(&req.command)
-        .map(str::trim)
-        .filter(|t| *t != format_command(&req.command));
-    let mut answer = json!({
-        "plan": {
-            "argv": req.command,
-            "cwd": cwd.display().to_string(),
-            "commandText": format_command(&req.command),
-            "commandPreview": preview,
-            "agentId": req.agent_id,
-            "sessionKey": req.session_key,
-            "policySnapshot": policy_snapshot(&policy),
-        },
-        "execPolicy": {"security": policy.security, "ask": policy.ask},
-        "allowAlwaysCoverage": {"complete": false, "patterns": []},
-    });
+    answer["plan"] = plan(&cwd);
     // Absent, not null, when nothing is bound: the gateway wants an object or nothing.
-    if let Some(o) = operand {
+    if let Some(o) = &operand {
         answer["plan"]["mutableFileOperand"] =
             json!({"argvIndex": o.argv_index, "path": o.path, "sha256": o.sha256});
     }
+    let dir = open_dir(&cwd).map_err(denied)?;
+    let path = env.get("PATH").cloned().unwrap_or_default();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let ctx = Context {
+        cwd: &cwd,
+        path: path.as_ref(),
+        home: home.as_deref(),
+    };
+    let programs = if binds {
+        let pinned = allowlist::pin(&req.command, &ctx).map_err(|e| {
+            invalid(format!(
+                "SYSTEM_RUN_DENIED: approval cannot safely bind this command: {e}"
+            ))
+        })?;
+        pinned
+            .programs
+            .iter()
+            .map(bound_program)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(denied)?
+    } else {
+        Vec::new()
+    };
+    let binding = Binding {
+        cwd: FileId::of(&dir).map_err(|e| denied(format_args!("{}: {e}", cwd.display())))?,
+        programs,
+    };
+    let remembered: Plan = serde_json::from_value(answer["plan"].clone())
+        .map_err(|e| invalid(format!("plan: {e}")))?;
+    host.plans
+        .remember(plan_digest(&remembered), binding, Instant::now());
     Ok(answer)
 }
 
@@ -418,7 +592,7 @@ fn output_tail(payload: &Value) -> String {
 /// and answers with the run's outcome. Blocks until the run ends or
 /// `cancel` stops it.
 pub fn system_run(
-    store: &StateDir,
+    host: &ExecHost,
     params: &Value,
     node_cwd: &Path,
     cancel: &Cancel,
@@ -426,7 +600,7 @@ pub fn system_run(
     progress: &Progress,
 ) -> Result<Value, CommandError> {
     let req = parse(params)?;
-    let policy = policy_file(store)?.resolve(req.agent_id.as_deref());
+    let policy = host.policy(req.agent_id.as_deref())?;
     let session_key = req.session_key.clone().unwrap_or_else(|| "node".into());
     let run_id = req.run_id.clone().unwrap_or_default();
     let command = format_command(&req.command);
@@ -438,56 +612,127 @@ pub fn system_run(
         );
         error
     };
-    let approval = approval(&req, &policy)?;
+    let approval = approval(&req, &policy).map_err(|e| match e {
+        e if e.code == "SYSTEM_RUN_DENIED" => deny("approval-policy-changed", e),
+        e => e,
+    })?;
     if req.needs_screen_recording == Some(true) {
         return Err(deny(
             "permission:screenRecording",
             CommandError::new("SYSTEM_RUN_DENIED", "PERMISSION_MISSING: screenRecording"),
         ));
     }
+    // An approval counts only for a plan this node made, once.
+    let binding = match (&req.system_run_plan, approval) {
+        (_, Approval::None) => None,
+        (None, _) => return Err(invalid("explicit approval requires matching systemRunPlan")),
+        (Some(plan), _) => match host.plans.take(&plan_digest(plan), &run_id, Instant::now()) {
+            Ok(b) => Some(b),
+            Err(Unknown::Plan) => {
+                return Err(deny(
+                    "execution-plan-miss",
+                    denied("approval for a plan this node did not prepare, or used already"),
+                ));
+            }
+            Err(Unknown::RunId) => {
+                return Err(deny(
+                    "execution-plan-miss",
+                    denied(format_args!("run id {run_id:?} ran already")),
+                ));
+            }
+        },
+    };
     let cwd =
         canonical_cwd(req.cwd.as_deref(), node_cwd).map_err(|e| deny("cwd-unavailable", e))?;
-    if approval != Approval::None
+    let dir = open_dir(&cwd).map_err(|e| deny("cwd-unavailable", denied(e)))?;
+    if let Some(b) = &binding
+        && FileId::of(&dir).ok() != Some(b.cwd)
+    {
+        return Err(deny(
+            "execution-plan-miss",
+            denied("approval cwd changed before execution"),
+        ));
+    }
+    if binding.is_some()
         && let Some(plan) = &req.system_run_plan
     {
-        check_operand(plan, &req.command, &cwd).map_err(|e| deny("execution-plan-miss", e))?;
+        check_operand(plan, &req.command, &cwd)
+            .map_err(|e| deny("execution-plan-miss", denied(e)))?;
     }
-    let shell = shell_text(&req.command).is_some();
+    let path_var = std::env::var("PATH").unwrap_or_default();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let shell = shell_text(&req.command).is_some()
+        || resolve(&req.command[0], &cwd, path_var.as_ref())
+            .is_ok_and(|p| matches!(kind(&p), Kind::Shell(_)));
     let requested = req.env.clone().unwrap_or_default();
     let env = child_env(std::env::vars(), &requested, shell).map_err(|e| invalid(e.to_string()))?;
     let path = env.get("PATH").cloned().unwrap_or_default();
-    let home = std::env::var_os("HOME").map(PathBuf::from);
     let ctx = Context {
         cwd: &cwd,
         path: path.as_ref(),
         home: home.as_deref(),
     };
-    let covered = policy.security == Security::Allowlist
-        && allowlist::covers(&policy.allowlist, &req.command, &ctx).is_some();
-    if let Err(denied) = decide(&policy, approval, covered) {
+    let judged = (policy.security == Security::Allowlist)
+        .then(|| allowlist::judge(&policy.allowlist, &req.command, &ctx));
+    let covered = matches!(judged, Some(Ok(_)));
+    if let Some(Err(why)) = &judged {
+        tracing::info!(command = %command, %why, "allowlist miss");
+    }
+    if let Err(refused) = decide(&policy, approval, covered) {
         return Err(deny(
-            denied.reason(),
-            CommandError::new("SYSTEM_RUN_DENIED", denied.to_string()),
+            refused.reason(),
+            CommandError::new("SYSTEM_RUN_DENIED", refused.to_string()),
         ));
     }
-    let spec = RunSpec {
-        argv: req.command.clone(),
-        cwd: Some(cwd),
-        env,
-        timeout: req
-            .timeout_ms
-            .filter(|t| *t > 0)
-            .map(std::time::Duration::from_millis),
-        tap: Some(stream_output(progress.clone())),
+    // What runs: the judged command, the approved plan's pinned command
+    // (checked against its binding), or under `full` the argv as given.
+    let run = match (judged, binding) {
+        (Some(Ok(judged)), _) => Ok((judged.program, judged.argv)),
+        (_, Some(binding)) => {
+            let pinned = allowlist::pin(&req.command, &ctx)
+                .map_err(|e| deny("execution-plan-miss", denied(e)))?;
+            let now = pinned
+                .programs
+                .iter()
+                .map(bound_program)
+                .collect::<Result<Vec<_>, _>>();
+            if now.as_ref().ok() != Some(&binding.programs) {
+                return Err(deny(
+                    "execution-plan-miss",
+                    denied("approval program changed before execution"),
+                ));
+            }
+            Ok((pinned.program, pinned.argv))
+        }
+        _ => resolve(&req.command[0], &cwd, path.as_ref()).map(|p| (p, req.command.clone())),
     };
+    let timeout = req
+        .timeout_ms
+        .filter(|t| *t > 0)
+        .map(std::time::Duration::from_millis);
     let mut about = json!({"sessionKey": session_key, "runId": run_id, "host": "node",
                            "command": command});
     if req.suppress_notify_on_exit == Some(true) {
         about["suppressNotifyOnExit"] = true.into();
     }
-    let outcome = run_with(&spec, cancel, |_| {
-        events.send("exec.started", about.clone())
-    });
+    let outcome = match run {
+        Ok((program, argv)) => {
+            let spec = RunSpec {
+                argv,
+                program: Some(program.file),
+                cwd: Some(cwd),
+                cwd_dir: Some(dir),
+                env,
+                timeout,
+                tap: Some(stream_output(progress.clone())),
+            };
+            run_with(&spec, cancel, |_| {
+                events.send("exec.started", about.clone())
+            })
+        }
+        // Cannot start: reported as a spawn failure is.
+        Err(why) => RunOutcome::not_started(format!("spawn {}: {why}", req.command[0])),
+    };
     if outcome.cancelled {
         // Upstream sends nothing for a cancelled run: its answer is not wanted.
         return Err(CommandError::new("CANCELLED", "the run was cancelled"));
@@ -530,7 +775,8 @@ fn stream_output(progress: Progress) -> OutputTap {
     }))
 }
 
-/// The approval a request carries, counted only with a matching plan.
+/// The approval a request carries, counted only with a plan that matches
+/// the request (whether this node made it is checked apart).
 fn approval(req: &Request, policy: &Resolved) -> Result<Approval, CommandError> {
     let explicit = req.approved == Some(true) || req.approval_decision.is_some();
     let Some(kind) = (match (explicit, req.approval_source.as_deref()) {
@@ -596,6 +842,7 @@ mod tests {
     struct Host {
         _dir: tempfile::TempDir,
         store: StateDir,
+        exec: ExecHost,
         cwd: PathBuf,
     }
 
@@ -605,6 +852,7 @@ mod tests {
         let cwd = std::fs::canonicalize(dir.path()).unwrap();
         Host {
             _dir: dir,
+            exec: ExecHost::new(store.clone()),
             store,
             cwd,
         }
@@ -629,7 +877,7 @@ mod tests {
         fn run(&self, params: Value) -> (Result<Value, CommandError>, Vec<(String, Value)>) {
             let (ev, sent) = events();
             let r = system_run(
-                &self.store,
+                &self.exec,
                 &params,
                 &self.cwd,
                 &Cancel::new(),
@@ -698,7 +946,7 @@ mod tests {
         let sink = streamed.clone();
         let (ev, _) = events();
         let r = system_run(
-            &h.store,
+            &h.exec,
             &sh("printf one; sleep 0.1; printf two"),
             &h.cwd,
             &Cancel::new(),
@@ -749,7 +997,7 @@ mod tests {
         );
         assert!(sent.is_empty());
         // A plan for another command does not cover this one.
-        let other = prepare(&h.store, &sh("uname"), &h.cwd).unwrap();
+        let other = prepare(&h.exec, &sh("uname"), &h.cwd).unwrap();
         bypass["systemRunPlan"] = other["plan"].clone();
         bypass["cwd"] = other["plan"]["cwd"].clone();
         assert!(
@@ -760,7 +1008,7 @@ mod tests {
                 .contains("matching systemRunPlan")
         );
         // The gateway's approval, bound to this very plan, runs it.
-        let plan = prepare(&h.store, &sh("id"), &h.cwd).unwrap();
+        let plan = prepare(&h.exec, &sh("id"), &h.cwd).unwrap();
         let mut approved = sh("id");
         approved["systemRunPlan"] = plan["plan"].clone();
         approved["cwd"] = plan["plan"]["cwd"].clone();
@@ -773,7 +1021,7 @@ mod tests {
         assert!(e.message.contains("policy changed"), "{e:?}");
         // And `deny` is never lifted.
         h.set(Security::Deny, Ask::Always, &["uname"]);
-        let plan = prepare(&h.store, &sh("id"), &h.cwd);
+        let plan = prepare(&h.exec, &sh("id"), &h.cwd);
         assert!(plan.is_err() || h.run(approved).0.is_err());
     }
 
@@ -781,7 +1029,7 @@ mod tests {
     fn prepare_pins_what_an_approval_covers_and_refuses_what_it_cannot() {
         let h = host();
         h.set(Security::Full, Ask::Off, &[]);
-        let p = prepare(&h.store, &sh("echo a && echo b"), &h.cwd).unwrap();
+        let p = prepare(&h.exec, &sh("echo a && echo b"), &h.cwd).unwrap();
         assert_eq!(p["plan"]["commandText"], "/bin/sh -lc \"echo a && echo b\"");
         assert_eq!(p["plan"]["commandPreview"], "echo a && echo b");
         assert_eq!(p["plan"]["cwd"], h.cwd.display().to_string());
@@ -795,13 +1043,13 @@ mod tests {
             "python3 x.py",
             "/usr/bin/id",
         ] {
-            let e = prepare(&h.store, &sh(text), &h.cwd).unwrap_err();
+            let e = prepare(&h.exec, &sh(text), &h.cwd).unwrap_err();
             assert!(e.message.contains("cannot safely bind"), "{text}: {e:?}");
         }
-        assert!(prepare(&h.store, &sh("uname -a"), &h.cwd).is_ok());
+        assert!(prepare(&h.exec, &sh("uname -a"), &h.cwd).is_ok());
         assert!(
             prepare(
-                &h.store,
+                &h.exec,
                 &json!({"command": ["/usr/bin/uname", "-a"]}),
                 &h.cwd
             )
@@ -816,7 +1064,7 @@ mod tests {
         let script = h.cwd.join("job.sh");
         std::fs::write(&script, "echo approved\n").unwrap();
         let argv = json!({"command": ["/bin/sh", "job.sh"], "sessionKey": "s", "runId": "r"});
-        let plan = prepare(&h.store, &argv, &h.cwd).unwrap()["plan"].clone();
+        let plan = prepare(&h.exec, &argv, &h.cwd).unwrap()["plan"].clone();
         let bound = &plan["mutableFileOperand"];
         assert_eq!(bound["argvIndex"], 1, "{plan}");
         assert_eq!(
@@ -833,14 +1081,27 @@ mod tests {
         approved["approved"] = true.into();
         approved["approvalDecision"] = "allow-once".into();
         assert_eq!(h.run(approved.clone()).0.unwrap()["stdout"], "approved\n");
-        // The script changed after the approval: refused, and reported.
-        std::fs::write(&script, "echo swapped\n").unwrap();
+        // A run id runs once (and a plan serves one run).
         let (r, sent) = h.run(approved.clone());
+        assert!(r.unwrap_err().message.contains("ran already"));
+        assert_eq!(sent[0].1["reason"], "execution-plan-miss");
+        // The script changed after the approval: refused, and reported.
+        let again = |h: &Host| {
+            let mut a = approved.clone();
+            a["systemRunPlan"] = prepare(&h.exec, &argv, &h.cwd).unwrap()["plan"].clone();
+            a["runId"] =
+                format!("r-{}", rand_core::RngCore::next_u64(&mut rand_core::OsRng)).into();
+            a
+        };
+        let fresh = again(&h);
+        std::fs::write(&script, "echo swapped\n").unwrap();
+        let (r, sent) = h.run(fresh);
         assert!(r.unwrap_err().message.contains("script operand changed"));
         assert_eq!(sent[0].0, "exec.denied");
         assert_eq!(sent[0].1["reason"], "execution-plan-miss");
-        // A plan that bound no script does not cover one.
-        let mut unbound = approved.clone();
+        // A plan changed on the way (here: its binding dropped) is not one
+        // this node prepared.
+        let mut unbound = again(&h);
         unbound["systemRunPlan"]
             .as_object_mut()
             .unwrap()
@@ -850,11 +1111,11 @@ mod tests {
                 .0
                 .unwrap_err()
                 .message
-                .contains("missing script operand binding")
+                .contains("did not prepare")
         );
         // Nothing is bound, and no null is sent, when nothing needs approval.
         h.set(Security::Full, Ask::Off, &[]);
-        let free = prepare(&h.store, &argv, &h.cwd).unwrap();
+        let free = prepare(&h.exec, &argv, &h.cwd).unwrap();
         assert!(free["plan"].get("mutableFileOperand").is_none(), "{free}");
         // An interpreter by relative path binds its script, not itself; a
         // relative program that is not an interpreter binds itself.
@@ -875,7 +1136,7 @@ mod tests {
         // A script that is not there cannot be bound.
         h.set(Security::Allowlist, Ask::Always, &[]);
         let missing = json!({"command": ["python3", "nope.py"]});
-        let e = prepare(&h.store, &missing, &h.cwd).unwrap_err();
+        let e = prepare(&h.exec, &missing, &h.cwd).unwrap_err();
         assert!(e.message.contains("readable script file"), "{e:?}");
     }
 

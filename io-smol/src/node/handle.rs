@@ -152,7 +152,9 @@ impl NodeBuilder {
     /// blocking pool, and a cancelled invoke kills its run's process tree.
     pub fn with_system_run(self) -> Self {
         use crate::exec::Cancel;
-        use crate::exec::system_run::{SYSTEM_RUN, SYSTEM_RUN_PREPARE, prepare, system_run};
+        use crate::exec::system_run::{
+            ExecHost, SYSTEM_RUN, SYSTEM_RUN_PREPARE, prepare, system_run,
+        };
         /// Cancels a run when its invoke's task is dropped (a gateway
         /// cancel, a deadline, the session's end).
         struct CancelOnDrop(Cancel);
@@ -162,10 +164,13 @@ impl NodeBuilder {
             }
         }
         let node_cwd = || std::env::current_dir().unwrap_or_else(|_| "/".into());
-        let (a, b) = (self.store.clone(), self.store.clone());
+        // Prepare and run share one host: an approval counts only for a
+        // plan this node prepared.
+        let host = Arc::new(ExecHost::new(self.store.clone()));
+        let (a, b) = (host.clone(), host);
         self.command(SYSTEM_RUN_PREPARE, move |inv| {
-            let store = a.clone();
-            crate::blocking::on_own_thread(move || prepare(&store, &inv.params, &node_cwd()))
+            let host = a.clone();
+            crate::blocking::on_own_thread(move || prepare(&host, &inv.params, &node_cwd()))
         })
         .command(SYSTEM_RUN, move |inv| {
             let store = b.clone();
@@ -192,17 +197,21 @@ impl NodeBuilder {
     /// `system.run` may run; with none, nothing runs.
     pub fn with_exec_approvals(self) -> Self {
         use crate::exec::commands::{
-            EXEC_APPROVALS_GET, EXEC_APPROVALS_SET, approvals_get, approvals_set,
+            EXEC_APPROVALS_GET, EXEC_APPROVALS_SET, MAX_SET_PARAMS, approvals_get, approvals_set,
         };
         let (a, b) = (self.store.clone(), self.store.clone());
-        self.command(EXEC_APPROVALS_GET, move |inv| {
-            let store = a.clone();
-            crate::blocking::on_own_thread(move || approvals_get(&store, &inv.params))
-        })
-        .command(EXEC_APPROVALS_SET, move |inv| {
-            let store = b.clone();
-            crate::blocking::on_own_thread(move || approvals_set(&store, &inv.params))
-        })
+        let mut this = self
+            .command(EXEC_APPROVALS_GET, move |inv| {
+                let store = a.clone();
+                crate::blocking::on_own_thread(move || approvals_get(&store, &inv.params))
+            })
+            .command(EXEC_APPROVALS_SET, move |inv| {
+                let store = b.clone();
+                crate::blocking::on_own_thread(move || approvals_set(&store, &inv.params))
+            });
+        this.handlers
+            .limit_params(EXEC_APPROVALS_SET, MAX_SET_PARAMS);
+        this
     }
 
     /// Runs this node's tasks (driver, sockets, commands) on `executor`
