@@ -725,3 +725,33 @@ fn the_owners_config_file_is_a_ceiling_a_gateway_cannot_widen() {
         )
         .unwrap_or_else(|e| panic!("a narrower set: {e}"));
 }
+
+// ---- a cheap command is never starved by long ones --------------------------
+
+/// Sixteen long runs fill the run slots: a seventeenth run is answered
+/// busy at once, and `system.which` still answers.
+#[test]
+fn sixteen_long_runs_leave_other_commands_their_slots() {
+    let (node, remote) = connected("slots");
+    node.set_approvals(&["--security", "full"]);
+    let long = run_params(&s(&["/bin/sleep", "600"]), json!({"timeoutMs": 4_000}));
+    for k in 0..16 {
+        remote.invoke(&format!("long-{k}"), "system.run", &long);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let e = remote
+        .call("long-16", "system.run", &long)
+        .expect_err("a 17th run started");
+    assert_eq!(e["code"], "UNAVAILABLE", "{e}");
+    let started = Instant::now();
+    let found = remote
+        .call("which", "system.which", &json!({"bins": ["sh"]}))
+        .unwrap_or_else(|e| panic!("system.which while 16 runs run: {e}"));
+    let ms = started.elapsed().as_millis();
+    eprintln!("MEASURE hostile_exec which_during_16_runs_ms={ms}");
+    assert!(found["bins"]["sh"].is_string(), "{found}");
+    for k in 0..16 {
+        let r = remote.result(&format!("long-{k}"), 30).expect("answered");
+        assert_eq!(r["ok"], true, "{r}");
+    }
+}

@@ -8,10 +8,12 @@
 //! - a system shell ([`Kind::Shell`]) only in the form `SHELL [OPTIONS] -c
 //!   TEXT [ARG0 ARGS...]` with options from a short known-harmless set; its
 //!   own entry covers nothing, each command of TEXT (split at `&&`, `||`,
-//!   `;` and `|`) must be covered instead, nested shells included;
+//!   `;` and `|`) must be covered instead, and none may be a shell;
 //! - a dispatch wrapper (`env`, `nice`, `timeout`, `xargs`, `find`, ...) or
 //!   a multi-call binary is never covered: it would run what its arguments
-//!   name.
+//!   name; nor is a shell under another name, or another program under a
+//!   shell's name;
+//! - a login shell only in the gateway's own form, `sh -lc TEXT`.
 //!
 //! What runs is exactly what was judged ([`Judged`]): the held program, with
 //! `argv[0]` its real path, and for a shell, TEXT rewritten so that every
@@ -39,9 +41,6 @@ use super::resolve::{Kind, Program, kind, resolve};
 /// (for `rawCommand` and the command preview only; judging goes by what
 /// the program is).
 const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "ash"];
-
-/// How deep shells may nest in shell text (`sh -c "sh -c 'id'"`).
-const MAX_DEPTH: usize = 3;
 
 /// Single-letter shell options that change nothing a judgement relies on.
 /// Left out on purpose: `i` and `s` (commands from stdin or rc files),
@@ -146,6 +145,13 @@ impl Walk<'_, '_> {
     /// The argv that runs for `argv`, every program in it judged.
     fn argv(&mut self, argv: &[String], depth: usize) -> Result<Vec<String>, String> {
         let (word, args) = argv.split_first().ok_or("an empty command")?;
+        if depth > 0 && word.contains('/') && !word.starts_with('/') {
+            // Inside shell text, as upstream: a command by relative path
+            // depends on where the shell is when it gets there.
+            return Err(format!(
+                "{word}: a relative path in shell text is not judged"
+            ));
+        }
         let program = resolve(word, self.ctx.cwd, self.ctx.path)?;
         let real = utf8(&program.real)?;
         let kind = kind(&program);
@@ -154,7 +160,7 @@ impl Walk<'_, '_> {
         out.push(real.clone());
         match kind {
             Kind::Shell(_) => {
-                let Some(at) = shell_form(args) else {
+                let Some((at, login)) = shell_form(args) else {
                     if self.entries.is_none() {
                         // A script: pinned as a program (see `pin`).
                         out.extend_from_slice(args);
@@ -165,8 +171,20 @@ impl Walk<'_, '_> {
                          -o/+o {SHELL_SET_OPTIONS:?} and {BASH_LONG_OPTIONS:?} is judged"
                     ));
                 };
-                if depth >= MAX_DEPTH {
-                    return Err(format!("shells nested deeper than {MAX_DEPTH}"));
+                if depth > 0 {
+                    // What a nested shell's text does is one quoting level
+                    // further from what was judged: not covered.
+                    return Err(format!("{word}: a shell inside shell text is not judged"));
+                }
+                // A login shell reads profile files that may run anything;
+                // only the gateway's own form, `sh -lc TEXT`, is judged (as
+                // upstream judges it, by that name).
+                let gateway_form = Path::new(word).file_name() == Some(OsStr::new("sh"))
+                    && args.first().is_some_and(|a| a == "-lc");
+                if login && !gateway_form {
+                    return Err(format!(
+                        "{word}: a login shell is only judged as `sh -lc TEXT`"
+                    ));
                 }
                 let commands = split_shell(&args[at]).ok_or_else(|| {
                     "shell text beyond plain words, quotes, &&, ||, ; and | is not judged"
@@ -193,6 +211,12 @@ impl Walk<'_, '_> {
             Kind::MultiCall => {
                 return Err(format!("{real} is a multi-call binary: never covered"));
             }
+            Kind::LookAlike => {
+                return Err(format!(
+                    "{word} ({real}) is a shell under another name or another program under a \
+                     shell's name: never covered"
+                ));
+            }
             Kind::Plain => {
                 if let Some(entries) = self.entries {
                     let i = entries
@@ -214,9 +238,11 @@ fn quote(word: &str) -> String {
 }
 
 /// Where TEXT is in a shell's arguments (`[OPTIONS] -c TEXT [ARGS]`), when
-/// every option before it is one this host knows to be harmless.
-fn shell_form(args: &[String]) -> Option<usize> {
+/// every option before it is one this host knows to be harmless, and
+/// whether the shell is a login shell (`-l`, `--login`).
+fn shell_form(args: &[String]) -> Option<(usize, bool)> {
     let mut command = false;
+    let mut login = false;
     let mut i = 0;
     while let Some(arg) = args.get(i) {
         if command && !arg.starts_with(['-', '+']) {
@@ -230,6 +256,7 @@ fn shell_form(args: &[String]) -> Option<usize> {
             if !BASH_LONG_OPTIONS.contains(&arg.as_str()) {
                 return None;
             }
+            login |= arg == "--login";
             i += 1;
             continue;
         }
@@ -240,6 +267,7 @@ fn shell_form(args: &[String]) -> Option<usize> {
         for c in letters.chars() {
             match c {
                 'c' if sign == "-" => command = true,
+                'l' => login = true,
                 'o' => {
                     i += 1;
                     let name = args.get(i)?;
@@ -253,7 +281,7 @@ fn shell_form(args: &[String]) -> Option<usize> {
         }
         i += 1;
     }
-    (command && i < args.len()).then_some(i)
+    (command && i < args.len()).then_some((i, login))
 }
 
 /// The text of `sh -c TEXT` (any flag cluster holding `c`, e.g. `-lc`), by
@@ -543,5 +571,53 @@ mod tests {
         ];
         assert_eq!(covers(&shells, &sh("id"), &ctx), None);
         assert_eq!(covers(&[entry("id")], &sh("id"), &ctx), Some(vec![0]));
+    }
+
+    #[test]
+    fn shells_are_judged_only_in_the_forms_upstream_judges_too() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = std::fs::canonicalize(tmp.path()).unwrap();
+        std::os::unix::fs::symlink("/usr/bin/dash", dir.join("dashlink")).unwrap();
+        let path = std::ffi::OsString::from("/usr/bin:/bin");
+        let ctx = Context {
+            cwd: &dir,
+            path: &path,
+            home: None,
+        };
+        let all = [AllowEntry {
+            pattern: "/usr/**".into(),
+            ..AllowEntry::default()
+        }];
+        let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let ok = |a: &[&str]| judge(&all, &argv(a), &ctx);
+        let j = ok(&["sh", "-lc", "echo hi && uname"]).unwrap();
+        assert_eq!(
+            j.argv[2], "'/usr/bin/echo' 'hi' && '/usr/bin/uname'",
+            "{j:?}"
+        );
+        assert!(j.argv[0].ends_with("sh"), "the real path: {:?}", j.argv);
+        assert!(ok(&["bash", "-e", "-o", "pipefail", "-c", "echo hi", "bash"]).is_ok());
+        for refused in [
+            // A login shell other than the gateway's `sh -lc`.
+            &["bash", "-lc", "echo hi"][..],
+            &["sh", "-l", "-c", "echo hi"],
+            &["sh", "--login", "-c", "echo hi"],
+            // A shell under another name.
+            &["./dashlink", "-c", "echo hi"],
+            // Options that read or run more than TEXT.
+            &["bash", "--rcfile", "/x", "-c", "echo hi"],
+            &["sh", "-i", "-c", "echo hi"],
+            &["sh", "-k", "-c", "echo hi"],
+            &["sh", "-s"],
+            &["sh", "job.sh"],
+            // A shell or a relative path inside the text.
+            &["sh", "-c", "sh -c 'echo hi'"],
+            &["sh", "-c", "./dashlink -c id"],
+            // A wrapper anywhere.
+            &["sh", "-c", "env echo hi"],
+            &["env", "echo", "hi"],
+        ] {
+            assert!(ok(refused).is_err(), "{refused:?}");
+        }
     }
 }

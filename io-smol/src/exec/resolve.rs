@@ -85,6 +85,14 @@ pub const WRAPPERS: &[&str] = &[
     "inotifywait",
 ];
 
+/// Names of shells and command interpreters of that kind: a program under
+/// one of these names that is not a system shell under a shell's name
+/// ([`Kind::LookAlike`]) is never covered.
+pub const SHELL_LIKE: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "rbash", "oksh", "loksh", "yash", "posh",
+    "fish", "csh", "tcsh", "nu", "xonsh", "elvish", "pwsh", "rc", "es", "ion",
+];
+
 /// Binaries that act as the program their `argv[0]` names.
 pub const MULTI_CALL: &[&str] = &["busybox", "toybox", "coreutils", "uutils"];
 
@@ -157,6 +165,10 @@ pub enum Kind {
     Wrapper,
     /// A multi-call binary not acting as a shell ([`MULTI_CALL`]).
     MultiCall,
+    /// A system shell under a name that is not a shell's, or another
+    /// program under a shell's name ([`SHELL_LIKE`]): what it does with
+    /// `-c` cannot be told from either, so it is never covered.
+    LookAlike,
     /// Anything else: judged as itself.
     Plain,
 }
@@ -229,26 +241,32 @@ fn shells() -> &'static [FileId] {
 
 /// What `program` is (see the module documentation).
 pub fn kind(program: &Program) -> Kind {
+    let name = |p: &Path| {
+        p.file_name()
+            .and_then(OsStr::to_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     let real = program.real_name();
+    // The name it is called by: the word's (a link's name for a path).
+    let named = name(Path::new(&program.word));
     let system_shell = shells().contains(&program.id);
+    let dialect = SHELL_NAMES.iter().find(|s| **s == named);
     if MULTI_CALL.contains(&real) {
         // The applet is the name it was found under.
-        let applet = program
-            .found
-            .file_name()
-            .and_then(OsStr::to_str)
-            .unwrap_or_default();
-        return match SHELL_NAMES.iter().find(|s| **s == applet) {
-            Some(dialect) if system_shell => Kind::Shell(dialect),
+        return match dialect {
+            Some(d) if system_shell && name(&program.found) == named => Kind::Shell(d),
             _ => Kind::MultiCall,
         };
     }
-    if let Some(dialect) = SHELL_NAMES.iter().find(|s| **s == real)
-        && system_shell
-    {
-        return Kind::Shell(dialect);
+    match dialect {
+        Some(d) if system_shell && SHELL_NAMES.contains(&real) => return Kind::Shell(d),
+        _ => {}
     }
-    if WRAPPERS.contains(&real) {
+    if system_shell || SHELL_LIKE.contains(&real) || SHELL_LIKE.contains(&named.as_str()) {
+        return Kind::LookAlike;
+    }
+    if WRAPPERS.contains(&real) || WRAPPERS.contains(&named.as_str()) {
         return Kind::Wrapper;
     }
     Kind::Plain
@@ -268,20 +286,33 @@ mod tests {
     fn a_file_named_like_a_shell_is_not_a_shell() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = std::fs::canonicalize(tmp.path()).unwrap();
-        for name in ["sh", "bash", "dash"] {
+        for name in ["sh", "bash", "dash", "fish"] {
             exe(&dir.join(name), "#!/bin/sh\n");
             let p = resolve(&format!("./{name}"), &dir, OsStr::new("")).unwrap();
-            assert_eq!(kind(&p), Kind::Plain, "{name}");
+            assert_eq!(kind(&p), Kind::LookAlike, "{name}");
         }
         // A file named like a wrapper is taken for one: never covered, which
         // errs on the strict side.
         exe(&dir.join("env"), "#!/bin/sh\n");
         let p = resolve("./env", &dir, OsStr::new("")).unwrap();
         assert_eq!(kind(&p), Kind::Wrapper);
-        // A link named anything to a real shell is the shell.
+        // A real shell under another name is not judged as one.
         std::os::unix::fs::symlink("/bin/sh", dir.join("innocent")).unwrap();
         let p = resolve("./innocent", &dir, OsStr::new("")).unwrap();
-        assert!(matches!(kind(&p), Kind::Shell(_)), "{p:?}");
+        assert_eq!(kind(&p), Kind::LookAlike, "{p:?}");
+        std::os::unix::fs::symlink("/bin/sh", dir.join("sh-link")).unwrap();
+        assert_eq!(
+            kind(&resolve("./sh-link", &dir, OsStr::new("")).unwrap()),
+            Kind::LookAlike
+        );
+        std::os::unix::fs::symlink("/usr/bin/dash", dir.join("bin-sh")).unwrap();
+        let bin = dir.join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::os::unix::fs::symlink("/usr/bin/dash", bin.join("sh")).unwrap();
+        assert!(matches!(
+            kind(&resolve("./bin/sh", &dir, OsStr::new("")).unwrap()),
+            Kind::Shell(_)
+        ));
         let sh = resolve("sh", &dir, OsStr::new("/usr/bin:/bin")).unwrap();
         assert!(matches!(kind(&sh), Kind::Shell(_)));
         let env = resolve("env", &dir, OsStr::new("/usr/bin:/bin")).unwrap();

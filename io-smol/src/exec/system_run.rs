@@ -47,6 +47,9 @@ use crate::store::StateDir;
 pub const SYSTEM_RUN_PREPARE: &str = "system.run.prepare";
 /// Runs a command.
 pub const SYSTEM_RUN: &str = "system.run";
+/// The most runs at once; past that `system.run` is answered busy. Other
+/// commands have slots of their own (docs/exec-host.md §11.5).
+pub const MAX_RUNS: usize = 16;
 /// The most output an `exec.finished` event carries (its last characters).
 pub const EVENT_TAIL: usize = 20_000;
 

@@ -61,6 +61,9 @@ pub struct NodeBuilder {
     subscribers: Subscribers,
     host_stats: bool,
     ignore_stored_token: bool,
+    /// Invoke slots added for commands that keep a slot count of their
+    /// own (`system.run`), so they never take the others' slots.
+    own_slots: usize,
     spawner: Spawner,
     admission: Option<Admission>,
 }
@@ -89,6 +92,7 @@ impl NodeBuilder {
             subscribers: Arc::default(),
             host_stats: false,
             ignore_stored_token: false,
+            own_slots: 0,
             spawner: Spawner::default(),
             admission: None,
         }
@@ -153,8 +157,16 @@ impl NodeBuilder {
     pub fn with_system_run(self) -> Self {
         use crate::exec::Cancel;
         use crate::exec::system_run::{
-            ExecHost, SYSTEM_RUN, SYSTEM_RUN_PREPARE, prepare, system_run,
+            ExecHost, MAX_RUNS, SYSTEM_RUN, SYSTEM_RUN_PREPARE, prepare, system_run,
         };
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        /// One of the `MAX_RUNS` run slots, given back when the run ends.
+        struct Slot(Arc<AtomicUsize>);
+        impl Drop for Slot {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
         /// Cancels a run when its invoke's task is dropped (a gateway
         /// cancel, a deadline, the session's end).
         struct CancelOnDrop(Cancel);
@@ -168,13 +180,27 @@ impl NodeBuilder {
         // plan this node prepared.
         let host = Arc::new(ExecHost::new(self.store.clone()));
         let (a, b) = (host.clone(), host);
-        self.command(SYSTEM_RUN_PREPARE, move |inv| {
+        // Runs have slots of their own: however many run, every other
+        // command keeps the session's slots (docs/exec-host.md §11.5).
+        let runs = Arc::new(AtomicUsize::new(0));
+        let mut this = self;
+        this.own_slots += MAX_RUNS;
+        this.command(SYSTEM_RUN_PREPARE, move |inv| {
             let host = a.clone();
             crate::blocking::on_own_thread(move || prepare(&host, &inv.params, &node_cwd()))
         })
         .command(SYSTEM_RUN, move |inv| {
             let store = b.clone();
+            let runs = runs.clone();
             async move {
+                if runs.fetch_add(1, Ordering::AcqRel) >= MAX_RUNS {
+                    runs.fetch_sub(1, Ordering::AcqRel);
+                    return Err(crate::command::CommandError::new(
+                        "UNAVAILABLE",
+                        format!("node busy: {MAX_RUNS} runs already running"),
+                    ));
+                }
+                let _slot = Slot(runs);
                 let cancel = Cancel::new();
                 let _guard = CancelOnDrop(cancel.clone());
                 crate::blocking::on_own_thread(move || {
@@ -318,9 +344,10 @@ impl NodeBuilder {
             None => self.store.load_or_create_identity()?,
         };
         let device_id = DeviceIdentity::new(key.clone()).device_id().to_owned();
-        let options = self
+        let mut options = self
             .options
             .unwrap_or_else(|| NodeOptions::with_seed(OsRng.next_u64()));
+        options.max_concurrent_invokes += self.own_slots;
         let commands = self.handlers.names();
         let config = with_commands(self.config, &commands);
         let token = if self.ignore_stored_token {
