@@ -6,10 +6,18 @@
 #
 #   scripts/mutants.sh [SHARD/SHARDS]          e.g. scripts/mutants.sh 3/16
 #   scripts/mutants.sh --smol [SHARD/SHARDS]   io-smol's pure modules
+#   scripts/mutants.sh --exec [SHARD/SHARDS]   the exec host
 #
 # --smol mutates io-smol's pure modules instead (pin verification, the
 # state directory, event formatting, config-file parsing) against
 # clawnode-smol's tests; results go to target/mutants-smol/mutants.out/.
+#
+# --exec mutates the exec host (the allowlist matcher and resolution, plan
+# binding, the environment filter, the runner and its reaper, the approvals
+# document) against clawnode-smol's exec tests (the unit tests under exec::
+# and tests/exec.rs, through nextest); results go to
+# target/mutants-exec/mutants.out/, survivors are triaged in
+# io-smol/MUTANTS-EXEC.md.
 #
 # Without an argument every mutant runs (about 550; about an hour on 2 cores). A
 # shard of 16 runs in about half an hour. The model check is cut to 5 s per
@@ -23,13 +31,27 @@ if ! command -v cargo-mutants > /dev/null; then
     cargo install cargo-mutants --locked
 fi
 smol=0
+exec_host=0
 if [ "${1:-}" = "--smol" ]; then
     smol=1
+    shift
+elif [ "${1:-}" = "--exec" ]; then
+    exec_host=1
     shift
 fi
 shard=()
 if [ $# -gt 0 ]; then
     shard=(--shard "$1")
+fi
+if [ "$exec_host" -eq 1 ]; then
+    exec cargo mutants \
+        --package clawnode-smol \
+        --file 'io-smol/src/exec/*.rs' \
+        --test-tool nextest \
+        --timeout 120 --jobs "${JOBS:-2}" \
+        "${shard[@]}" \
+        --output target/mutants-exec \
+        -- -E 'binary(exec) or test(/^exec::/)'
 fi
 if [ "$smol" -eq 1 ]; then
     exec cargo mutants \
