@@ -309,10 +309,15 @@ mod properties {
                     prop_assert!(got.is_err());
                 }
             }
-            // An operator's approval runs anything the policy does not deny,
-            // and coverage only ever turns a refusal into a run.
-            if approval == Approval::Approved && security != Security::Deny {
+            // An operator's approval runs anything the policy does not deny
+            // where the node asks; under `ask: off` it changes nothing
+            // (docs/exec-host.md §11.2). Coverage only ever turns a refusal
+            // into a run.
+            if approval == Approval::Approved && security != Security::Deny && ask != Ask::Off {
                 prop_assert_eq!(got.clone(), Ok(()));
+            }
+            if approval == Approval::Approved && ask == Ask::Off {
+                prop_assert_eq!(got.clone(), decide(&p, Approval::None, covered));
             }
             if got.is_ok() {
                 prop_assert!(decide(&p, approval, true).is_ok());

@@ -756,3 +756,120 @@ fn sixteen_long_runs_leave_other_commands_their_slots() {
         assert_eq!(r["ok"], true, "{r}");
     }
 }
+
+// ---- found by an independent attack on the first version --------------------
+
+/// Under `ask: off` the owner is never asked, so no approval counts: a
+/// gateway that prepares a plan and approves it itself runs nothing the
+/// allowlist does not cover, and prepare reads no script for it.
+#[test]
+fn under_ask_off_no_approval_lifts_an_allowlist_miss() {
+    let (_d, dir) = scratch();
+    let marker = dir.join("ran");
+    let m = marker.to_str().expect("utf-8");
+    std::fs::write(dir.join("secret.py"), "1234\n").expect("write");
+    let (node, remote) = connected("ask-off");
+    node.set_approvals(&["--security", "allowlist"]);
+    node.approvals(&["allow", "/usr/bin/echo"]);
+    let argv = s(&["/usr/bin/touch", m]);
+    let plan = remote
+        .call(
+            "p",
+            "system.run.prepare",
+            &run_params(&argv, json!({"cwd": dir})),
+        )
+        .expect("prepare")["plan"]
+        .clone();
+    for (k, approval) in [
+        json!({"approved": true, "approvalDecision": "allow-once"}),
+        json!({"approvalSource": "auto-review"}),
+        json!({"approvalSource": "ask-fallback"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut extra =
+            json!({"cwd": plan["cwd"], "systemRunPlan": plan, "runId": format!("r{k}")});
+        if let (Value::Object(e), Value::Object(a)) = (&mut extra, approval) {
+            e.extend(a);
+        }
+        let e = remote
+            .call(&format!("run-{k}"), "system.run", &run_params(&argv, extra))
+            .expect_err("a self-approved run ran");
+        assert_eq!(e["code"], "SYSTEM_RUN_DENIED", "{e}");
+        assert!(!marker.exists(), "ran");
+    }
+    let script = run_params(&s(&["python3", "secret.py"]), json!({"cwd": dir}));
+    let prepared = remote
+        .call("p2", "system.run.prepare", &script)
+        .expect("prepare");
+    assert!(
+        prepared["plan"].get("mutableFileOperand").is_none(),
+        "prepare read a script no approval can run: {prepared}"
+    );
+}
+
+/// Odd words where a shell option would be are refused, not a panic that
+/// leaves the invoke unanswered; the session still answers.
+#[test]
+fn odd_shell_options_are_answered() {
+    let (node, remote) = connected("odd-options");
+    node.set_approvals(&["--security", "allowlist"]);
+    node.approvals(&["allow", "/usr/bin/id"]);
+    for (k, word) in ["", "é", "-é", "+", "-"].iter().enumerate() {
+        let argv = s(&["sh", word, "-c", "id"]);
+        let e = remote
+            .call(
+                &format!("odd-{k}"),
+                "system.run",
+                &run_params(&argv, json!({})),
+            )
+            .expect_err("ran");
+        assert_eq!(e["code"], "SYSTEM_RUN_DENIED", "{word:?}: {e}");
+    }
+    remote
+        .call("which", "system.which", &json!({"bins": ["sh"]}))
+        .expect("the session answers");
+}
+
+/// prepare never opens a FIFO or a device as a script (an open could block
+/// a thread for good, or act).
+#[test]
+fn prepare_never_opens_a_fifo_or_a_device() {
+    let (_d, dir) = scratch();
+    let fifo = dir.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let (node, remote) = connected("fifo");
+    node.set_approvals(&["--security", "allowlist", "--ask", "on-miss"]);
+    for (k, operand) in [fifo.to_str().expect("utf-8"), "/dev/zero"]
+        .iter()
+        .enumerate()
+    {
+        let params = run_params(&s(&["python3", operand]), json!({"cwd": dir}));
+        remote.invoke(&format!("f-{k}"), "system.run.prepare", &params);
+        let r = remote
+            .result(&format!("f-{k}"), 5)
+            .unwrap_or_else(|| panic!("prepare of {operand} hung"));
+        assert_eq!(r["ok"], false, "{r}");
+    }
+}
+
+/// Under `deny`, a run is refused before its working directory is looked
+/// at: an existing and a missing directory get the same refusal.
+#[test]
+fn a_run_under_deny_tells_nothing_about_directories() {
+    let (_node, remote) = connected("deny-cwd");
+    let mut refusals = Vec::new();
+    for (k, cwd) in ["/tmp", "/nonexistent/dir"].iter().enumerate() {
+        let params = run_params(&s(&["/usr/bin/id"]), json!({"cwd": cwd}));
+        let e = remote
+            .call(&format!("d-{k}"), "system.run", &params)
+            .expect_err("ran under deny");
+        refusals.push(e);
+    }
+    assert_eq!(refusals[0], refusals[1], "{refusals:?}");
+}

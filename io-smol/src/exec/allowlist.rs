@@ -260,8 +260,14 @@ fn shell_form(args: &[String]) -> Option<(usize, bool)> {
             i += 1;
             continue;
         }
-        let (sign, letters) = arg.split_at(1);
-        if !matches!(sign, "-" | "+") || letters.is_empty() {
+        // An operand (or an empty or non-ASCII word) where an option
+        // should be: not a form judged here.
+        let (sign, letters) = match (arg.strip_prefix('-'), arg.strip_prefix('+')) {
+            (Some(rest), _) => ("-", rest),
+            (None, Some(rest)) => ("+", rest),
+            (None, None) => return None,
+        };
+        if letters.is_empty() {
             return None;
         }
         for c in letters.chars() {
@@ -610,6 +616,11 @@ mod tests {
             &["sh", "-k", "-c", "echo hi"],
             &["sh", "-s"],
             &["sh", "job.sh"],
+            // Empty and non-ASCII words where an option would be.
+            &["sh", "", "-c", "echo hi"],
+            &["sh", "é", "-c", "echo hi"],
+            &["sh", "-é", "-c", "echo hi"],
+            &["sh", "+", "-c", "echo hi"],
             // A shell or a relative path inside the text.
             &["sh", "-c", "sh -c 'echo hi'"],
             &["sh", "-c", "./dashlink -c id"],

@@ -477,13 +477,18 @@ impl fmt::Display for Denied {
 /// The node's decision for one run (the official `evaluateSystemRunPolicy`
 /// with this host's default): `covered` says whether the allowlist covers
 /// the command.
+///
+/// Stricter than upstream: an approval counts only where this node's own
+/// policy asks (`ask` other than `off`). Under `ask: off` the owner chose
+/// not to be asked, so no approval, the gateway's or anyone's, lifts an
+/// allowlist miss (docs/exec-host.md §11.2).
 pub fn decide(policy: &Resolved, approval: Approval, covered: bool) -> Result<(), Denied> {
     let (security, ask) = match approval {
         // Nobody answered: the fallback caps what may run, and nobody is asked.
         Approval::AskFallback => (policy.security.min(policy.ask_fallback), Ask::Off),
         _ => (policy.security, policy.ask),
     };
-    let approved = approval == Approval::Approved;
+    let approved = approval == Approval::Approved && policy.ask != Ask::Off;
     if security == Security::Deny {
         return Err(Denied::Disabled);
     }
@@ -559,6 +564,14 @@ mod tests {
                 Err(Denied::ApprovalRequired),
             ),
             (Allowlist, OnMiss, false, Approval::Approved, Ok(())),
+            // Stricter than upstream: under `ask: off` no approval counts.
+            (
+                Allowlist,
+                Off,
+                false,
+                Approval::Approved,
+                Err(Denied::AllowlistMiss),
+            ),
             (Allowlist, OnMiss, true, Approval::None, Ok(())),
             (Deny, Off, true, Approval::Approved, Err(Denied::Disabled)),
         ];

@@ -300,13 +300,19 @@ fn sha256_of(file: impl std::io::Read, named: &Path) -> Result<String, String> {
 fn snapshot_operand(argv: &[String], index: usize, cwd: &Path) -> Result<FileOperand, String> {
     let arg = argv.get(index).ok_or("no such argument")?;
     let path = std::fs::canonicalize(cwd.join(arg)).map_err(|e| format!("{arg}: {e}"))?;
-    let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let meta = file
-        .metadata()
+    // Looked at through O_PATH first: a FIFO or a device is never opened
+    // for reading (an open could block or act), only a regular file is.
+    let handle = rustix::fs::open(&path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    if !meta.is_file() {
+    let st = rustix::fs::fstat(&handle).map_err(|e| format!("{}: {e}", path.display()))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(format!("{} is not a regular file", path.display()));
     }
+    let file = {
+        use std::os::fd::AsRawFd as _;
+        std::fs::File::open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+            .map_err(|e| format!("{}: {e}", path.display()))?
+    };
     Ok(FileOperand {
         argv_index: index,
         sha256: sha256_of(file, &path)?,
@@ -517,7 +523,9 @@ pub fn prepare(host: &ExecHost, params: &Value, node_cwd: &Path) -> Result<Value
         shell_text(&req.command).is_some(),
     )
     .map_err(|e| invalid(e.to_string()))?;
-    let binds = security != Security::Full || ask != Ask::Off;
+    // Only an approval needs a binding, and approvals count only where
+    // this node asks (`decide`): under `ask: off` nothing is read.
+    let binds = ask != Ask::Off;
     let operand = match file_operand_index(&req.command) {
         Some(i) if binds => Some(snapshot_operand(&req.command, i, &cwd).map_err(|e| {
             denied(format_args!(
@@ -619,6 +627,15 @@ pub fn system_run(
         e if e.code == "SYSTEM_RUN_DENIED" => deny("approval-policy-changed", e),
         e => e,
     })?;
+    if policy.security == Security::Deny {
+        // Refused before the working directory or anything else is looked
+        // at: the refusal tells nothing about the node's files.
+        let refused = super::approvals::Denied::Disabled;
+        return Err(deny(
+            refused.reason(),
+            CommandError::new("SYSTEM_RUN_DENIED", refused.to_string()),
+        ));
+    }
     if req.needs_screen_recording == Some(true) {
         return Err(deny(
             "permission:screenRecording",
