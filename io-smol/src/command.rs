@@ -253,7 +253,9 @@ mod registry {
         };
         let result = match params {
             Ok(params) => {
-                (handler.call)(Invocation {
+                use smol::future::FutureExt as _;
+                let name = command.clone();
+                let call = (handler.call)(Invocation {
                     id,
                     command,
                     params,
@@ -261,8 +263,16 @@ mod registry {
                     events,
                     progress,
                     input,
-                })
-                .await
+                });
+                // A handler that panics still gets its invoke answered: the
+                // gateway never waits out the deadline on a slot it holds.
+                match std::panic::AssertUnwindSafe(call).catch_unwind().await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::error!(command = name, "command handler panicked");
+                        Err(CommandError::new("UNAVAILABLE", "node invocation failed"))
+                    }
+                }
             }
             Err(e) => Err(e),
         };
@@ -275,6 +285,47 @@ mod registry {
                 code: e.code,
                 message: e.message,
             },
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn answer(registry: &Registry, name: &str, params: Option<&str>) -> InvokeOutcome {
+            let (_, input) = InvokeInput::channel();
+            smol::block_on(run(
+                registry.get(name).expect("registered"),
+                "i1".into(),
+                name.into(),
+                params.map(str::to_owned),
+                None,
+                (NodeEvents::discard(), Progress::discard(), input),
+            ))
+        }
+
+        #[test]
+        fn a_panicking_handler_is_answered_and_a_long_params_refused_unparsed() {
+            let mut registry = Registry::default();
+            registry.insert("boom", |_inv: Invocation| async { panic!("boom") });
+            registry.insert("echo", |inv: Invocation| async move { Ok(inv.params) });
+            registry.limit_params("echo", 8);
+            match answer(&registry, "boom", None) {
+                InvokeOutcome::Err { code, .. } => assert_eq!(code, "UNAVAILABLE"),
+                other => panic!("{other:?}"),
+            }
+            // Over the limit, even when not JSON: refused for its length.
+            match answer(&registry, "echo", Some("{not json at all")) {
+                InvokeOutcome::Err { code, message } => {
+                    assert_eq!(code, "INVALID_REQUEST");
+                    assert!(message.contains("limit of 8 bytes"), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(matches!(
+                answer(&registry, "echo", Some("[1]")),
+                InvokeOutcome::Ok { .. }
+            ));
         }
     }
 }

@@ -842,6 +842,12 @@ impl Sources {
 }
 
 fn run(args: RunArgs) -> ExitCode {
+    // This process's only children are runs: what a run's command leaves
+    // when it kills its own reaper comes here and is killed
+    // (docs/exec-host.md §11.3).
+    if let Err(e) = clawnode_smol::exec::run::adopt_orphans() {
+        tracing::warn!(error = %e, "cannot adopt what runs leave behind");
+    }
     let pair_code = args
         .pair
         .as_ref()

@@ -873,3 +873,29 @@ fn a_run_under_deny_tells_nothing_about_directories() {
     }
     assert_eq!(refusals[0], refusals[1], "{refusals:?}");
 }
+
+/// A command that kills or stops its own reaper: what it started still
+/// dies with the run (the node adopts it and kills it).
+#[test]
+fn a_command_that_kills_or_stops_its_reaper_leaves_nothing() {
+    let (_d, dir) = scratch();
+    let (node, remote) = connected("reaper-killer");
+    node.set_approvals(&["--security", "full"]);
+    for (k, (how, extra)) in [
+        ("kill -9 $PPID", json!({})),
+        ("kill -STOP $PPID", json!({"timeoutMs": 1_500})),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let pids = dir.join(format!("pids-{k}"));
+        let argv = escaping(&pids, &format!("{how}; sleep 600"));
+        remote.invoke(&format!("k-{k}"), "system.run", &run_params(&argv, extra));
+        let r = remote
+            .result(&format!("k-{k}"), 20)
+            .unwrap_or_else(|| panic!("{how}: no answer\n{}", node.dump()));
+        let daemons = read_pids(&pids);
+        assert_eq!(daemons.len(), 3, "{how}: {daemons:?} {r}");
+        assert_all_gone(&daemons, how);
+    }
+}

@@ -328,7 +328,17 @@ pub fn run_with(spec: &RunSpec, cancel: &Cancel, started: impl FnOnce(u32)) -> R
     unsafe {
         cmd.pre_exec(move || prepared.become_reaper());
     }
-    let mut child = match cmd.spawn() {
+    let spawned = {
+        // Registered under the lock a sweep holds: a sweep never takes a
+        // reaper being started for a stray.
+        let mut reapers = REAPERS.lock().unwrap_or_else(|e| e.into_inner());
+        let spawned = cmd.spawn();
+        if let Ok(c) = &spawned {
+            reapers.insert(c.id() as i32);
+        }
+        spawned
+    };
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => return RunOutcome::not_started(format!("spawn {first}: {e}")),
     };
@@ -361,7 +371,12 @@ pub fn run_with(spec: &RunSpec, cancel: &Cancel, started: impl FnOnce(u32)) -> R
     {
         let w = wake.clone();
         std::thread::spawn(move || {
-            if let Ok(status) = child.wait() {
+            let status = child.wait();
+            REAPERS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&reaper);
+            if let Ok(status) = status {
                 let _ = w.send(Wake::Exited(status));
             }
         });
@@ -382,6 +397,9 @@ pub fn run_with(spec: &RunSpec, cancel: &Cancel, started: impl FnOnce(u32)) -> R
         tracing::warn!("output still open after the run's tree was killed; no longer read");
     }
     abandon.store(true, Ordering::Relaxed);
+    if ADOPTING.load(Ordering::Relaxed) {
+        sweep();
+    }
     outcome.exit_code = match status {
         _ if outcome.timed_out => Some(TIMEOUT_EXIT),
         Some(s) => s.code(),
@@ -418,6 +436,8 @@ fn supervise(
         outcome.cancelled = by_cancel;
         outcome.timed_out = !by_cancel;
         signal(reaper, libc::SIGTERM);
+        // A reaper the command stopped cannot act on the signal.
+        signal(reaper, libc::SIGCONT);
         Some(Instant::now() + KILL_GRACE + REAPER_SLACK)
     };
     if cancelled {
@@ -448,6 +468,75 @@ fn supervise(
                 }
             },
             Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
+
+/// The reapers of this process's runs that are alive.
+static REAPERS: Mutex<std::collections::BTreeSet<i32>> =
+    Mutex::new(std::collections::BTreeSet::new());
+/// Whether this process adopts what a dead reaper leaves ([`adopt_orphans`]).
+static ADOPTING: AtomicBool = AtomicBool::new(false);
+
+/// Makes this process adopt, and kill after each run, the processes a run
+/// leaves behind when its command killed or stopped its own reaper
+/// (docs/exec-host.md §11.3): the process becomes a child subreaper, so
+/// such processes become its children instead of init's, and every child
+/// that is not a live reaper is killed when a run ends.
+///
+/// For a process whose only children are runs (the `clawnode` binary): an
+/// embedder with children of its own must not call it.
+pub fn adopt_orphans() -> std::io::Result<()> {
+    // SAFETY: a prctl on this process.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    ADOPTING.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// This process's children, from every thread's `children` list.
+fn own_children() -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return pids;
+    };
+    for task in tasks.flatten() {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            pids.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// Kills and reaps every child that is not a live reaper, until none is
+/// left (what they leave comes to this process in turn), for at most 2 s.
+fn sweep() {
+    let reapers = REAPERS.lock().unwrap_or_else(|e| e.into_inner());
+    let until = Instant::now() + Duration::from_secs(2);
+    loop {
+        let strays: Vec<i32> = own_children()
+            .into_iter()
+            .filter(|p| !reapers.contains(p))
+            .collect();
+        if strays.is_empty() || Instant::now() > until {
+            break;
+        }
+        tracing::warn!(?strays, "processes left by a run whose reaper died; killed");
+        for pid in strays {
+            signal(pid, libc::SIGKILL);
+            let mut st = 0;
+            // SAFETY: waits for this process's own child, by pid.
+            while unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) } == 0
+                && Instant::now() < until
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
 }
