@@ -348,25 +348,22 @@ pub fn run_with(spec: &RunSpec, cancel: &Cancel, started: impl FnOnce(u32)) -> R
     let capture = Arc::new(Mutex::new(Capture::default()));
     let abandon = Arc::new(AtomicBool::new(false));
     let mut readers = 0;
-    if let Some(s) = child.stdout.take() {
-        let (c, w, t, a) = (
-            capture.clone(),
-            wake.clone(),
-            spec.tap.clone(),
-            abandon.clone(),
-        );
-        std::thread::spawn(move || pump(s, 0, c, t, w, a));
-        readers += 1;
-    }
-    if let Some(s) = child.stderr.take() {
-        let (c, w, t, a) = (
-            capture.clone(),
-            wake.clone(),
-            spec.tap.clone(),
-            abandon.clone(),
-        );
-        std::thread::spawn(move || pump(s, 1, c, t, w, a));
-        readers += 1;
+    let streams: [Option<OwnedFd>; 2] = [
+        child.stdout.take().map(OwnedFd::from),
+        child.stderr.take().map(OwnedFd::from),
+    ];
+    for (stream, fd) in streams.into_iter().enumerate() {
+        if let Some(fd) = fd {
+            let (c, w, t, a) = (
+                capture.clone(),
+                wake.clone(),
+                spec.tap.clone(),
+                abandon.clone(),
+            );
+            let file = std::fs::File::from(fd);
+            std::thread::spawn(move || pump(file, stream, c, t, w, a));
+            readers += 1;
+        }
     }
     {
         let w = wake.clone();
