@@ -1037,8 +1037,13 @@ mod tests {
         assert!(h.run(approved.clone()).0.is_ok());
         // Once the policy changed, that approval is void.
         h.set(Security::Allowlist, Ask::Always, &["uname"]);
-        let e = h.run(approved.clone()).0.unwrap_err();
+        let (r, sent) = h.run(approved.clone());
+        let e = r.unwrap_err();
         assert!(e.message.contains("policy changed"), "{e:?}");
+        // ... and the refusal is reported, as every refusal is.
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].0, "exec.denied");
+        assert_eq!(sent[0].1["reason"], "approval-policy-changed");
         // And `deny` is never lifted.
         h.set(Security::Deny, Ask::Always, &["uname"]);
         let plan = prepare(&h.exec, &sh("id"), &h.cwd);
