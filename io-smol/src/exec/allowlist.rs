@@ -584,6 +584,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = std::fs::canonicalize(tmp.path()).unwrap();
         std::os::unix::fs::symlink("/usr/bin/dash", dir.join("dashlink")).unwrap();
+        // A plain program the allowlist covers, named by relative path.
+        std::os::unix::fs::symlink("/usr/bin/echo", dir.join("tool")).unwrap();
         let path = std::ffi::OsString::from("/usr/bin:/bin");
         let ctx = Context {
             cwd: &dir,
@@ -603,6 +605,18 @@ mod tests {
         );
         assert!(j.argv[0].ends_with("sh"), "the real path: {:?}", j.argv);
         assert!(ok(&["bash", "-e", "-o", "pipefail", "-c", "echo hi", "bash"]).is_ok());
+        // Options after -c, `--` before TEXT, bash's long options, and the
+        // operands after TEXT, kept as given.
+        let j = ok(&["sh", "-c", "-e", "/usr/bin/echo hi", "sh", "x"]).unwrap();
+        assert_eq!(
+            &j.argv[1..],
+            ["-c", "-e", "'/usr/bin/echo' 'hi'", "sh", "x"],
+            "{j:?}"
+        );
+        let j = ok(&["sh", "-c", "--", "echo hi"]).unwrap();
+        assert_eq!(&j.argv[1..], ["-c", "--", "'/usr/bin/echo' 'hi'"]);
+        let j = ok(&["bash", "--norc", "-c", "echo hi"]).unwrap();
+        assert_eq!(&j.argv[1..], ["--norc", "-c", "'/usr/bin/echo' 'hi'"]);
         for refused in [
             // A login shell other than the gateway's `sh -lc`.
             &["bash", "-lc", "echo hi"][..],
@@ -612,6 +626,8 @@ mod tests {
             &["./dashlink", "-c", "echo hi"],
             // Options that read or run more than TEXT.
             &["bash", "--rcfile", "/x", "-c", "echo hi"],
+            &["bash", "--verbose", "-c", "echo hi"],
+            &["sh", "+c", "echo hi"],
             &["sh", "-i", "-c", "echo hi"],
             &["sh", "-k", "-c", "echo hi"],
             &["sh", "-s"],
@@ -624,6 +640,8 @@ mod tests {
             // A shell or a relative path inside the text.
             &["sh", "-c", "sh -c 'echo hi'"],
             &["sh", "-c", "./dashlink -c id"],
+            &["sh", "-c", "./tool"],
+            &["sh", "-c", "echo hi && ./tool"],
             // A wrapper anywhere.
             &["sh", "-c", "env echo hi"],
             &["env", "echo", "hi"],
