@@ -387,10 +387,10 @@ fn entry_matches(entry: &AllowEntry, command: &Program, ctx: &Context<'_>) -> bo
     }
     let pattern = entry.pattern.as_str();
     if pattern.contains(['/', '~']) {
-        let expanded = match (pattern.strip_prefix('~'), ctx.home) {
-            (Some(rest), Some(home)) => format!("{}{rest}", home.display()),
+        let expanded: std::borrow::Cow<'_, str> = match (pattern.strip_prefix('~'), ctx.home) {
+            (Some(rest), Some(home)) => format!("{}{rest}", home.display()).into(),
             (Some(_), None) => return false,
-            (None, _) => pattern.to_owned(),
+            (None, _) => pattern.into(),
         };
         command.real.to_str().is_some_and(|p| glob(&expanded, p))
     } else {
