@@ -493,6 +493,8 @@ mod tests {
             "(id)",
             "FOO=1 id",
             "id;",
+            "echo a;; echo b",
+            "echo a;;",
             "&& id",
             "id\nrm -rf /",
             "echo 'open",
@@ -544,6 +546,13 @@ mod tests {
         // A bare name covers only commands named bare.
         let by_name = [entry("tool")];
         assert_eq!(covers(&by_name, &argv(&["tool"]), &ctx), Some(vec![0]));
+        // A bare name covers the word it was called by, or the real name.
+        std::os::unix::fs::symlink(&tool, bin.join("nick")).unwrap();
+        assert_eq!(covers(&by_name, &argv(&["nick"]), &ctx), Some(vec![0]));
+        assert_eq!(
+            covers(&[entry("nick")], &argv(&["nick"]), &ctx),
+            Some(vec![0])
+        );
         assert_eq!(covers(&by_name, &argv(&["./bin/tool"]), &ctx), None);
         // `~` is the home directory.
         assert_eq!(
@@ -580,6 +589,22 @@ mod tests {
     }
 
     #[test]
+    fn the_request_syntax_names_shell_text_by_the_shells_name() {
+        let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(shell_text(&argv(&["/bin/sh", "-lc", "id"])), Some("id"));
+        assert_eq!(shell_text(&argv(&["bash", "-c", "id"])), Some("id"));
+        for not in [
+            &["/usr/bin/env", "-c", "id"][..],
+            &["sh", "-x", "id"],
+            &["sh", "-c1", "id"],
+            &["sh", "c", "id"],
+            &["sh", "-c", "id", "x"],
+        ] {
+            assert_eq!(shell_text(&argv(not)), None, "{not:?}");
+        }
+    }
+
+    #[test]
     fn shells_are_judged_only_in_the_forms_upstream_judges_too() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = std::fs::canonicalize(tmp.path()).unwrap();
@@ -613,6 +638,12 @@ mod tests {
             ["-c", "-e", "'/usr/bin/echo' 'hi'", "sh", "x"],
             "{j:?}"
         );
+        let j = ok(&["sh", "-c", "echo a; echo b | echo c || echo d && echo e"]).unwrap();
+        assert_eq!(
+            j.argv[2],
+            "'/usr/bin/echo' 'a' ; '/usr/bin/echo' 'b' | '/usr/bin/echo' 'c' || \
+             '/usr/bin/echo' 'd' && '/usr/bin/echo' 'e'"
+        );
         let j = ok(&["sh", "-c", "--", "echo hi"]).unwrap();
         assert_eq!(&j.argv[1..], ["-c", "--", "'/usr/bin/echo' 'hi'"]);
         let j = ok(&["bash", "--norc", "-c", "echo hi"]).unwrap();
@@ -628,6 +659,11 @@ mod tests {
             &["bash", "--rcfile", "/x", "-c", "echo hi"],
             &["bash", "--verbose", "-c", "echo hi"],
             &["sh", "+c", "echo hi"],
+            // No -c (a script named like the text), or -c with no text.
+            &["sh", "--", "echo hi"],
+            &["sh", "-e", "--", "echo hi"],
+            &["sh", "-c"],
+            &["sh", "-e", "-c"],
             &["sh", "-i", "-c", "echo hi"],
             &["sh", "-k", "-c", "echo hi"],
             &["sh", "-s"],
