@@ -156,11 +156,16 @@ mod tests {
         let d = digest(b"plan");
         assert_eq!(book.take(&d, "r1", now), Err(Unknown::Plan));
         book.remember(d, binding(7), now);
+        assert!(!book.is_empty());
         assert_eq!(book.take(&d, "r1", now), Ok(binding(7)));
         assert_eq!(book.take(&d, "r2", now), Err(Unknown::Plan), "used");
         book.remember(d, binding(8), now);
         assert_eq!(book.take(&d, "r1", now), Err(Unknown::RunId));
         assert_eq!(book.take(&d, "r2", now), Ok(binding(8)));
+        // Every run id is remembered, not only the last.
+        book.remember(d, binding(9), now);
+        assert_eq!(book.take(&d, "r1", now), Err(Unknown::RunId));
+        assert_eq!(book.take(&d, "r2", now), Err(Unknown::RunId));
     }
 
     #[test]
@@ -176,6 +181,10 @@ mod tests {
             Err(Unknown::Plan),
             "the oldest went first"
         );
+        // Up to its age a plan waits (an operator may take minutes).
+        let young = digest(&(MAX_PLANS as u64 + 8).to_le_bytes());
+        assert!(book.take(&young, "y", now + PLAN_TTL).is_ok());
+        assert!(PLAN_TTL >= Duration::from_secs(15 * 60));
         let last = digest(&(MAX_PLANS as u64 + 9).to_le_bytes());
         let late = now + PLAN_TTL + Duration::from_secs(1);
         assert_eq!(book.take(&last, "b", late), Err(Unknown::Plan), "expired");

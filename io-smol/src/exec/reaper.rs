@@ -128,6 +128,11 @@ impl Prepared {
                 return Err(io::Error::last_os_error());
             }
             let fd = self.program.as_raw_fd();
+            // Nothing of the node's but stdio reaches the command, not even
+            // descriptors the node inherited without close-on-exec; the
+            // program's own handle stays until the exec (a script's
+            // interpreter opens it).
+            close_from(3, fd);
             let run = || {
                 libc::syscall(
                     libc::SYS_execveat,
@@ -160,6 +165,21 @@ fn stop_signals() -> libc::sigset_t {
             libc::sigaddset(&mut set, s);
         }
         set
+    }
+}
+
+/// Closes every descriptor from `first` on, except `keep`.
+unsafe fn close_from(first: i32, keep: i32) {
+    unsafe {
+        let range = |lo: i32, hi: i32| {
+            if lo <= hi && libc::syscall(libc::SYS_close_range, lo as u32, hi as u32, 0u32) != 0 {
+                for fd in lo..=hi.min(4095) {
+                    libc::close(fd);
+                }
+            }
+        };
+        range(first, keep - 1);
+        range(keep + 1, i32::MAX);
     }
 }
 

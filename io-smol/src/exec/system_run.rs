@@ -979,6 +979,24 @@ mod tests {
     }
 
     #[test]
+    fn the_command_gets_no_descriptor_of_the_node_but_its_stdio() {
+        let h = host();
+        h.set(Security::Full, Ask::Off, &[]);
+        // `ls` opens the directory it lists: one more than 0, 1 and 2.
+        let (r, _) = h.run(json!({"command": ["/bin/ls", "/proc/self/fd"]}));
+        let listed = r.unwrap()["stdout"].as_str().unwrap_or_default().to_owned();
+        let fds: Vec<&str> = listed.split_whitespace().collect();
+        assert_eq!(fds, ["0", "1", "2", "3"], "{listed}");
+        // A script runs from its held handle too (its interpreter opens it).
+        let script = h.cwd.join("job");
+        std::fs::write(&script, "#!/bin/sh\necho from-the-script\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let (r, _) = h.run(json!({"command": ["./job"], "cwd": h.cwd}));
+        assert_eq!(r.unwrap()["stdout"], "from-the-script\n");
+    }
+
+    #[test]
     fn a_command_that_cannot_start_reports_no_start() {
         let h = host();
         h.set(Security::Full, Ask::Off, &[]);
