@@ -347,6 +347,11 @@ fn bound_program(program: &Program) -> Result<BoundProgram, String> {
     })
 }
 
+/// What every program of a pinned command is now ([`bound_program`]).
+fn bound_programs(pinned: &allowlist::Judged) -> Result<Vec<BoundProgram>, String> {
+    pinned.programs.iter().map(bound_program).collect()
+}
+
 /// For an approved run: the script the plan bound must still be the same
 /// file with the same bytes, and a script the plan did not bind is refused.
 fn check_operand(plan: &Plan, argv: &[String], cwd: &Path) -> Result<(), String> {
@@ -561,12 +566,7 @@ pub fn prepare(host: &ExecHost, params: &Value, node_cwd: &Path) -> Result<Value
                 "SYSTEM_RUN_DENIED: approval cannot safely bind this command: {e}"
             ))
         })?;
-        pinned
-            .programs
-            .iter()
-            .map(bound_program)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(denied)?
+        bound_programs(&pinned).map_err(denied)?
     } else {
         Vec::new()
     };
@@ -711,11 +711,7 @@ pub fn system_run(
         (_, Some(binding)) => {
             let pinned = allowlist::pin(&req.command, &ctx)
                 .map_err(|e| deny("execution-plan-miss", denied(e)))?;
-            let now = pinned
-                .programs
-                .iter()
-                .map(bound_program)
-                .collect::<Result<Vec<_>, _>>();
+            let now = bound_programs(&pinned);
             if now.as_ref().ok() != Some(&binding.programs) {
                 return Err(deny(
                     "execution-plan-miss",
