@@ -7,6 +7,7 @@
 #   scripts/mutants.sh [SHARD/SHARDS]          e.g. scripts/mutants.sh 3/16
 #   scripts/mutants.sh --smol [SHARD/SHARDS]   io-smol's pure modules
 #   scripts/mutants.sh --exec [SHARD/SHARDS]   the exec host
+#   scripts/mutants.sh --exec --iterate        only what the last run missed
 #
 # --smol mutates io-smol's pure modules instead (pin verification, the
 # state directory, event formatting, config-file parsing) against
@@ -39,17 +40,25 @@ elif [ "${1:-}" = "--exec" ]; then
     exec_host=1
     shift
 fi
+extra=()
+if [ "${1:-}" = "--iterate" ]; then
+    # Skip the mutants an earlier run into the same output caught.
+    extra=(--iterate)
+    shift
+fi
 shard=()
 if [ $# -gt 0 ]; then
     shard=(--shard "$1")
 fi
 if [ "$exec_host" -eq 1 ]; then
-    exec cargo mutants \
+    # No debug info: each mutant rebuilds and relinks the crate's test
+    # binaries, and debug info is most of that time.
+    CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-0}" exec cargo mutants \
         --package clawnode-smol \
         --file 'io-smol/src/exec/*.rs' \
         --test-tool nextest \
         --timeout 120 --jobs "${JOBS:-2}" \
-        "${shard[@]}" \
+        "${shard[@]}" "${extra[@]}" \
         --output target/mutants-exec \
         -- -E 'binary(exec) or test(/^exec::/)'
 fi

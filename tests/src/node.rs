@@ -34,6 +34,8 @@ pub struct NodeOptions {
     pub extra_args: Vec<String>,
     /// More TOML at the end of the `--config` file (e.g. an `[exec]` table).
     pub extra_toml: String,
+    /// Environment variables set for the node (e.g. its `PATH`).
+    pub env: Vec<(String, String)>,
 }
 
 impl NodeOptions {
@@ -174,6 +176,7 @@ impl Node {
             cmd.arg("--exit-on-pause");
         }
         cmd.args(&opts.extra_args);
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         let stderr = std::fs::File::create(dir.join("stderr.log")).expect("node stderr file");
         cmd.env(
             "RUST_LOG",

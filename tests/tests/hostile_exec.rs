@@ -14,14 +14,21 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use clawnode_tests::Node;
-use peer::{Remote, node};
+use clawnode_tests::{Node, NodeOptions, clawnode_bin};
+use peer::Remote;
 use serde_json::{Value, json};
 
 /// A node connected to a fresh [`Remote`].
 fn connected(name: &str) -> (Node, Remote) {
+    connected_with(name, Vec::new())
+}
+
+/// A node with `env` set, connected to a fresh [`Remote`].
+fn connected_with(name: &str, env: Vec<(String, String)>) -> (Node, Remote) {
     let (port, remote) = Remote::start();
-    let node = node(port, name);
+    let mut opts = NodeOptions::new(&format!("ws://127.0.0.1:{port}"), "t", name);
+    opts.env = env;
+    let node = Node::spawn(&clawnode_bin(), opts);
     node.expect(0, "connected", Duration::from_secs(20));
     remote.node_id();
     (node, remote)
@@ -132,6 +139,43 @@ fn a_program_named_like_a_shell_is_judged_by_what_it_is() {
         )
         .expect("the real shell's covered text runs");
     assert_eq!(ran["stdout"], "hi\n", "{ran}");
+}
+
+/// Copies of the system's shell and of a wrapper, under innocent names in a
+/// directory the owner allowlisted as a whole, are told by their content:
+/// neither runs what it is given.
+#[test]
+fn a_copy_of_a_shell_or_a_wrapper_in_an_allowlisted_directory_runs_nothing() {
+    let (_d, dir) = scratch();
+    let marker = dir.join("ran");
+    let tools = dir.join("tools");
+    std::fs::create_dir_all(&tools).expect("mkdir");
+    std::fs::copy("/bin/sh", tools.join("format")).expect("copy");
+    std::fs::copy("/usr/bin/env", tools.join("lint")).expect("copy");
+    script(&tools.join("check"), "echo checked");
+    let (node, remote) = connected("copied-shell");
+    node.set_approvals(&["--security", "allowlist"]);
+    node.approvals(&["allow", &format!("{}/*", tools.display())]);
+    let t = tools.display().to_string();
+    let touch = format!("touch {}", marker.display());
+    let cases = [
+        s(&[&format!("{t}/format"), "-c", &touch]),
+        s(&[
+            &format!("{t}/lint"),
+            "touch",
+            marker.to_str().expect("utf-8"),
+        ]),
+    ];
+    assert_all_refused(&remote, "copy", &cases, json!({}), &marker);
+    // What the entry is for still runs.
+    let ran = remote
+        .call(
+            "check",
+            "system.run",
+            &run_params(&s(&[&format!("{t}/check")]), json!({})),
+        )
+        .expect("an allowlisted script runs");
+    assert_eq!(ran["stdout"], "checked\n", "{ran}");
 }
 
 /// With the shells themselves allowlisted, no shape of a shell call lets a
@@ -311,7 +355,11 @@ struct Approving {
 
 impl Approving {
     fn new(name: &str) -> Self {
-        let (node, remote) = connected(name);
+        Approving::with_env(name, Vec::new())
+    }
+
+    fn with_env(name: &str, env: Vec<(String, String)>) -> Self {
+        let (node, remote) = connected_with(name, env);
         // Every run needs an operator's approval.
         node.set_approvals(&["--security", "allowlist", "--ask", "always"]);
         Approving {
@@ -382,7 +430,11 @@ fn an_approved_plan_does_not_survive_changes_to_what_it_covers() {
     // An interpreter replaced after the plan (the script is unchanged; the
     // interpreter, a shell under a script runner's name, only runs it).
     let interp = dir.join("python3");
-    std::fs::copy("/usr/bin/dash", &interp).expect("copy");
+    // Not a byte-for-byte copy (a copy is told by content and refused).
+    let mut dash = std::fs::read("/usr/bin/dash").expect("read dash");
+    dash.extend_from_slice(b"\0not a copy");
+    std::fs::write(&interp, dash).expect("write");
+    std::fs::set_permissions(&interp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     script(&dir.join("job.sh"), "echo fine");
     let plan = a.prepare(&s(&[interp.to_str().expect("utf-8"), "job.sh"]), &dir);
     script(&interp, &touch);
@@ -407,6 +459,60 @@ fn an_approved_plan_does_not_survive_changes_to_what_it_covers() {
         a.remote.events("exec.denied"),
         a.node.dump()
     );
+}
+
+/// A program planted earlier on the node's `PATH` after the plan was
+/// approved never runs: the plan pinned the bare name to the program it
+/// found, and that program is what runs, whether the run names the pinned
+/// path or the bare name.
+#[test]
+fn a_program_planted_earlier_on_path_after_the_plan_never_runs() {
+    let (_d, dir) = scratch();
+    let marker = dir.join("ran");
+    let (early, late) = (dir.join("early"), dir.join("late"));
+    std::fs::create_dir_all(&early).expect("mkdir");
+    std::fs::create_dir_all(&late).expect("mkdir");
+    script(&late.join("tool"), "echo planned");
+    let path = format!(
+        "{}:{}:{}",
+        early.display(),
+        late.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let a = Approving::with_env("planted", vec![("PATH".into(), path)]);
+    let touch = format!("touch {}", marker.display());
+
+    // The run names the pinned path (the plan's binding) or the bare word
+    // the operator saw: either runs the planned program or is refused.
+    for (k, pinned) in [true, false].into_iter().enumerate() {
+        let _ = std::fs::remove_file(early.join("tool"));
+        let plan = a.prepare(&s(&["tool"]), &dir);
+        script(&early.join("tool"), &touch);
+        let argv = if pinned {
+            s(&[late.join("tool").to_str().expect("utf-8")])
+        } else {
+            s(&["tool"])
+        };
+        let params = run_params(
+            &argv,
+            json!({"cwd": plan["cwd"], "systemRunPlan": plan, "approved": true,
+                   "approvalDecision": "allow-once", "runId": format!("planted-{k}")}),
+        );
+        match a.remote.call(&a.id(), "system.run", &params) {
+            Ok(ran) => assert_eq!(ran["stdout"], "planned\n", "{argv:?}: {ran}"),
+            // Refused as not the plan, or as a plan whose program changed.
+            Err(e) => assert!(
+                e["code"] == "SYSTEM_RUN_DENIED" || e["code"] == "INVALID_REQUEST",
+                "{argv:?}: {e}"
+            ),
+        }
+        assert!(!marker.exists(), "{argv:?}: the planted program ran");
+    }
+    // Without a planted program the approved plan runs.
+    std::fs::remove_file(early.join("tool")).expect("rm");
+    let plan = a.prepare(&s(&["tool"]), &dir);
+    let ran = a.run(&plan, "unplanted").expect("the planned program runs");
+    assert_eq!(ran["stdout"], "planned\n", "{ran}");
 }
 
 /// A plan the node never made, however well formed, carries no approval:
@@ -615,19 +721,45 @@ fn approvals(remote: &Remote, id: &str) -> (Value, Value) {
     (got["file"].clone(), got["hash"].clone())
 }
 
-/// An approvals document of about `bytes`, allowing `/usr/bin/echo` among
-/// many other entries.
+/// An approvals document of exactly `bytes` (serialized compactly),
+/// allowing `/usr/bin/echo` among many other entries.
 fn big_document(bytes: usize) -> Value {
     let pad = "x".repeat(90);
     let mut list = vec![json!({"pattern": "/usr/bin/echo"})];
     list.extend((0..bytes / 120).map(|i| json!({"pattern": format!("/opt/{pad}/{i}")})));
-    json!({"version": 1, "defaults": {"security": "allowlist"},
-           "agents": {"*": {"allowlist": list}}})
+    let mut doc = json!({"version": 1, "defaults": {"security": "allowlist"},
+                         "agents": {"*": {"allowlist": list}}});
+    // One more entry fills what is left to the byte.
+    let entry = r#",{"pattern":"/opt/"}"#.len();
+    let left = bytes - serde_json::to_string(&doc).expect("json").len() - entry;
+    doc["agents"]["*"]["allowlist"]
+        .as_array_mut()
+        .expect("list")
+        .push(json!({"pattern": format!("/opt/{}", "y".repeat(left))}));
+    assert_eq!(serde_json::to_string(&doc).expect("json").len(), bytes);
+    doc
+}
+
+/// p50 and max of 20 covered `system.run`s of `echo`, in ms.
+fn echo_latency(remote: &Remote, tag: &str) -> (f64, f64) {
+    let echo = run_params(&s(&["/usr/bin/echo", "hi"]), json!({}));
+    let mut ms = Vec::new();
+    for k in 0..20 {
+        let started = Instant::now();
+        let ran = remote
+            .call(&format!("{tag}-{k}"), "system.run", &echo)
+            .unwrap_or_else(|e| panic!("covered run: {e}"));
+        ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(ran["stdout"], "hi\n");
+    }
+    ms.sort_by(f64::total_cmp);
+    (ms[ms.len() / 2], ms[ms.len() - 1])
 }
 
 /// A document past the limit is refused before it is parsed (the node's
-/// memory stays small); one just under it is kept parsed between runs, so
-/// a run costs what it costs with a small one.
+/// memory stays small); one of exactly the limit (1 MiB) is accepted and
+/// kept parsed between runs, so a run costs about what it costs with a
+/// small one. The figures are printed side by side, never asserted.
 #[test]
 fn a_huge_approvals_document_is_refused_and_a_large_one_is_parsed_once() {
     let (node, remote) = connected("big-doc");
@@ -643,29 +775,30 @@ fn a_huge_approvals_document_is_refused_and_a_large_one_is_parsed_once() {
         "{e}"
     );
     let peak_after_huge = clawnode_tests::sys::peak_rss_kib(node.pid()).unwrap_or(0);
-    // Just under the limit: accepted.
+    // A small document first, for the side-by-side figures.
     let (_, base) = approvals(&remote, "get-1");
-    let large = json!({"file": big_document(900 << 10), "baseHash": base});
+    let small = json!({"file": {"version": 1, "defaults": {"security": "allowlist"},
+                                "agents": {"*": {"allowlist": [{"pattern": "/usr/bin/echo"}]}}},
+                       "baseHash": base});
+    remote
+        .call("set-small", "system.execApprovals.set", &small)
+        .unwrap_or_else(|e| panic!("a small document: {e}"));
+    let (small_p50, small_max) = echo_latency(&remote, "small");
+    let small_rss = node.rss_kib();
+    // Exactly the limit: accepted.
+    let (_, base) = approvals(&remote, "get-2");
+    let large = json!({"file": big_document(1 << 20), "baseHash": base});
     remote
         .call("set-large", "system.execApprovals.set", &large)
-        .unwrap_or_else(|e| panic!("a 0.9 MiB document: {e}"));
-    let echo = run_params(&s(&["/usr/bin/echo", "hi"]), json!({}));
-    let mut ms = Vec::new();
-    for k in 0..20 {
-        let started = Instant::now();
-        let ran = remote
-            .call(&format!("run-{k}"), "system.run", &echo)
-            .unwrap_or_else(|e| panic!("covered run: {e}"));
-        ms.push(started.elapsed().as_secs_f64() * 1000.0);
-        assert_eq!(ran["stdout"], "hi\n");
-    }
-    ms.sort_by(f64::total_cmp);
-    let rss = node.rss_kib();
+        .unwrap_or_else(|e| panic!("a 1 MiB document: {e}"));
+    let (large_p50, large_max) = echo_latency(&remote, "large");
+    let large_rss = node.rss_kib();
     eprintln!(
-        "MEASURE hostile_exec big_document peak_rss_after_2MB_kib={peak_after_huge} \
-         rss_with_0.9MiB_doc_kib={rss} system_run_ms_p50={:.2} max={:.2}",
-        ms[ms.len() / 2],
-        ms[ms.len() - 1]
+        "MEASURE hostile_exec approvals_document peak_rss_after_2MB_refused_kib={peak_after_huge} \
+         small: rss_kib={small_rss} system_run_ms_p50={small_p50:.2} max={small_max:.2} \
+         1MiB: rss_kib={large_rss} system_run_ms_p50={large_p50:.2} max={large_max:.2} \
+         p50_ratio={:.2}",
+        large_p50 / small_p50
     );
     assert!(
         peak_after_huge < 64 * 1024,

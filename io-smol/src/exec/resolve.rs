@@ -10,7 +10,9 @@
 //! What a program does with its arguments is told by the file it is, never
 //! by the word that named it: a shell is a file listed in `/etc/shells` (or
 //! one of the system shells) whose real name is a shell's; a dispatch
-//! wrapper or a multi-call binary is told by its real name.
+//! wrapper or a multi-call binary is told by its real name. A byte-for-byte
+//! copy of a system shell, wrapper or multi-call binary under another name
+//! or elsewhere is told by its content ([`copy_of`]).
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd as _, OwnedFd};
@@ -18,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use rustix::fs::{Mode, OFlags, fstat, open};
+use sha2::{Digest as _, Sha256};
 
 use crate::which::which_in;
 
@@ -165,6 +168,8 @@ pub struct Program {
     pub file: Arc<OwnedFd>,
     /// Its identity.
     pub id: FileId,
+    /// Its size in bytes, when resolved.
+    pub size: u64,
 }
 
 impl Program {
@@ -225,6 +230,7 @@ pub fn resolve(word: &str, cwd: &Path, path: &OsStr) -> Result<Program, String> 
             dev: st.st_dev,
             ino: st.st_ino,
         },
+        size: u64::try_from(st.st_size).unwrap_or(0),
         file: Arc::new(file),
     })
 }
@@ -260,6 +266,96 @@ fn shells() -> &'static [FileId] {
     })
 }
 
+/// Where the system's wrappers and multi-call binaries are looked for, to
+/// know their copies.
+const SYSTEM_BIN_DIRS: &[&str] = &["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"];
+
+/// A system program whose copies are told by content: its path, size and
+/// identity, and what a copy of it is.
+struct Original {
+    path: PathBuf,
+    size: u64,
+    id: FileId,
+    kind: Kind,
+    /// SHA-256 of its content, computed the first time a file of its size
+    /// is resolved.
+    digest: OnceLock<Option<[u8; 32]>>,
+}
+
+/// The system's shells (a copy is a [`Kind::LookAlike`]: not a system shell
+/// under its name), wrappers and multi-call binaries, read once.
+fn originals() -> &'static [Original] {
+    static ORIGINALS: OnceLock<Vec<Original>> = OnceLock::new();
+    ORIGINALS.get_or_init(|| {
+        let listed = std::fs::read_to_string("/etc/shells").unwrap_or_default();
+        let shells = listed
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with('/'))
+            .map(str::to_owned)
+            .chain(SYSTEM_SHELLS.iter().map(|p| (*p).to_owned()))
+            .map(|p| (PathBuf::from(p), Kind::LookAlike));
+        let others = SYSTEM_BIN_DIRS.iter().flat_map(|dir| {
+            WRAPPERS
+                .iter()
+                .map(|n| (Kind::Wrapper, n))
+                .chain(MULTI_CALL.iter().map(|n| (Kind::MultiCall, n)))
+                .map(move |(kind, n)| (Path::new(dir).join(n), kind))
+        });
+        let mut all: Vec<Original> = shells
+            .chain(others)
+            .filter_map(|(path, kind)| {
+                use std::os::unix::fs::MetadataExt as _;
+                let m = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
+                Some(Original {
+                    path,
+                    size: m.len(),
+                    id: FileId {
+                        dev: m.dev(),
+                        ino: m.ino(),
+                    },
+                    kind,
+                    digest: OnceLock::new(),
+                })
+            })
+            .collect();
+        all.sort_by_key(|o| (o.size, o.id));
+        all.dedup_by_key(|o| o.id);
+        all
+    })
+}
+
+/// SHA-256 of what `reader` yields.
+fn sha256(mut reader: impl std::io::Read) -> Option<[u8; 32]> {
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut reader, &mut hasher).ok()?;
+    Some(hasher.finalize().into())
+}
+
+/// What `program` is a copy of, if it is a byte-for-byte copy of a system
+/// shell, wrapper or multi-call binary that is not that file itself: only
+/// a file of an original's size is read.
+pub fn copy_of(program: &Program) -> Option<Kind> {
+    let same_size = originals().iter().filter(|o| o.size == program.size);
+    let mut digest = None;
+    for original in same_size {
+        if original.id == program.id {
+            return None;
+        }
+        let theirs = original
+            .digest
+            .get_or_init(|| sha256(std::fs::File::open(&original.path).ok()?));
+        let ours = digest.get_or_insert_with(|| {
+            // Through the held handle: the file judged, not a path.
+            sha256(std::fs::File::open(format!("/proc/self/fd/{}", raw(&program.file))).ok()?)
+        });
+        if theirs.is_some() && theirs == ours {
+            return Some(original.kind);
+        }
+    }
+    None
+}
+
 /// What `program` is (see the module documentation).
 pub fn kind(program: &Program) -> Kind {
     let name = |p: &Path| {
@@ -290,7 +386,7 @@ pub fn kind(program: &Program) -> Kind {
     if WRAPPERS.contains(&real) || WRAPPERS.contains(&named.as_str()) {
         return Kind::Wrapper;
     }
-    Kind::Plain
+    copy_of(program).unwrap_or(Kind::Plain)
 }
 
 #[cfg(test)]
@@ -338,6 +434,35 @@ mod tests {
         assert!(matches!(kind(&sh), Kind::Shell(_)));
         let env = resolve("env", &dir, OsStr::new("/usr/bin:/bin")).unwrap();
         assert_eq!(kind(&env), Kind::Wrapper);
+    }
+
+    #[test]
+    fn a_copy_of_a_shell_or_a_wrapper_is_told_by_its_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = std::fs::canonicalize(tmp.path()).unwrap();
+        let path = OsStr::new("");
+        let copy = |from: &str, name: &str| {
+            let to = dir.join(name);
+            std::fs::copy(from, &to).unwrap();
+            kind(&resolve(&format!("./{name}"), &dir, path).unwrap())
+        };
+        assert_eq!(copy("/bin/sh", "tool"), Kind::LookAlike);
+        assert_eq!(copy("/bin/sh", "sh"), Kind::LookAlike);
+        assert_eq!(copy("/usr/bin/env", "tool2"), Kind::Wrapper);
+        assert_eq!(copy("/usr/bin/nice", "tool3"), Kind::Wrapper);
+        // A copy with one byte changed is another program.
+        let mut bytes = std::fs::read("/usr/bin/env").unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        exe(&dir.join("tool4"), "");
+        std::fs::write(dir.join("tool4"), &bytes).unwrap();
+        let p = resolve("./tool4", &dir, path).unwrap();
+        assert_eq!(p.size, bytes.len() as u64);
+        assert_eq!(kind(&p), Kind::Plain);
+        // The originals themselves are what their names say.
+        let echo = resolve("/usr/bin/echo", &dir, path).unwrap();
+        assert_eq!(kind(&echo), Kind::Plain);
+        assert_eq!(copy_of(&resolve("/usr/bin/env", &dir, path).unwrap()), None);
     }
 
     #[test]
