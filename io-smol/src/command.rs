@@ -276,7 +276,8 @@ mod registry {
             }
             Err(e) => Err(e),
         };
-        match result {
+        let large = params_json.as_ref().is_some_and(|p| p.len() > LARGE);
+        let outcome = match result {
             Ok(Value::Null) => InvokeOutcome::Ok { payload_json: None },
             Ok(v) => InvokeOutcome::Ok {
                 payload_json: Some(v.to_string()),
@@ -285,8 +286,36 @@ mod registry {
                 code: e.code,
                 message: e.message,
             },
+        };
+        if large
+            || matches!(&outcome, InvokeOutcome::Ok { payload_json: Some(p) } if p.len() > LARGE)
+        {
+            drop(params_json);
+            release_freed_memory();
+        }
+        outcome
+    }
+
+    /// An invoke whose params or answer is over this many bytes has the
+    /// memory it freed handed back to the system when it is done.
+    const LARGE: usize = 256 << 10;
+
+    /// Hands memory the allocator keeps after a large invoke back to the
+    /// system: parsing and answering a 1 MiB document frees tens of MiB in
+    /// small pieces, which glibc's allocator otherwise keeps in its arenas
+    /// (docs/exec-host.md §11.4).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    fn release_freed_memory() {
+        // SAFETY: malloc_trim only returns free memory to the system; it
+        // takes no pointer and is safe to call from any thread.
+        unsafe {
+            libc::malloc_trim(0);
         }
     }
+
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    fn release_freed_memory() {}
 
     #[cfg(test)]
     mod tests {

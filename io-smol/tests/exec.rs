@@ -280,7 +280,7 @@ mod properties {
             security in security(), ask in ask(), fallback in security(),
             approval in approval(), covered in any::<bool>(),
         ) {
-            let p = Resolved { security, ask, ask_fallback: fallback, auto_allow_skills: false, allowlist: Vec::new() };
+            let p = Resolved { security, ask, ask_fallback: fallback, auto_allow_skills: false, allowlist: Vec::new().into() };
             let got = decide(&p, approval, covered);
             if security == Security::Deny {
                 prop_assert_eq!(got.clone(), Err(Denied::Disabled));

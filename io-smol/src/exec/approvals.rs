@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -190,9 +191,15 @@ impl ApprovalsFile {
     /// Reads a document from its wire or stored form: unknown fields and
     /// unknown policy values are errors that name them. Blank allowlist
     /// patterns are dropped and a version of 1 is required.
-    pub fn from_value(value: serde_json::Value) -> Result<Self, ApprovalsError> {
-        let mut file: ApprovalsFile =
-            serde_json::from_value(value).map_err(|e| ApprovalsError::Invalid(e.to_string()))?;
+    pub fn from_value(value: &serde_json::Value) -> Result<Self, ApprovalsError> {
+        ApprovalsFile::deserialize(value)
+            .map_err(|e| ApprovalsError::Invalid(e.to_string()))?
+            .checked()
+    }
+
+    /// The version required, blank patterns dropped, patterns trimmed.
+    fn checked(mut self) -> Result<Self, ApprovalsError> {
+        let file = &mut self;
         if file.version != 1 {
             return Err(ApprovalsError::Invalid(format!(
                 "version {} (only 1 is known)",
@@ -205,15 +212,16 @@ impl ApprovalsFile {
                 e.pattern = e.pattern.trim().to_owned();
             }
         }
-        Ok(file)
+        Ok(self)
     }
 
     /// Reads the stored form back ([`to_stored`](Self::to_stored)); the
     /// error says why it is unusable.
     pub fn from_stored(bytes: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(bytes)
+        // Straight into the typed document: no JSON tree in between.
+        serde_json::from_slice::<ApprovalsFile>(bytes)
             .map_err(|e| e.to_string())
-            .and_then(|v| ApprovalsFile::from_value(v).map_err(|e| e.to_string()))
+            .and_then(|f| f.checked().map_err(|e| e.to_string()))
     }
 
     /// The bytes stored: pretty JSON and a newline. The hash is over them.
@@ -421,8 +429,9 @@ pub struct Resolved {
     pub ask_fallback: Security,
     /// Whether skill binaries are allowed without an entry.
     pub auto_allow_skills: bool,
-    /// `agents["*"]`'s entries, then the agent's.
-    pub allowlist: Vec<AllowEntry>,
+    /// `agents["*"]`'s entries, then the agent's (shared: a run of a
+    /// large document copies none of it).
+    pub allowlist: Arc<[AllowEntry]>,
 }
 
 /// What the gateway's approval says about a run. Taken only from the
@@ -515,8 +524,136 @@ mod tests {
             ask,
             ask_fallback: fallback,
             auto_allow_skills: false,
-            allowlist: Vec::new(),
+            allowlist: Arc::from([]),
         }
+    }
+
+    #[test]
+    fn the_sockets_token_never_reaches_debug_output() {
+        let socket = Socket {
+            path: Some("/run/x.sock".into()),
+            token: Some("s3cret-token".into()),
+        };
+        let shown = format!("{socket:?}");
+        assert!(
+            shown.contains("/run/x.sock") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    fn document(v: serde_json::Value) -> ApprovalsFile {
+        ApprovalsFile::from_stored(v.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_ceiling_admits_what_is_at_or_under_it_and_names_what_is_wider() {
+        use Ask::*;
+        use Security::*;
+        assert!(Ceiling::default().is_empty());
+        for c in [
+            Ceiling {
+                security: Some(Full),
+                ..Ceiling::default()
+            },
+            Ceiling {
+                ask: Some(Off),
+                ..Ceiling::default()
+            },
+            Ceiling {
+                ask_fallback: Some(Full),
+                ..Ceiling::default()
+            },
+        ] {
+            assert!(!c.is_empty(), "{c:?}");
+        }
+        let ceiling = Ceiling {
+            security: Some(Allowlist),
+            ask: Some(OnMiss),
+            ask_fallback: Some(Allowlist),
+            source: "/etc/clawnode.toml".into(),
+        };
+        let at =
+            |field: &str, value: &str| document(json!({"version": 1, "defaults": {field: value}}));
+        // At the ceiling, and under it: admitted.
+        for (field, value) in [
+            ("security", "allowlist"),
+            ("security", "deny"),
+            ("ask", "on-miss"),
+            ("ask", "always"),
+            ("askFallback", "allowlist"),
+            ("askFallback", "deny"),
+        ] {
+            assert_eq!(ceiling.admits(&at(field, value)), Ok(()), "{field}={value}");
+        }
+        // Wider: refused, naming the field and the file.
+        for (field, value) in [
+            ("security", "full"),
+            ("ask", "off"),
+            ("askFallback", "full"),
+        ] {
+            let e = ceiling.admits(&at(field, value)).unwrap_err();
+            assert!(
+                e.contains(&format!("defaults.{field}")) && e.contains("/etc/clawnode.toml"),
+                "{e}"
+            );
+        }
+        // An agent's own policy is held to it too.
+        let agent = document(json!({"version": 1, "agents": {"ops": {"security": "full"}}}));
+        let e = ceiling.admits(&agent).unwrap_err();
+        assert!(e.contains("agents[\"ops\"].security"), "{e}");
+        // Nothing set: nothing is wider.
+        assert_eq!(Ceiling::default().admits(&at("security", "full")), Ok(()));
+    }
+
+    #[test]
+    fn a_ceiling_clamps_the_policy_in_force() {
+        use Ask::*;
+        use Security::*;
+        let ceiling = Ceiling {
+            security: Some(Allowlist),
+            ask: Some(OnMiss),
+            ask_fallback: Some(Deny),
+            source: String::new(),
+        };
+        let mut p = policy(Full, Off, Full);
+        ceiling.clamp(&mut p);
+        assert_eq!(p, policy(Allowlist, OnMiss, Deny));
+        // What is already narrower stays as it is.
+        let mut p = policy(Deny, Always, Deny);
+        ceiling.clamp(&mut p);
+        assert_eq!(p, policy(Deny, Always, Deny));
+        let mut p = policy(Full, Off, Full);
+        Ceiling::default().clamp(&mut p);
+        assert_eq!(p, policy(Full, Off, Full));
+    }
+
+    #[test]
+    fn a_stored_ceiling_is_read_back_and_a_corrupt_one_fails_closed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = crate::store::StateDir::new(tmp.path());
+        assert_eq!(Ceiling::load(&store).unwrap(), None);
+        let ceiling = Ceiling {
+            security: Some(Security::Allowlist),
+            ask: None,
+            ask_fallback: None,
+            source: "/etc/clawnode.toml".into(),
+        };
+        store
+            .store_exec_ceiling(Some(&serde_json::to_vec(&ceiling).unwrap()))
+            .unwrap();
+        assert_eq!(Ceiling::load(&store).unwrap(), Some(ceiling));
+        store.store_exec_ceiling(Some(b"{not json")).unwrap();
+        let closed = Ceiling::load(&store).unwrap().unwrap();
+        assert_eq!(
+            (closed.security, closed.ask, closed.ask_fallback),
+            (
+                Some(Security::Deny),
+                Some(Ask::Always),
+                Some(Security::Deny)
+            )
+        );
+        assert!(closed.source.ends_with("exec-ceiling.json"), "{closed:?}");
     }
 
     #[test]
@@ -608,7 +745,7 @@ mod tests {
 
     #[test]
     fn the_agent_then_star_then_defaults_then_this_hosts_fallback() {
-        let file = ApprovalsFile::from_value(json!({
+        let file = ApprovalsFile::from_value(&json!({
             "version": 1,
             "defaults": {"ask": "on-miss"},
             "agents": {
@@ -632,7 +769,7 @@ mod tests {
 
     #[test]
     fn bad_documents_are_refused_naming_what_is_wrong() {
-        let err = |v| ApprovalsFile::from_value(v).unwrap_err().to_string();
+        let err = |v| ApprovalsFile::from_value(&v).unwrap_err().to_string();
         assert!(err(json!({"version": 1, "defaults": {"security": "bogus"}})).contains("bogus"));
         assert!(err(json!({"version": 1, "extra": true})).contains("extra"));
         assert!(err(json!({"version": 2})).contains("version 2"));

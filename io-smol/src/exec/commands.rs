@@ -102,7 +102,7 @@ pub fn approvals_set(store: &StateDir, params: &Value) -> Result<Value, CommandE
     let stored = store.load_exec_approvals().map_err(unavailable)?;
     // The compare-and-swap first: a stale or missing hash costs no parse.
     check_base(stored.as_deref(), base).map_err(invalid)?;
-    let incoming = ApprovalsFile::from_value(file.clone()).map_err(invalid)?;
+    let incoming = ApprovalsFile::from_value(file).map_err(invalid)?;
     if let Some(ceiling) = Ceiling::load(store).map_err(unavailable)? {
         ceiling.admits(&incoming).map_err(|why| {
             CommandError::new("INVALID_REQUEST", format!("INVALID_REQUEST: {why}"))
@@ -159,6 +159,22 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
+
+    /// `set` params for a document of exactly `bytes`, with a base hash.
+    fn set_params_of(bytes: usize) -> String {
+        let head = json!({"version": 1, "agents": {"*": {"allowlist": [{"pattern": ""}]}}});
+        let fill = bytes - head.to_string().len();
+        let doc = json!({"version": 1, "agents": {"*": {"allowlist": [
+            {"pattern": "x".repeat(fill)}]}}});
+        assert_eq!(doc.to_string().len(), bytes);
+        json!({"file": doc, "baseHash": "0".repeat(64)}).to_string()
+    }
+
+    #[test]
+    fn the_set_limit_admits_a_1_mib_document_and_nothing_much_larger() {
+        assert!(set_params_of(1 << 20).len() <= MAX_SET_PARAMS);
+        assert!(set_params_of((1 << 20) + 8192).len() > MAX_SET_PARAMS);
+    }
 
     #[test]
     fn the_operator_round_trip_read_add_write_read() {

@@ -422,8 +422,21 @@ pub struct ExecHost {
     /// The approvals document as last parsed, by the identity, size and
     /// modification time of its file: a run parses it only after it
     /// changed (every writer replaces the file, so a change is a new one).
-    parsed: std::sync::Mutex<Option<(Option<FileStamp>, Arc<ApprovalsFile>)>>,
+    parsed: std::sync::Mutex<Option<Parsed>>,
 }
+
+/// The approvals document as last parsed, and the policies resolved from
+/// it so far, by agent.
+#[derive(Debug)]
+struct Parsed {
+    stamp: Option<FileStamp>,
+    file: ApprovalsFile,
+    /// At most [`MAX_RESOLVED`] agents (the ids come from the gateway).
+    resolved: Vec<(Option<String>, Resolved)>,
+}
+
+/// How many agents' resolved policies [`Parsed`] keeps.
+const MAX_RESOLVED: usize = 32;
 
 /// What tells one version of a file from another: device, inode, size and
 /// modification time.
@@ -446,18 +459,29 @@ impl ExecHost {
         let stamp = std::fs::metadata(self.store.exec_approvals_path())
             .ok()
             .map(|m| (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec()));
-        let file = {
+        let mut policy = {
             let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
-            match parsed.as_ref() {
-                Some((at, file)) if *at == stamp => file.clone(),
-                _ => {
-                    let file = Arc::new(policy_file(&self.store)?);
-                    *parsed = Some((stamp, file.clone()));
-                    file
+            if parsed.as_ref().is_none_or(|p| p.stamp != stamp) {
+                *parsed = Some(Parsed {
+                    stamp,
+                    file: policy_file(&self.store)?,
+                    resolved: Vec::new(),
+                });
+            }
+            let parsed = parsed.as_mut().expect("parsed just now");
+            let agent = agent_id.map(str::to_owned);
+            match parsed.resolved.iter().find(|(a, _)| *a == agent) {
+                Some((_, policy)) => policy.clone(),
+                None => {
+                    let policy = parsed.file.resolve(agent_id);
+                    if parsed.resolved.len() >= MAX_RESOLVED {
+                        parsed.resolved.clear();
+                    }
+                    parsed.resolved.push((agent, policy.clone()));
+                    policy
                 }
             }
         };
-        let mut policy = file.resolve(agent_id);
         match Ceiling::load(&self.store) {
             Ok(Some(ceiling)) => ceiling.clamp(&mut policy),
             Ok(None) => {}
@@ -1014,6 +1038,32 @@ mod tests {
             h.run(sh("echo $(id)")).0.is_err(),
             "an expansion is never covered"
         );
+    }
+
+    #[test]
+    fn each_agent_gets_its_own_policy_and_a_changed_document_is_read_again() {
+        let h = host();
+        h.set(Security::Allowlist, Ask::Off, &["echo"]);
+        edit_local(&h.store, |f| {
+            let ops = f.agents.entry("ops".into()).or_default();
+            ops.security = Some(Security::Full);
+        })
+        .unwrap();
+        // Alternating agents, more of them than are kept resolved.
+        for round in 0..2 {
+            for k in 0..MAX_RESOLVED + 3 {
+                let p = h.exec.policy(Some(&format!("agent-{k}"))).unwrap();
+                assert_eq!(p.security, Security::Allowlist, "{round} {k}");
+                assert_eq!(p.allowlist.len(), 1);
+                assert_eq!(h.exec.policy(Some("ops")).unwrap().security, Security::Full);
+            }
+        }
+        assert_eq!(h.exec.policy(None).unwrap().security, Security::Allowlist);
+        h.set(Security::Deny, Ask::Off, &[]);
+        assert_eq!(h.exec.policy(None).unwrap().security, Security::Deny);
+        assert!(h.exec.policy(Some("agent-1")).unwrap().allowlist.is_empty());
+        let kept = h.exec.parsed.lock().unwrap();
+        assert!(kept.as_ref().unwrap().resolved.len() <= MAX_RESOLVED);
     }
 
     #[test]
