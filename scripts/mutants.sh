@@ -60,7 +60,7 @@ if [ "$exec_host" -eq 1 ]; then
         --timeout 120 --jobs "${JOBS:-2}" \
         "${shard[@]}" "${extra[@]}" \
         --output target/mutants-exec \
-        -- -E 'binary(exec) or test(/^exec::/)'
+        -- --profile mutants -E 'binary(exec) or test(/^exec::/)'
 fi
 if [ "$smol" -eq 1 ]; then
     exec cargo mutants \

@@ -452,3 +452,10 @@ fn daemons_that_leave_the_group_die_at_the_timeout_and_the_cancel() {
     assert_eq!(daemons.len(), 3, "{out:?}");
     assert_all_gone(&daemons);
 }
+
+/// The tap's `Debug` names it without its closure.
+#[test]
+fn an_output_tap_shows_its_name() {
+    let tap = clawnode_smol::exec::run::OutputTap(std::sync::Arc::new(|_, _| {}));
+    assert_eq!(format!("{tap:?}"), "OutputTap");
+}

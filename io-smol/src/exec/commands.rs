@@ -177,6 +177,22 @@ mod tests {
     }
 
     #[test]
+    fn a_merge_that_changes_nothing_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::new(dir.path());
+        assert!(!merge_local(&store, |_| false).unwrap());
+        assert_eq!(store.load_exec_approvals().unwrap(), None);
+        let changed = merge_local(&store, |f| {
+            f.defaults.security = Some(crate::exec::approvals::Security::Allowlist);
+            true
+        });
+        assert!(changed.unwrap());
+        let stored = store.load_exec_approvals().unwrap().expect("stored");
+        assert!(!merge_local(&store, |_| false).unwrap());
+        assert_eq!(store.load_exec_approvals().unwrap(), Some(stored));
+    }
+
+    #[test]
     fn the_operator_round_trip_read_add_write_read() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateDir::new(dir.path());

@@ -306,6 +306,14 @@ mod tests {
         ]);
         let direct = child_env(node_env(), &requested, false).unwrap();
         assert_eq!(direct["FOO"], "1");
+        // Only cargo's per-target linker and runner are tools; other names
+        // ending so, or other cargo target keys, are plain values.
+        let plain = map(&[
+            ("TEST_RUNNER", "x"),
+            ("MY_LINKER", "x"),
+            ("CARGO_TARGET_DIR", "/tmp/t"),
+        ]);
+        assert!(child_env(node_env(), &plain, false).is_ok());
         assert_eq!(direct["PAGER"], "", "a pager of cat becomes none");
         let shell = child_env(node_env(), &requested, true).unwrap();
         assert!(!shell.contains_key("FOO"));

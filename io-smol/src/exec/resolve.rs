@@ -466,6 +466,39 @@ mod tests {
     }
 
     #[test]
+    fn the_real_name_and_the_called_name_each_tell_a_kind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = std::fs::canonicalize(tmp.path()).unwrap();
+        let path = OsStr::new("");
+        let link = |to: &Path, name: &str| {
+            std::os::unix::fs::symlink(to, dir.join(name)).unwrap();
+            kind(&resolve(&format!("./{name}"), &dir, path).unwrap())
+        };
+        // A program whose real name is a shell's, called by another name;
+        // one called by a shell's name; likewise for a wrapper.
+        exe(&dir.join("fish"), "#!/bin/sh\n");
+        exe(&dir.join("tool"), "#!/bin/sh\n");
+        assert_eq!(link(&dir.join("fish"), "nick"), Kind::LookAlike);
+        assert_eq!(link(&dir.join("tool"), "csh"), Kind::LookAlike);
+        assert_eq!(link(Path::new("/usr/bin/env"), "nick2"), Kind::Wrapper);
+        assert_eq!(link(&dir.join("tool"), "nohup"), Kind::Wrapper);
+        // A multi-call binary under a shell's name that is not a system
+        // shell is the multi-call binary.
+        exe(&dir.join("busybox"), "#!/bin/sh\n");
+        assert_eq!(link(&dir.join("busybox"), "sh"), Kind::MultiCall);
+        // A system shell (listed in /etc/shells) whose name is no shell's.
+        let listed = std::fs::read_to_string("/etc/shells").unwrap_or_default();
+        for shell in listed.lines().filter(|l| l.starts_with('/')) {
+            let real = std::fs::canonicalize(shell).unwrap_or_default();
+            let name = real.file_name().and_then(OsStr::to_str).unwrap_or_default();
+            if !SHELL_LIKE.contains(&name) && !name.is_empty() {
+                let p = resolve(shell, &dir, path).unwrap();
+                assert_eq!(kind(&p), Kind::LookAlike, "{shell}");
+            }
+        }
+    }
+
+    #[test]
     fn what_is_not_an_executable_file_says_so() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = std::fs::canonicalize(tmp.path()).unwrap();
