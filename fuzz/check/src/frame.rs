@@ -106,6 +106,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_lone_surrogate_is_accepted_where_skipped_and_refused_where_read() {
+        let skipped = r#"{"type":"event","event":"tick","junk":"\ud800"}"#;
+        assert!(parse_inbound(skipped).is_ok());
+        for read in [
+            r#"{"type":"event","event":"t\ud800"}"#,
+            r#"{"type":"res","id":"\udc00","ok":true}"#,
+        ] {
+            assert!(parse_inbound(read).is_err(), "{read}");
+        }
+    }
+
+    #[test]
     fn lone_surrogate_escapes_and_only_they_are_replaced() {
         for (from, to) in [
             (r#"["\ud800"]"#, r#"["\ufffd"]"#),
