@@ -793,11 +793,25 @@ fn a_huge_approvals_document_is_refused_and_a_large_one_is_parsed_once() {
         .unwrap_or_else(|e| panic!("a 1 MiB document: {e}"));
     let (large_p50, large_max) = echo_latency(&remote, "large");
     let large_rss = node.rss_kib();
+    // The same program spawned and waited for by this process, beside it.
+    let mut bare: Vec<f64> = (0..20)
+        .map(|_| {
+            let started = Instant::now();
+            let out = std::process::Command::new("/usr/bin/echo")
+                .arg("hi")
+                .output()
+                .expect("spawn echo");
+            assert_eq!(out.stdout, b"hi\n");
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    bare.sort_by(f64::total_cmp);
+    let bare_p50 = bare[bare.len() / 2];
     eprintln!(
         "MEASURE hostile_exec approvals_document peak_rss_after_2MB_refused_kib={peak_after_huge} \
          small: rss_kib={small_rss} system_run_ms_p50={small_p50:.2} max={small_max:.2} \
          1MiB: rss_kib={large_rss} system_run_ms_p50={large_p50:.2} max={large_max:.2} \
-         p50_ratio={:.2}",
+         p50_ratio={:.2} bare_spawn_ms_p50={bare_p50:.2}",
         large_p50 / small_p50
     );
     assert!(
