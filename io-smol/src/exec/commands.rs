@@ -176,6 +176,41 @@ mod tests {
         assert!(set_params_of((1 << 20) + 8192).len() > MAX_SET_PARAMS);
     }
 
+    /// A document whose stored form is exactly `bytes` long.
+    fn stored_of(bytes: usize) -> Value {
+        let doc = |pad: usize, n: usize| {
+            let mut list: Vec<Value> = (0..n)
+                .map(|i| json!({"pattern": format!("/p/{i:08}")}))
+                .collect();
+            list.push(json!({"pattern": format!("/{}", "x".repeat(pad))}));
+            json!({"version": 1, "agents": {"*": {"allowlist": list}}})
+        };
+        let stored = |v: &Value| ApprovalsFile::from_value(v).unwrap().to_stored().len();
+        // Entries of about the same stored size, then one padded to fit.
+        let base = stored(&doc(0, 0));
+        let per = (stored(&doc(0, 1000)) - base) / 1000 + 1;
+        let n = (bytes - base) / per - 16;
+        let pad = bytes - stored(&doc(0, n));
+        let v = doc(pad, n);
+        assert_eq!(stored(&v), bytes);
+        v
+    }
+
+    #[test]
+    fn a_document_stored_past_the_file_limit_is_refused() {
+        let limit = usize::try_from(MAX_APPROVALS_FILE).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::new(dir.path());
+        let at = json!({"file": stored_of(limit)});
+        approvals_set(&store, &at).expect("exactly the limit is stored");
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::new(dir.path());
+        let over = json!({"file": stored_of(limit + 1)});
+        let e = approvals_set(&store, &over).unwrap_err();
+        assert!(e.message.contains("limit"), "{e:?}");
+        assert_eq!(store.load_exec_approvals().unwrap(), None);
+    }
+
     #[test]
     fn a_merge_that_changes_nothing_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
