@@ -459,3 +459,40 @@ fn an_output_tap_shows_its_name() {
     let tap = clawnode_smol::exec::run::OutputTap(std::sync::Arc::new(|_, _| {}));
     assert_eq!(format!("{tap:?}"), "OutputTap");
 }
+
+/// A process that escaped the reaper (its command killed the reaper) and
+/// holds the output open does not hold the run's readers: they let go of
+/// the pipes soon after the run ends.
+#[test]
+fn output_held_open_by_an_escaped_process_is_let_go() {
+    let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let before = fds();
+    let out = run(
+        &sh("sleep 30 & echo $!; kill -9 $PPID; sleep 30"),
+        &Cancel::new(),
+    );
+    let strays = pids(&out.stdout);
+    let until = Instant::now() + Duration::from_secs(3);
+    while fds() > before && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = fds();
+    for pid in &strays {
+        // SAFETY: a signal to the process this test started.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    assert_eq!(strays.len(), 1, "{out:?}");
+    assert!(
+        after <= before,
+        "{before} descriptors before, {after} after"
+    );
+}
+
+/// A cancel handle shows whether it was cancelled.
+#[test]
+fn a_cancel_shows_its_state() {
+    let cancel = Cancel::new();
+    assert!(format!("{cancel:?}").contains("cancelled: false"));
+    cancel.cancel();
+    assert!(format!("{cancel:?}").contains("cancelled: true"));
+}
