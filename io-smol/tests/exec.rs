@@ -496,3 +496,49 @@ fn a_cancel_shows_its_state() {
     cancel.cancel();
     assert!(format!("{cancel:?}").contains("cancelled: true"));
 }
+
+/// Output cut at the cap in the middle of a character keeps only whole
+/// characters; output that merely ends in a broken one, uncut, shows it
+/// as U+FFFD. The tap is never called with nothing.
+#[test]
+fn a_cut_ends_on_a_whole_character_and_the_tap_gets_only_bytes() {
+    let chunks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = chunks.clone();
+    let tap = clawnode_smol::exec::run::OutputTap(std::sync::Arc::new(move |_, b: &[u8]| {
+        seen.lock().unwrap().push(b.len());
+    }));
+    let spec = RunSpec {
+        tap: Some(tap),
+        ..sh(&format!(
+            "head -c {} /dev/zero | tr '\\0' a; printf '\\303\\251'; head -c 5000 /dev/zero",
+            OUTPUT_CAP - 1
+        ))
+    };
+    let out = run(&spec, &Cancel::new());
+    assert!(out.dropped_bytes > 0, "{:?}", out.dropped_bytes);
+    assert_eq!(out.stdout.len(), OUTPUT_CAP - 1);
+    assert!(out.stdout.bytes().all(|b| b == b'a'));
+    let chunks = chunks.lock().unwrap();
+    assert!(chunks.iter().all(|n| *n > 0), "an empty chunk: {chunks:?}");
+    assert_eq!(chunks.iter().sum::<usize>(), OUTPUT_CAP);
+
+    let out = run(&sh("printf 'a\\303'"), &Cancel::new());
+    assert_eq!(out.dropped_bytes, 0);
+    assert_eq!(out.stdout, "a\u{fffd}");
+}
+
+/// A working directory that is a file is refused as one, before anything
+/// starts.
+#[test]
+fn a_working_directory_that_is_a_file_is_refused() {
+    let out = run(
+        &RunSpec {
+            cwd: Some("/etc/hostname".into()),
+            ..sh("echo hi")
+        },
+        &Cancel::new(),
+    );
+    let error = out.error.clone().unwrap_or_default();
+    assert!(error.contains("working directory"), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
