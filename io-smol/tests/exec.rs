@@ -542,3 +542,44 @@ fn a_working_directory_that_is_a_file_is_refused() {
     assert!(error.contains("working directory"), "{out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
 }
+
+/// In a process that adopts orphans (the `clawnode` binary), what a run
+/// leaves when its command killed its reaper is adopted and killed when
+/// the run ends, and a reaper of another run is left alone. Runs in a
+/// process of its own: adopting changes the whole process.
+#[test]
+fn an_adopting_process_kills_what_a_dead_reaper_left() {
+    if std::env::var_os("CLAWNODE_TEST_ADOPTING").is_none() {
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "an_adopting_process_kills_what_a_dead_reaper_left",
+            ])
+            .args(["--nocapture", "--test-threads", "1"])
+            .env("CLAWNODE_TEST_ADOPTING", "1")
+            .status()
+            .unwrap();
+        assert!(status.success(), "{status}");
+        return;
+    }
+    clawnode_smol::exec::run::adopt_orphans().expect("a child subreaper");
+    // Another run, still going, whose reaper must survive the sweep.
+    let cancel = Cancel::new();
+    let long = {
+        let cancel = cancel.clone();
+        std::thread::spawn(move || run(&sh("echo $$; sleep 30"), &cancel))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let out = run(
+        &sh("setsid sleep 30 > /dev/null 2>&1 & echo $!; kill -9 $PPID"),
+        &Cancel::new(),
+    );
+    let strays = pids(&out.stdout);
+    assert_eq!(strays.len(), 1, "{out:?}");
+    assert_all_gone(&strays);
+    // The other run was not touched: it ends by its cancel.
+    std::thread::sleep(Duration::from_millis(200));
+    cancel.cancel();
+    let other = long.join().unwrap();
+    assert!(other.cancelled, "{other:?}");
+}
