@@ -583,3 +583,19 @@ fn an_adopting_process_kills_what_a_dead_reaper_left() {
     let other = long.join().unwrap();
     assert!(other.cancelled, "{other:?}");
 }
+
+/// What a command wrote just before it exited is all in the answer: the
+/// run waits for its readers to reach the end of the output, here slowed
+/// by a tap so that most of it is still in the pipe at the exit.
+#[test]
+fn the_last_output_before_exit_is_never_lost() {
+    let slow = clawnode_smol::exec::run::OutputTap(std::sync::Arc::new(|_, _: &[u8]| {
+        std::thread::sleep(Duration::from_millis(20));
+    }));
+    let spec = RunSpec {
+        tap: Some(slow),
+        ..sh("head -c 150000 /dev/zero | tr '\\0' a")
+    };
+    let out = run(&spec, &Cancel::new());
+    assert_eq!(out.stdout.len(), 150_000, "{:?}", out.exit_code);
+}
