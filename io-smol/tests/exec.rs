@@ -599,3 +599,19 @@ fn the_last_output_before_exit_is_never_lost() {
     let out = run(&spec, &Cancel::new());
     assert_eq!(out.stdout.len(), 150_000, "{:?}", out.exit_code);
 }
+
+/// A run whose output has ended is answered at once, not after waiting out
+/// [`DRAIN`] for readers that are done (the quickest of three runs).
+#[test]
+fn a_finished_run_does_not_wait_out_the_drain() {
+    let quickest = (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            let out = run(&sh("echo hi"), &Cancel::new());
+            assert_eq!(out.stdout, "hi\n");
+            started.elapsed()
+        })
+        .min()
+        .unwrap();
+    assert!(quickest < DRAIN / 2, "{quickest:?}");
+}
