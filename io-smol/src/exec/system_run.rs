@@ -1041,6 +1041,47 @@ mod tests {
     }
 
     #[test]
+    fn the_file_an_approval_covers_is_the_script_or_a_relative_program() {
+        let idx =
+            |a: &[&str]| file_operand_index(&a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        assert_eq!(idx(&["python3.11", "job.py"]), Some(1));
+        assert_eq!(idx(&["/usr/bin/python3", "job.py"]), Some(1));
+        assert_eq!(idx(&["python3", "-c", "print(1)"]), None);
+        assert_eq!(idx(&["pythonx", "job.py"]), None);
+        assert_eq!(idx(&["python3-x", "job.py"]), None);
+        assert_eq!(idx(&["./job.sh", "x"]), Some(0));
+        assert_eq!(idx(&["bin/job.sh"]), Some(0));
+        assert_eq!(idx(&["tool", "x"]), None);
+        assert_eq!(idx(&["/usr/bin/tool", "x"]), None);
+    }
+
+    #[test]
+    fn a_bound_file_is_hashed_up_to_its_limit_and_refused_past_it() {
+        use std::io::Read as _;
+        let limit = usize::try_from(MAX_BOUND_FILE).unwrap();
+        let named = Path::new("big");
+        let at = sha256_of(std::io::repeat(0).take(MAX_BOUND_FILE), named).unwrap();
+        let zeros = vec![0u8; limit];
+        assert_eq!(at, super::super::approvals::hash(Some(&zeros)));
+        let e = sha256_of(std::io::repeat(0).take(MAX_BOUND_FILE + 1), named).unwrap_err();
+        assert!(e.contains("larger than"), "{e}");
+    }
+
+    #[test]
+    fn a_fifo_operand_is_refused_without_being_opened() {
+        let h = host();
+        let fifo = h.cwd.join("pipe");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // An open for reading would block here: no writer ever comes.
+        let e = snapshot_operand(&["sh".into(), "pipe".into()], 1, &h.cwd).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
     fn each_agent_gets_its_own_policy_and_a_changed_document_is_read_again() {
         let h = host();
         h.set(Security::Allowlist, Ask::Off, &["echo"]);
