@@ -1188,6 +1188,39 @@ mod tests {
     }
 
     #[test]
+    fn an_approved_program_rewritten_after_the_plan_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let h = host();
+        h.set(Security::Allowlist, Ask::Always, &[]);
+        let tool = h.cwd.join("tool");
+        let write = |body: &str| {
+            std::fs::write(&tool, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        write("echo approved");
+        let argv = json!({"command": [tool.to_str().unwrap()], "sessionKey": "s"});
+        let approved = |run_id: &str| {
+            let mut a = argv.clone();
+            let plan = prepare(&h.exec, &argv, &h.cwd).unwrap()["plan"].clone();
+            a["cwd"] = plan["cwd"].clone();
+            a["systemRunPlan"] = plan;
+            a["approved"] = true.into();
+            a["approvalDecision"] = "allow-once".into();
+            a["runId"] = run_id.into();
+            a
+        };
+        assert_eq!(h.run(approved("r1")).0.unwrap()["stdout"], "approved\n");
+        let fresh = approved("r2");
+        write("echo rewritten");
+        let (r, sent) = h.run(fresh);
+        assert!(
+            r.unwrap_err().message.contains("program changed"),
+            "{sent:?}"
+        );
+        assert_eq!(sent[0].1["reason"], "execution-plan-miss");
+    }
+
+    #[test]
     fn an_approved_script_runs_only_with_the_bytes_that_were_approved() {
         let h = host();
         h.set(Security::Allowlist, Ask::Always, &[]);
