@@ -1101,6 +1101,21 @@ mod tests {
         }
         assert_eq!(h.exec.policy(None).unwrap().security, Security::Allowlist);
         h.set(Security::Deny, Ask::Off, &[]);
+        // A changed document starts a new cache, which keeps every agent.
+        for agent in ["a", "b", "c"] {
+            h.exec.policy(Some(agent)).unwrap();
+        }
+        assert_eq!(
+            h.exec
+                .parsed
+                .lock()
+                .unwrap()
+                .as_ref()
+                .unwrap()
+                .resolved
+                .len(),
+            3
+        );
         assert_eq!(h.exec.policy(None).unwrap().security, Security::Deny);
         assert!(h.exec.policy(Some("agent-1")).unwrap().allowlist.is_empty());
         let kept = h.exec.parsed.lock().unwrap();
