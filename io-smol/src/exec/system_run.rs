@@ -1203,6 +1203,112 @@ mod tests {
     }
 
     #[test]
+    fn a_shell_by_any_shape_gets_only_terminal_and_locale_overrides() {
+        let h = host();
+        h.set(Security::Full, Ask::Off, &[]);
+        let run = json!({"command": ["/bin/sh", "-e", "-c", "echo x${FOO}x"],
+                         "env": {"FOO": "1"}, "sessionKey": "s"});
+        assert_eq!(h.run(run).0.unwrap()["stdout"], "xx\n");
+    }
+
+    #[test]
+    fn what_runs_is_the_judged_program_not_a_builtin_of_its_name() {
+        let h = host();
+        h.set(Security::Allowlist, Ask::Off, &["/usr/bin/echo"]);
+        // dash's builtin echo turns \t into a tab; /usr/bin/echo does not.
+        let out = h.run(sh(r"echo 'a\tb'")).0.unwrap();
+        assert_eq!(out["stdout"], "a\\tb\n", "{out}");
+    }
+
+    #[test]
+    fn a_timeout_of_zero_is_none_and_a_short_one_stops_the_run() {
+        let h = host();
+        h.set(Security::Full, Ask::Off, &[]);
+        let mut quick = sh("echo hi");
+        quick["timeoutMs"] = 0.into();
+        let out = h.run(quick).0.unwrap();
+        assert_eq!(
+            (out["stdout"].clone(), out["timedOut"].clone()),
+            ("hi\n".into(), false.into())
+        );
+        let mut slow = sh("sleep 5");
+        slow["timeoutMs"] = 300.into();
+        let out = h.run(slow).0.unwrap();
+        assert_eq!(out["timedOut"], true, "{out}");
+    }
+
+    #[test]
+    fn suppress_notify_on_exit_reaches_the_finished_event_only_when_asked() {
+        let h = host();
+        h.set(Security::Full, Ask::Off, &[]);
+        let finished = |extra: Value| {
+            let mut p = sh("true");
+            p.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let (_, sent) = h.run(p);
+            sent.into_iter()
+                .find(|(e, _)| e == "exec.finished")
+                .unwrap()
+                .1
+        };
+        assert_eq!(
+            finished(json!({"suppressNotifyOnExit": true}))["suppressNotifyOnExit"],
+            true
+        );
+        assert!(finished(json!({})).get("suppressNotifyOnExit").is_none());
+        assert!(
+            finished(json!({"suppressNotifyOnExit": false}))
+                .get("suppressNotifyOnExit")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn streamed_output_waits_for_a_split_character_and_shows_a_bad_byte_at_once() {
+        let got: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let g = got.clone();
+        let tap = stream_output(Progress::new(move |t| g.lock().unwrap().push(t)));
+        (tap.0)(0, b"a\xc3");
+        (tap.0)(0, b"\xa9");
+        (tap.0)(0, b"\xc3");
+        assert_eq!(*got.lock().unwrap(), ["a", "\u{e9}"]);
+        (tap.0)(1, b"x\xffy");
+        assert_eq!(got.lock().unwrap()[2], "x\u{fffd}y");
+    }
+
+    #[test]
+    fn an_approval_counts_by_its_decision_alone_and_only_for_the_planned_command() {
+        let h = host();
+        h.set(Security::Allowlist, Ask::Always, &[]);
+        let marker = h.cwd.join("ran");
+        let echo = json!({"command": ["/usr/bin/echo", "hi"], "sessionKey": "s"});
+        let approved = |command: Value, run_id: &str, flag: bool| {
+            let plan = prepare(&h.exec, &echo, &h.cwd).unwrap()["plan"].clone();
+            let mut a = json!({"command": command, "sessionKey": "s", "cwd": plan["cwd"],
+                               "systemRunPlan": plan, "approvalDecision": "allow-once",
+                               "runId": run_id});
+            if flag {
+                a["approved"] = true.into();
+            }
+            a
+        };
+        // The decision alone is an explicit approval.
+        let out = h
+            .run(approved(echo["command"].clone(), "d1", false))
+            .0
+            .unwrap();
+        assert_eq!(out["stdout"], "hi\n");
+        // A real plan does not approve another command.
+        let touch = json!(["/usr/bin/touch", marker.to_str().unwrap()]);
+        assert!(h.run(approved(touch, "d2", true)).0.is_err());
+        assert!(!marker.exists());
+        // Not even the same program with other arguments.
+        let other = json!(["/usr/bin/echo", "other"]);
+        assert!(h.run(approved(other, "d3", true)).0.is_err());
+    }
+
+    #[test]
     fn an_approved_program_rewritten_after_the_plan_is_refused() {
         use std::os::unix::fs::PermissionsExt as _;
         let h = host();
