@@ -570,13 +570,18 @@ fn an_adopting_process_kills_what_a_dead_reaper_left() {
         std::thread::spawn(move || run(&sh("echo $$; sleep 30"), &cancel))
     };
     std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
     let out = run(
         &sh("setsid sleep 30 > /dev/null 2>&1 & echo $!; kill -9 $PPID"),
         &Cancel::new(),
     );
+    let took = started.elapsed();
     let strays = pids(&out.stdout);
     assert_eq!(strays.len(), 1, "{out:?}");
     assert_all_gone(&strays);
+    // Killing and reaping one stray takes milliseconds: the sweep does not
+    // wait out its 2 s bound.
+    assert!(took < Duration::from_millis(1500), "{took:?}");
     // The other run was not touched: it ends by its cancel.
     std::thread::sleep(Duration::from_millis(200));
     cancel.cancel();
