@@ -1306,6 +1306,13 @@ mod tests {
         // Not even the same program with other arguments.
         let other = json!(["/usr/bin/echo", "other"]);
         assert!(h.run(approved(other, "d3", true)).0.is_err());
+        // Nor the planned argv in another session or working directory.
+        let mut moved = approved(echo["command"].clone(), "d4", true);
+        moved["sessionKey"] = "another".into();
+        assert!(h.run(moved).0.is_err());
+        let mut moved = approved(echo["command"].clone(), "d5", true);
+        moved["cwd"] = "/".into();
+        assert!(h.run(moved).0.is_err());
     }
 
     #[test]
