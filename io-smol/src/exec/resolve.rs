@@ -240,17 +240,25 @@ fn raw(fd: &OwnedFd) -> i32 {
     fd.as_raw_fd()
 }
 
+/// The system's shells by path: `/etc/shells`, then [`SYSTEM_SHELLS`].
+fn shell_paths() -> Vec<PathBuf> {
+    let listed = std::fs::read_to_string("/etc/shells").unwrap_or_default();
+    listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('/'))
+        .chain(SYSTEM_SHELLS.iter().copied())
+        .map(PathBuf::from)
+        .collect()
+}
+
 /// The identities of the system's shells: `/etc/shells` and
 /// [`SYSTEM_SHELLS`], read once.
 fn shells() -> &'static [FileId] {
     static SHELLS: OnceLock<Vec<FileId>> = OnceLock::new();
     SHELLS.get_or_init(|| {
-        let listed = std::fs::read_to_string("/etc/shells").unwrap_or_default();
-        let mut ids: Vec<FileId> = listed
-            .lines()
-            .map(str::trim)
-            .filter(|l| l.starts_with('/'))
-            .chain(SYSTEM_SHELLS.iter().copied())
+        let mut ids: Vec<FileId> = shell_paths()
+            .into_iter()
             .filter_map(|p| std::fs::metadata(p).ok())
             .map(|m| {
                 use std::os::unix::fs::MetadataExt as _;
@@ -287,14 +295,7 @@ struct Original {
 fn originals() -> &'static [Original] {
     static ORIGINALS: OnceLock<Vec<Original>> = OnceLock::new();
     ORIGINALS.get_or_init(|| {
-        let listed = std::fs::read_to_string("/etc/shells").unwrap_or_default();
-        let shells = listed
-            .lines()
-            .map(str::trim)
-            .filter(|l| l.starts_with('/'))
-            .map(str::to_owned)
-            .chain(SYSTEM_SHELLS.iter().map(|p| (*p).to_owned()))
-            .map(|p| (PathBuf::from(p), Kind::LookAlike));
+        let shells = shell_paths().into_iter().map(|p| (p, Kind::LookAlike));
         let others = SYSTEM_BIN_DIRS.iter().flat_map(|dir| {
             WRAPPERS
                 .iter()
