@@ -103,7 +103,7 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 
 echo "compare.sh: building clawnode (release) ..." >&2
-(cd "$ROOT" && cargo build --release --quiet -p clawnode-smol --bin clawnode) >&2
+(cd "$ROOT" && cargo build --release --quiet -p clawnode-host --bin clawnode) >&2
 CLAWNODE="$ROOT/target/release/clawnode"
 [[ -x "$CLAWNODE" ]] || { echo "compare.sh: no $CLAWNODE" >&2; exit 1; }
 "$ROOT/scripts/gateway.sh" install >/dev/null

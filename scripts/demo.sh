@@ -97,7 +97,7 @@ echo "    gateway log: $GW_DIR/gateway.log"
 openclaw() { scripts/gateway.sh openclaw --dir "$GW_DIR" "$@"; }
 
 say "Building clawnode"
-cargo build -q -p clawnode-smol --bin clawnode
+cargo build -q -p clawnode-host --bin clawnode
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/clawnode"
 [[ -x "$BIN" ]] || die "no clawnode binary at $BIN"
 

@@ -5,20 +5,20 @@
 # equivalent mutant, triaged in core/MUTANTS.md).
 #
 #   scripts/mutants.sh [SHARD/SHARDS]          e.g. scripts/mutants.sh 3/16
-#   scripts/mutants.sh --smol [SHARD/SHARDS]   io-smol's pure modules
+#   scripts/mutants.sh --smol [SHARD/SHARDS]   the adapter's pure modules
 #   scripts/mutants.sh --exec [SHARD/SHARDS]   the exec host
 #   scripts/mutants.sh --exec --iterate        only what the last run missed
 #
-# --smol mutates io-smol's pure modules instead (pin verification, the
+# --smol mutates the adapter's pure modules instead (pin verification, the
 # state directory, event formatting, config-file parsing) against
-# clawnode-smol's tests; results go to target/mutants-smol/mutants.out/.
+# clawnode's and clawnode-host's tests; results go to target/mutants-smol/mutants.out/.
 #
 # --exec mutates the exec host (the allowlist matcher and resolution, plan
 # binding, the environment filter, the runner and its reaper, the approvals
-# document) against clawnode-smol's exec tests (the unit tests under exec::
+# document) against clawnode-host's exec tests (the unit tests under exec::
 # and tests/exec.rs, through nextest); results go to
 # target/mutants-exec/mutants.out/, survivors are triaged in
-# io-smol/MUTANTS-EXEC.md.
+# host/MUTANTS-EXEC.md.
 #
 # Without an argument every mutant runs (about 550; about an hour on 2 cores). A
 # shard of 16 runs in about half an hour. The model check is cut to 5 s per
@@ -54,8 +54,8 @@ if [ "$exec_host" -eq 1 ]; then
     # No debug info: each mutant rebuilds and relinks the crate's test
     # binaries, and debug info is most of that time.
     CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-0}" exec cargo mutants \
-        --package clawnode-smol \
-        --file 'io-smol/src/exec/*.rs' \
+        --package clawnode-host \
+        --file 'host/src/exec/*.rs' \
         --test-tool nextest \
         --timeout 120 --jobs "${JOBS:-2}" \
         "${shard[@]}" "${extra[@]}" \
@@ -64,10 +64,10 @@ if [ "$exec_host" -eq 1 ]; then
 fi
 if [ "$smol" -eq 1 ]; then
     exec cargo mutants \
-        --package clawnode-smol \
+        --package clawnode --package clawnode-host \
         --file io-smol/src/tls.rs --file io-smol/src/store.rs \
         --file io-smol/src/store/atomic.rs --file 'io-smol/src/event/*.rs' \
-        --file io-smol/src/file_config.rs \
+        --file host/src/bin/clawnode/file_config.rs \
         --timeout 300 --jobs "${JOBS:-2}" \
         "${shard[@]}" \
         --output target/mutants-smol

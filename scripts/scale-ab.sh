@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Two builds of `clawnode` side by side: each holds N sessions with
-# `clawnode swarm` against a real TLS gateway of its own, both at once, so
+# Two builds of the load generator side by side: each holds N sessions
+# with `clawnode-swarm` against a real TLS gateway of its own, both at once, so
 # that both meet the same machine noise. Prints each one's idle CPU per
 # session per minute and heap per session. A benchmark: it asserts nothing.
 #
 # Usage: scripts/scale-ab.sh BIN_A BIN_B [N]   (N default 300)
+#   A BIN is a `clawnode-swarm` binary, or a `clawnode` binary of a build
+#   from before the load generator had a binary of its own (`clawnode swarm`).
 #   HOLD=SECS   idle hold (default 90)
 #
 # Runs of one build against itself differ by about 1% here, against 10–50%
@@ -22,7 +24,9 @@ side() {
     dir=$(mktemp -d /tmp/clawnode-scale.XXXXXX)
     trap 'scripts/gateway.sh stop --dir "$dir/gateway" >/dev/null 2>&1; rm -rf "$dir"' EXIT
     eval "$(scripts/gateway.sh start --tls --dir "$dir/gateway" | grep -E '^(url|token|pin)=')"
-    OPENCLAW_GATEWAY_TOKEN=$token "$bin" swarm --url "$url" --tls-fingerprint "sha256:$pin" \
+    swarm=("$bin")
+    [ "$(basename "$bin")" = clawnode-swarm ] || swarm+=(swarm)
+    OPENCLAW_GATEWAY_TOKEN=$token "${swarm[@]}" --url "$url" --tls-fingerprint "sha256:$pin" \
         --count "$n" --inflight 16 --hold "$hold" --state-dir "$dir/swarm" --json >"$dir/out.json"
     python3 - "$dir/out.json" "$tag" <<'PY'
 import json, sys

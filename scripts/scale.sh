@@ -7,12 +7,13 @@
 #   INFLIGHT=K  sessions connecting at once (default 16)
 #   HOLD=SECS   idle hold per run (default 60)
 #
-# For each N: a fresh TLS gateway on loopback, `clawnode swarm --count N`
+# For each N: a fresh TLS gateway on loopback, `clawnode-swarm --count N`
 # (release build) pinned to it, and one table row with clawnode's figures
 # (from the swarm's JSON summary) and the gateway's RSS and CPU during the
 # hold (from /proc).
 #
-# The gateway's own limits, as measured (README, "Many sessions"): at most
+# The gateway's own limits, as measured (docs/performance.md, "Many
+# sessions in one process"): at most
 # 32 unauthenticated sockets per IP (HTTP 503 beyond, which the swarm counts
 # as a `GATEWAY_BUSY` refusal and backs off from without counting a
 # failure); admission cost that grows with the number of nodes connected;
@@ -28,8 +29,8 @@ inflight=${INFLIGHT:-16}
 hold=${HOLD:-60}
 
 scripts/gateway.sh install >/dev/null
-cargo build --release -q --bin clawnode
-bin=target/release/clawnode
+cargo build --release -q -p clawnode-swarm
+bin=target/release/clawnode-swarm
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
@@ -45,7 +46,7 @@ for n in "${sizes[@]}"; do
     gw_pid=$pid
     # The gateway's CPU over the swarm's hold: sampled after the ramp by the
     # swarm's own timing (ramp first, then the hold, then the summary).
-    OPENCLAW_GATEWAY_TOKEN=$token "$bin" swarm --url "$url" --tls-fingerprint "sha256:$pin" \
+    OPENCLAW_GATEWAY_TOKEN=$token "$bin" --url "$url" --tls-fingerprint "sha256:$pin" \
         --count "$n" --inflight "$inflight" --hold "$hold" --state-dir "$state" --json >"$out" &
     swarm=$!
     # Wait for the ramp to end: the summary file stays empty until the end,

@@ -27,29 +27,35 @@ if grep -rnE 'Instant|SystemTime|thread_rng|OsRng|getrandom|from_entropy|rand::|
     exit 1
 fi
 
-step "the runtime-neutral layer: clawnode-smol without default features has no async runtime or CLI crate"
-cargo clippy -p clawnode-smol --no-default-features --all-targets -- -D warnings
-cargo test -p clawnode-smol --no-default-features
-neutral=$(cargo tree -p clawnode-smol --no-default-features -e normal --prefix none | sed 's/ (\*)$//' | sort -u)
-full=$(cargo tree -p clawnode-smol -e normal --prefix none | sed 's/ (\*)$//' | sort -u)
+step "the I/O crate: without default features no async runtime or CLI crate, with them no CLI crate"
+cargo clippy -p clawnode --no-default-features --all-targets -- -D warnings
+cargo test -p clawnode --no-default-features
+neutral=$(cargo tree -p clawnode --no-default-features -e normal --prefix none | sed 's/ (\*)$//' | sort -u)
+default=$(cargo tree -p clawnode -e normal --prefix none | sed 's/ (\*)$//' | sort -u)
 if grep -E '^(smol|async-io|async-tungstenite|futures-rustls|async-signal|clap|toml|tokio) ' <<< "$neutral"; then
-    echo "the neutral build of clawnode-smol depends on the crates above" >&2
+    echo "the neutral build of clawnode depends on the crates above" >&2
     exit 1
 fi
-echo "crates in the tree: neutral $(wc -l <<< "$neutral"), full $(wc -l <<< "$full")"
+if grep -E '^(clap|toml|tracing-subscriber|x509-cert|async-signal|tokio|clawnode-host) ' <<< "$default"; then
+    echo "the default build of clawnode depends on the crates above (CLI crates belong to clawnode-host)" >&2
+    exit 1
+fi
+host=$(cargo tree -p clawnode-host -e normal --prefix none | sed 's/ (\*)$//' | sort -u)
+echo "crates in the tree: clawnode neutral $(wc -l <<< "$neutral"), clawnode default $(wc -l <<< "$default"), clawnode-host $(wc -l <<< "$host")"
 
-step "the smol driver without tokio (its tokio support is a feature)"
-cargo clippy -p clawnode-smol --no-default-features --features smol -- -D warnings
+step "the driver without tokio (its tokio support is a feature)"
+cargo clippy -p clawnode --no-default-features --features smol -- -D warnings
 
-step "both crates package and build as they would be published"
-# The just-packaged core reaches clawnode-smol's build through a temporary
+step "the published crates package and build as they would be published"
+# The just-packaged crates reach each other's builds through a temporary
 # local registry. Cargo treats registry sources as immutable while the
 # version stays 0.1.0: it reuses an earlier run's unpacked copy
 # ($CARGO_HOME/registry/src/-<hash>/) and its compiled artifacts, which would
-# hide this run's core. Both go first.
+# hide this run's code. Both go first.
 rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/clawnode-*
 cargo clean -p clawnode-core
-cargo publish --dry-run --allow-dirty -p clawnode-core -p clawnode-smol
+cargo clean -p clawnode
+cargo publish --dry-run --allow-dirty -p clawnode-core -p clawnode -p clawnode-host
 
 step "the injected bugs of scripts/falsify.sh still apply to the core"
 for p in scripts/falsify/*.patch; do
@@ -69,8 +75,8 @@ systemd-analyze --version | head -1
 step "real OpenClaw gateway for the interop tests (installed once, cached in .gateway/)"
 scripts/gateway.sh install
 
-step "the clawnode binary and the tokio example the interop tests run"
-cargo build -p clawnode-smol --bin clawnode --example tokio_node
+step "the binaries and the tokio example the interop tests run"
+cargo build -p clawnode-host --bin clawnode -p clawnode-swarm -p clawnode --example tokio_node
 
 step "tests (unit, simulation, property, and interop against the real gateway)"
 cargo test --workspace --all-targets

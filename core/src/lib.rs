@@ -44,7 +44,7 @@
 //! // The device key lives in the driver's storage; the seed comes from the
 //! // OS, so that two nodes never draw the same jitter.
 //! let mut node = NodeState::new(SigningKey::from_bytes(&stored_key), NodeOptions::with_seed(seed));
-//! // The driver's clock, read once per step (`clawnode_smol::Clock` is one).
+//! // The driver's clock, read once per step (`clawnode::Clock` is one).
 //! let start = Instant::now();
 //! let now = || Time::from_millis(start.elapsed().as_millis() as u64);
 //! let pins = TlsPolicy::pinned(["sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"])?;
@@ -80,7 +80,7 @@
 //!
 //! None but `sim`, unstable and for this project's own tests: the crate is
 //! `no_std` + `alloc` throughout. A driver's clock lives with the driver
-//! (`clawnode_smol::Clock` for `std` drivers).
+//! (`clawnode::Clock` for `std` drivers).
 //!
 //! # Stability
 //!

@@ -56,7 +56,7 @@ struct TokenRetry {
 /// [`set_config`](Self::set_config), [`handle_timeout`](Self::handle_timeout),
 /// [`send_request`](Self::send_request) and [`send_event`](Self::send_event),
 /// each with the current [`Time`], read from the driver's own clock
-/// (`clawnode_smol::Clock` makes one from `Instant`). Tag every socket input
+/// (`clawnode::Clock` makes one from `Instant`). Tag every socket input
 /// with the attempt id of the [`Effect::OpenSocket`] it belongs to; input
 /// from an attempt that is no longer current is ignored, so a driver never
 /// has to filter late events itself.

@@ -1,9 +1,9 @@
-//! Embeds an OpenClaw node in a program: one custom command, the built-in
-//! `system.which`, an event sent on every connect, and a graceful stop on
+//! Embeds an OpenClaw node in a program: one custom command, an event
+//! sent on every connect, and a graceful stop on
 //! Ctrl-C.
 //!
 //! ```sh
-//! OPENCLAW_GATEWAY_TOKEN=T cargo run -p clawnode-smol --example embed -- \
+//! OPENCLAW_GATEWAY_TOKEN=T cargo run -p clawnode --example embed -- \
 //!     wss://127.0.0.1:18789 sha256:<pin printed by `clawnode probe`>
 //! ```
 //!
@@ -12,8 +12,8 @@
 use std::path::PathBuf;
 
 use async_signal::{Signal, Signals};
-use clawnode_smol::core::{Credentials, Secret, SessionConfig, TlsPolicy};
-use clawnode_smol::{CommandError, Event, NodeBuilder, StateDir};
+use clawnode::policy::{Credentials, Secret, SessionConfig, TlsPolicy};
+use clawnode::{CommandError, Event, NodeBuilder, StateDir};
 use serde_json::json;
 use smol::future::FutureExt as _;
 use smol::stream::StreamExt as _;
@@ -38,18 +38,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // identity of a `clawnode` installed on the same machine.
     let state = StateDir::new(PathBuf::from(".clawnode-example-state"));
 
-    let mut builder = NodeBuilder::new(config, state).with_system_which().command(
-        "demo.echo",
-        |inv| async move {
-            if inv.params.is_null() {
-                return Err(CommandError::new(
-                    "INVALID_PARAMS",
-                    "demo.echo needs params",
-                ));
-            }
-            Ok(json!({ "echo": inv.params }))
-        },
-    );
+    let mut builder = NodeBuilder::new(config, state).command("demo.echo", |inv| async move {
+        if inv.params.is_null() {
+            return Err(CommandError::new(
+                "INVALID_PARAMS",
+                "demo.echo needs params",
+            ));
+        }
+        Ok(json!({ "echo": inv.params }))
+    });
     let events = builder.events();
     let node = builder.spawn()?;
     println!("device id: {}", node.device_id());

@@ -1,29 +1,27 @@
 //! An OpenClaw node on tokio: a complete driver of `clawnode-core` that
 //! takes its certificate pinning, state directory and event lines from the
-//! runtime-neutral layer of `clawnode-smol` (`default-features = false`:
+//! runtime-neutral layer of `clawnode` (`default-features = false`:
 //! no smol, no clap, no toml in its tree).
 //!
 //! ```text
-//! OPENCLAW_GATEWAY_TOKEN=... cargo run -p clawnode-smol --example tokio_node -- \
+//! OPENCLAW_GATEWAY_TOKEN=... cargo run -p clawnode --example tokio_node -- \
 //!     --url wss://gateway:18789 --tls-fingerprint sha256:... \
 //!     --state-dir ./state --display-name my-node
 //! ```
 //!
-//! It serves `system.which`, prints one `--events json` line per event and
+//! It serves `system.which` (a plain search of `PATH`; the node host's
+//! own is `clawnode-host`'s), prints one `--events json` line per event and
 //! stops on Ctrl-C, closing with 1000. Every `Effect` is performed; sockets
 //! and commands report back to the loop as inputs.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use clawnode::{Clock, Event, PinStore, StateDir, TlsAttempt, tcp_error, upgrade_refused};
 use clawnode_core::{
     AttemptId, ClientOptions, Credentials, DeviceIdentity, Effect, GatewayUrl, Input,
     InvokeOutcome, NODE_ROLE, NodeOptions, NodeState, Secret, SessionConfig, SocketError,
     TlsPolicy,
-};
-use clawnode_smol::{
-    Clock, Event, PinStore, SYSTEM_WHICH, StateDir, TlsAttempt, system_which, tcp_error,
-    upgrade_refused,
 };
 use futures_util::{SinkExt as _, StreamExt as _};
 use rand_core::{OsRng, RngCore as _};
@@ -346,18 +344,33 @@ async fn socket(
     }
 }
 
-/// `system.which`, answered as the core expects.
+/// The one command this node serves.
+const SYSTEM_WHICH: &str = "system.which";
+
+/// `system.which`, answered as the core expects: `{"bins":[NAME...]}` gets
+/// `{"bins":{NAME:PATH}}` for the names found on `PATH`.
 fn which(params_json: Option<&str>) -> InvokeOutcome {
-    let params = params_json
+    let params: serde_json::Value = params_json
         .and_then(|p| serde_json::from_str(p).ok())
         .unwrap_or_default();
-    match system_which(&params) {
-        Ok(v) => InvokeOutcome::Ok {
-            payload_json: Some(v.to_string()),
-        },
-        Err(e) => InvokeOutcome::Err {
-            code: e.code,
-            message: e.message,
-        },
+    let Some(bins) = params.get("bins").and_then(|b| b.as_array()) else {
+        return InvokeOutcome::Err {
+            code: "INVALID_PARAMS".into(),
+            message: "system.which expects {\"bins\": [NAME, ...]}".into(),
+        };
+    };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut found = serde_json::Map::new();
+    for name in bins.iter().filter_map(|b| b.as_str()) {
+        let hit = std::env::split_paths(&path)
+            .filter(|dir| dir.is_absolute())
+            .map(|dir| dir.join(name))
+            .find(|p| !name.contains('/') && p.is_file());
+        if let Some(p) = hit {
+            found.insert(name.into(), p.to_string_lossy().into());
+        }
+    }
+    InvokeOutcome::Ok {
+        payload_json: Some(serde_json::json!({ "bins": found }).to_string()),
     }
 }

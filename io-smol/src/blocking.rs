@@ -54,7 +54,7 @@ where
 /// command runs, on a thread of its own that ends with it, and waits for
 /// its result without blocking the executor. A panic in `f` resumes in the
 /// caller.
-pub(crate) async fn on_own_thread<T, F>(f: F) -> T
+pub async fn on_own_thread<T, F>(f: F) -> T
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,

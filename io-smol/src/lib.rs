@@ -1,30 +1,31 @@
-//! `clawnode-smol`: the [smol] driver of [`clawnode_core`], the `clawnode`
-//! node host, and the runtime-neutral layer every driver needs.
+//! `clawnode`: the I/O adapter of [`clawnode_core`]. It runs an OpenClaw
+//! node's session over a real TLS-pinned WebSocket, on smol or on tokio,
+//! keeps its identity and tokens on disk, and hands the application its
+//! events and the gateway's invokes. It knows no product command: the node
+//! host's (`system.run`, `system.which`, ...) live in `clawnode-host`,
+//! registered through [`NodeBuilder::command`].
 //!
 //! # Layers
 //!
 //! | feature | what it adds | pulls in |
 //! | --- | --- | --- |
-//! | none (the neutral layer) | [`TlsAttempt`]: pinned, trust-on-first-use and system-trust rustls configs and the classification of TLS and I/O failures; [`StateDir`]: identity, device tokens, TOFU pins, atomic and 0600; [`Event`]: notifications as events and their `--events json` lines; [`Clock`]: `Instant`s as the core's time and back; `system.which`; [`exec`]: bounded command runs (filtered environment, capped output, the whole process group killed on timeout or cancel) | rustls, serde, tracing, rustix: no async runtime |
-//! | `smol` (default) | [`NodeBuilder`], [`NodeHandle`], [`probe`]: the smol driver | smol, async-tungstenite, futures-rustls |
-//! | `tokio` (default, with `cli`) | `NodeBuilder::tokio`: the same driver on a tokio runtime, its sockets and timers on tokio's reactor | tokio (`rt`, `net`, `time`) |
-//! | `cli` (default) | the `clawnode` binary and its [`file_config`] | clap, toml, tracing-subscriber, async-signal |
+//! | none (the neutral layer) | [`TlsAttempt`]: pinned, trust-on-first-use and system-trust rustls configs and the classification of TLS and I/O failures; [`StateDir`]: identity, device tokens, TOFU pins, documents, atomic and 0600; [`Event`]: notifications as events and their `--events json` lines; [`Clock`]: `Instant`s as the core's time and back; [`setup_code`]: pairing setup codes | rustls, serde, tracing: no async runtime |
+//! | `smol` (default) | [`NodeBuilder`], [`NodeHandle`], [`probe`]: the driver, on smol | smol, async-tungstenite, futures-rustls |
+//! | `tokio` | `NodeBuilder::tokio`: the same driver on a tokio runtime, its sockets and most timers on tokio's reactor | tokio (`rt`, `net`, `time`) |
 //!
 //! An embedder on tokio can run the whole driver there (feature `tokio`,
-//! `NodeBuilder::tokio`); `clawnode swarm` does, on one current-thread
-//! runtime. An embedder who writes a driver of their own (on tokio, a
-//! custom executor) depends on
-//! this crate with `default-features = false` and gets the same tested code
-//! the smol driver uses for the security-critical part, certificate
-//! pinning, and for the state on disk. `examples/tokio_node.rs` is a
-//! complete tokio driver built that way; `.ci/run` checks that the neutral
-//! build's dependency tree holds no smol, async-io, async-tungstenite, clap
-//! or toml.
+//! `NodeBuilder::tokio`); `clawnode-swarm` does, on one current-thread
+//! runtime. An embedder who writes a driver of their own (on a custom
+//! executor) depends on this crate with `default-features = false` and gets
+//! the same tested code the driver uses for the security-critical part,
+//! certificate pinning, and for the state on disk. `examples/tokio_node.rs`
+//! is a complete tokio driver built that way; `scripts/test.sh` checks that
+//! the neutral build's dependency tree holds no smol, async-io,
+//! async-tungstenite, clap or toml, and that the default one holds no CLI
+//! crate.
 //!
-//! Why features on this crate rather than a third crate or the core's `std`
-//! feature: the neutral parts and the smol driver share their tests and
-//! their types (the driver is their first user), and the core stays free of
-//! files, TLS and clocks, which its purity check enforces.
+//! The session policy itself is [`clawnode_core`], re-exported as
+//! [`policy`]: the driver feeds it and performs what it decides.
 //!
 //! # Embedding a node on smol
 //!
@@ -39,9 +40,6 @@
 //! covers every algorithm a gateway certificate uses. Pins are checked on
 //! every connection: session resumption is off and no client config is
 //! shared between connections.
-// Unsafe code is confined to the exec host's process handling
-// (`exec/reaper.rs`, and the spawn, poll and signal calls of `exec/run.rs`):
-// fork, execveat on a held file and a subreaper have no safe std API.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -50,26 +48,19 @@ mod blocking;
 mod clock;
 mod command;
 mod event;
-pub mod exec;
-#[cfg(feature = "cli")]
-pub mod file_config;
 #[cfg(feature = "smol")]
 mod frame_limit;
-pub mod host_stats;
 #[cfg(feature = "smol")]
 mod node;
-#[cfg(feature = "cli")]
-pub mod service;
 pub mod setup_code;
 mod store;
-#[cfg(feature = "cli")]
-pub mod swarm;
 mod tls;
 #[cfg(feature = "smol")]
 mod transport;
-mod which;
 
-pub use clawnode_core as core;
+#[cfg(feature = "smol")]
+pub use blocking::on_own_thread;
+pub use clawnode_core as policy;
 pub use clock::Clock;
 pub use command::{
     CommandError, CommandFuture, INPUT_QUEUE, Invocation, InvokeInput, NodeEvents, Progress,
@@ -83,9 +74,11 @@ pub use store::{PairedGateway, StateDir, StoreError};
 pub use tls::{PinStore, TlsAttempt, pin_of, tcp_error, upgrade_refused};
 #[cfg(feature = "smol")]
 pub use transport::{ProbeReport, probe};
-pub use which::{SYSTEM_WHICH, system_which, which_in};
 
+/// Internal: the fake gateway of the driver's tests, for the tests of the
+/// crates built on this one. Not part of the public API.
+#[cfg(any(all(test, feature = "smol"), feature = "__testutil"))]
+#[doc(hidden)]
+pub mod __testutil;
 #[cfg(all(test, feature = "smol"))]
 mod tests;
-#[cfg(all(test, feature = "smol"))]
-mod testutil;

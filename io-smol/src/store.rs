@@ -33,10 +33,6 @@ use atomic::{write_new, write_replace};
 
 mod atomic;
 
-/// The largest exec approvals file read: the 1 MiB document a gateway may
-/// send, stored pretty-printed, with room to spare.
-pub const MAX_APPROVALS_FILE: u64 = 4 << 20;
-
 /// A failure to read or write the state directory.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -364,26 +360,22 @@ impl StateDir {
         write_replace(&self.root.join("paired-gateway.json"), text.as_bytes())
     }
 
-    /// The exec approvals document's path.
-    pub fn exec_approvals_path(&self) -> PathBuf {
-        self.root.join("exec-approvals.json")
+    /// The path of the document `name` kept in the state directory by a
+    /// command of the node host (the exec approvals, say).
+    pub fn document_path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
     }
 
-    /// The exec approvals document, exactly as stored (its hash is over
-    /// these bytes), or `None` when there is none.
-    ///
-    /// A file over 4 MiB is refused unread (as
-    /// corrupt): what the node and a gateway store is far smaller.
-    pub fn load_exec_approvals(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        let path = self.exec_approvals_path();
+    /// The document `name`, exactly as stored, or `None` when there is
+    /// none. A file over `max_bytes` is refused unread (as corrupt), and so
+    /// is one that is not UTF-8 text.
+    pub fn load_document(&self, name: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.document_path(name);
         match std::fs::metadata(&path) {
-            Ok(m) if m.len() > MAX_APPROVALS_FILE => {
+            Ok(m) if m.len() > max_bytes => {
                 return Err(StoreError::Corrupt {
                     path,
-                    reason: format!(
-                        "{} bytes, over the {MAX_APPROVALS_FILE}-byte limit",
-                        m.len()
-                    ),
+                    reason: format!("{} bytes, over the {max_bytes}-byte limit", m.len()),
                 });
             }
             _ => {}
@@ -391,37 +383,19 @@ impl StateDir {
         Ok(read_optional(&path)?.map(String::into_bytes))
     }
 
-    /// Where the owner's exec ceiling is kept (see
-    /// [`Ceiling`](crate::exec::approvals::Ceiling)).
-    pub fn exec_ceiling_path(&self) -> PathBuf {
-        self.root.join("exec-ceiling.json")
-    }
-
-    /// The owner's exec ceiling as stored, if any.
-    pub fn load_exec_ceiling(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(read_optional(&self.exec_ceiling_path())?.map(String::into_bytes))
-    }
-
-    /// Replaces the owner's exec ceiling (`None` removes it).
-    pub fn store_exec_ceiling(&self, bytes: Option<&[u8]>) -> Result<(), StoreError> {
-        match bytes {
-            Some(b) => {
-                self.ensure_dir(&self.root)?;
-                write_replace(&self.exec_ceiling_path(), b)
-            }
-            None => match std::fs::remove_file(self.exec_ceiling_path()) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    Err(io_err("removing", &self.exec_ceiling_path())(e))
-                }
-                _ => Ok(()),
-            },
-        }
-    }
-
-    /// Replaces the exec approvals document atomically, mode 0600.
-    pub fn store_exec_approvals(&self, bytes: &[u8]) -> Result<(), StoreError> {
+    /// Replaces the document `name` atomically, mode 0600.
+    pub fn store_document(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         self.ensure_dir(&self.root)?;
-        write_replace(&self.exec_approvals_path(), bytes)
+        write_replace(&self.document_path(name), bytes)
+    }
+
+    /// Removes the document `name`; a missing one is already removed.
+    pub fn remove_document(&self, name: &str) -> Result<(), StoreError> {
+        let path = self.document_path(name);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("removing", &path)(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Removes the temporary files that writers killed mid-write left in

@@ -2,14 +2,12 @@
 
 use std::time::Duration;
 
-use clawnode_core::{
-    ClientOptions, Credentials, GatewayUrl, PinSet, Secret, SessionConfig, SocketError, TlsPolicy,
-};
+use clawnode_core::{GatewayUrl, PinSet, Secret, SessionConfig, SocketError, TlsPolicy};
 use serde_json::json;
 use smol::io::AsyncReadExt as _;
 
+use crate::__testutil::*;
 use crate::store::StateDir;
-use crate::testutil::*;
 use crate::tls::{TlsAttempt, Trust};
 use crate::transport::{Io, Net, open_io, tls_handshake};
 use crate::{Event, NodeBuilder};
@@ -114,15 +112,6 @@ fn garbage_pins_are_rejected_before_connecting() {
         let err = TlsPolicy::pinned([bad]).unwrap_err();
         assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
     }
-    // Through the settings the CLI uses, too (the CLI test shows that no
-    // connection is made).
-    let s = crate::file_config::Settings {
-        url: Some("wss://127.0.0.1:1".into()),
-        tls_fingerprints: Some(vec!["not-a-pin".into()]),
-        ..Default::default()
-    };
-    let err = s.session_config(ClientOptions::default()).unwrap_err();
-    assert!(err.to_string().contains("not-a-pin"), "{err}");
 }
 
 #[test]
@@ -303,37 +292,30 @@ fn probe_reports_the_leaf_pin() {
 
 // ---- the driver --------------------------------------------------------
 
-fn node_config(url: &str) -> SessionConfig {
-    SessionConfig::parse(url, TlsPolicy::SystemTrust)
-        .unwrap()
-        .with_credentials(Credentials {
-            token: Some(Secret::new("shared-token")),
-            ..Credentials::default()
-        })
+/// `system.which` reduced to what these tests of the driver need: a
+/// command that answers from the file system. The node host's own is
+/// tested in `clawnode-host`.
+trait WithWhich {
+    fn with_system_which(self) -> Self;
 }
 
-/// Accepts the node's connection, completes its handshake (no device
-/// token) and waits for the node's `Connected`.
-async fn accept_connected(gw: &FakeGateway, events: &smol::channel::Receiver<Event>) -> GwSocket {
-    let mut ws = gw.accept().await;
-    handshake(&mut ws, None).await;
-    next_event(events, |e| matches!(e, Event::Connected { .. })).await;
-    ws
-}
-
-async fn next_event(
-    events: &smol::channel::Receiver<Event>,
-    pred: impl Fn(&Event) -> bool,
-) -> Event {
-    within(async {
-        loop {
-            let e = events.recv().await.expect("event stream open");
-            if pred(&e) {
-                return e;
+impl WithWhich for NodeBuilder {
+    fn with_system_which(self) -> Self {
+        self.command("system.which", |inv| async move {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let mut bins = serde_json::Map::new();
+            for name in inv.params["bins"].as_array().into_iter().flatten() {
+                let Some(name) = name.as_str() else { continue };
+                if let Some(found) = std::env::split_paths(&path)
+                    .map(|dir| dir.join(name))
+                    .find(|p| p.is_file())
+                {
+                    bins.insert(name.into(), json!(found.to_string_lossy()));
+                }
             }
-        }
-    })
-    .await
+            Ok(json!({ "bins": bins }))
+        })
+    }
 }
 
 #[test]
@@ -348,7 +330,7 @@ fn the_driver_connects_serves_system_which_and_stops_with_1000() {
 #[cfg(feature = "tokio")]
 #[test]
 fn the_driver_runs_on_a_tokio_current_thread_runtime() {
-    let runtime = crate::testutil::current_thread_runtime();
+    let runtime = crate::__testutil::current_thread_runtime();
     let handle = runtime.handle().clone();
     let (stop, stopped) = smol::channel::bounded::<()>(1);
     let thread = std::thread::spawn(move || {
@@ -904,30 +886,6 @@ fn an_unread_event_stream_stays_bounded_and_reports_what_it_missed() {
             Event::GatewayEvent { ref event, .. } if event == "after"
         ));
         smol::future::zip(within(node.shutdown()), drain_until_closed(&mut ws)).await;
-    });
-}
-
-#[test]
-fn host_stats_go_out_right_after_each_admission() {
-    let gw = FakeGateway::start();
-    let dir = tempfile::tempdir().unwrap();
-    let mut builder =
-        NodeBuilder::new(node_config(&gw.url()), StateDir::new(dir.path())).with_host_stats();
-    let events = builder.events();
-    let node = builder.spawn().unwrap();
-    smol::block_on(async {
-        let mut ws = accept_connected(&gw, &events).await;
-        let req = recv(&mut ws).await.unwrap();
-        assert_eq!(req["method"], "node.event");
-        assert_eq!(req["params"]["event"], "node.host.stats");
-        let payload: serde_json::Value =
-            serde_json::from_str(req["params"]["payloadJSON"].as_str().unwrap()).unwrap();
-        assert!(payload["cpuCount"].as_u64().unwrap() >= 1, "{payload}");
-        assert!(
-            payload["memoryFreeBytes"].as_u64() <= payload["memoryTotalBytes"].as_u64(),
-            "{payload}"
-        );
-        smol::future::zip(node.shutdown(), drain_until_closed(&mut ws)).await;
     });
 }
 

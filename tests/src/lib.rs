@@ -127,13 +127,19 @@ pub fn require_install(test: &str) -> Option<(Install, PathBuf)> {
 
 /// The `clawnode` binary: `$CLAWNODE_BIN` as given, else
 /// `target/debug/clawnode`, brought up to date with `cargo build -p
-/// clawnode-smol --bin clawnode` once per test process (a no-op costing a
+/// clawnode-host --bin clawnode` once per test process (a no-op costing a
 /// fraction of a second when it is fresh), so the tests never run a stale
 /// binary.
 pub fn clawnode_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| fresh_build("CLAWNODE_BIN", &["--bin", "clawnode"], "debug/clawnode"))
-        .clone()
+    BIN.get_or_init(|| {
+        fresh_build(
+            "CLAWNODE_BIN",
+            &["-p", "clawnode-host", "--bin", "clawnode"],
+            "debug/clawnode",
+        )
+    })
+    .clone()
 }
 
 /// The tokio example (`io-smol/examples/tokio_node.rs`), like
@@ -144,15 +150,30 @@ pub fn tokio_example_bin() -> PathBuf {
     BIN.get_or_init(|| {
         fresh_build(
             "CLAWNODE_TOKIO_EXAMPLE",
-            &["--example", "tokio_node"],
+            &["-p", "clawnode", "--example", "tokio_node"],
             "debug/examples/tokio_node",
         )
     })
     .clone()
 }
 
-/// `$var` when set; else `cargo build -p clawnode-smol TARGET` and the
-/// path of what it built, under the target directory.
+/// The load generator (`swarm/`), like [`clawnode_bin`]:
+/// `$CLAWNODE_SWARM_BIN` as given, else `target/debug/clawnode-swarm`,
+/// built once per test process.
+pub fn swarm_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        fresh_build(
+            "CLAWNODE_SWARM_BIN",
+            &["-p", "clawnode-swarm", "--bin", "clawnode-swarm"],
+            "debug/clawnode-swarm",
+        )
+    })
+    .clone()
+}
+
+/// `$var` when set; else `cargo build TARGET` (a package and a target)
+/// and the path of what it built, under the target directory.
 fn fresh_build(var: &str, target: &[&str], path: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(var) {
         return PathBuf::from(p);
@@ -163,15 +184,11 @@ fn fresh_build(var: &str, target: &[&str], path: &str) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = std::process::Command::new(cargo)
         .current_dir(repo_root())
-        .args(["build", "-p", "clawnode-smol"])
+        .arg("build")
         .args(target)
         .status()
         .expect("run cargo build");
-    assert!(
-        status.success(),
-        "cargo build -p clawnode-smol {} failed",
-        target.join(" ")
-    );
+    assert!(status.success(), "cargo build {} failed", target.join(" "));
     let bin = dir.join(path);
     assert!(bin.is_file(), "nothing built at {}", bin.display());
     bin

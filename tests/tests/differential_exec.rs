@@ -16,8 +16,8 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use clawnode_smol::exec::allowlist::{Context, judge};
-use clawnode_smol::exec::approvals::AllowEntry;
+use clawnode_host::exec::allowlist::{Context, judge};
+use clawnode_host::exec::approvals::AllowEntry;
 use clawnode_tests::{repo_root, require_install};
 use serde_json::{Value, json};
 

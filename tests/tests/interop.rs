@@ -2157,17 +2157,16 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 // ---------------------------------------------------------------- scenario 21
 
-/// `clawnode swarm`: 20 real, signed node sessions in one process against
+/// `clawnode-swarm`: 20 real, signed node sessions in one process against
 /// the real gateway, paced 8 at a time, held 5 s, then closed with 1000;
 /// the JSON summary has every field and all 20 connected.
 #[test]
 fn s21_swarm_holds_twenty_sessions_and_reports_a_summary() {
-    let (install, bin) = require!("s21");
+    let (install, _) = require!("s21");
     let gw = Gateway::start(&install, GatewayOptions::plain("s21"));
     let state = sys::scratch_dir("s21-swarm");
-    let out = std::process::Command::new(&bin)
+    let out = std::process::Command::new(clawnode_tests::swarm_bin())
         .args([
-            "swarm",
             "--url",
             &gw.url(),
             "--count",
@@ -2182,7 +2181,7 @@ fn s21_swarm_holds_twenty_sessions_and_reports_a_summary() {
         .arg(&state)
         .env("OPENCLAW_GATEWAY_TOKEN", gw.token())
         .output()
-        .expect("clawnode swarm");
+        .expect("clawnode-swarm");
     assert!(out.status.success(), "{out:?}");
     let summary: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));

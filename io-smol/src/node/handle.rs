@@ -19,16 +19,19 @@ use super::error::{RequestFailure, StartError};
 use super::msg::{Command, Msg, Subscribers, subscribe, subscribe_with};
 use super::spawner::Spawner;
 use crate::clock::Clock;
-use crate::command::{CommandError, Invocation, Registry};
+use crate::command::{CommandError, Invocation, NodeEvents, Registry};
 use crate::event::Event;
 use crate::store::StateDir;
-use crate::which;
+
+/// A task started beside the session ([`NodeBuilder::background`]).
+type Background =
+    Box<dyn FnOnce(NodeEvents) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// Builds and spawns a session.
 ///
 /// ```no_run
-/// use clawnode_smol::core::{Credentials, Secret, SessionConfig, TlsPolicy};
-/// use clawnode_smol::{CommandError, NodeBuilder, StateDir};
+/// use clawnode::policy::{Credentials, Secret, SessionConfig, TlsPolicy};
+/// use clawnode::{CommandError, NodeBuilder, StateDir};
 /// use serde_json::json;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,7 +39,6 @@ use crate::which;
 /// let config = SessionConfig::parse("wss://gateway.example:18789", pins)?
 ///     .with_credentials(Credentials { token: Some(Secret::new("T")), ..Default::default() });
 /// let mut builder = NodeBuilder::new(config, StateDir::default_location()?)
-///     .with_system_which()
 ///     .command("demo.add", |inv| async move {
 ///         let a = inv.params["a"].as_i64().ok_or(CommandError::new("INVALID_PARAMS", "a"))?;
 ///         let b = inv.params["b"].as_i64().ok_or(CommandError::new("INVALID_PARAMS", "b"))?;
@@ -59,7 +61,7 @@ pub struct NodeBuilder {
     options: Option<NodeOptions>,
     handlers: Registry,
     subscribers: Subscribers,
-    host_stats: bool,
+    background: Vec<Background>,
     ignore_stored_token: bool,
     /// Invoke slots added for commands that keep a slot count of their
     /// own (`system.run`), so they never take the others' slots.
@@ -90,20 +92,12 @@ impl NodeBuilder {
             options: None,
             handlers: Registry::default(),
             subscribers: Arc::default(),
-            host_stats: false,
+            background: Vec::new(),
             ignore_stored_token: false,
             own_slots: 0,
             spawner: Spawner::default(),
             admission: None,
         }
-    }
-
-    /// Reports `node.host.stats` (CPUs, load, memory, disk) right after
-    /// each admission and every 60 s while connected, as the official host
-    /// does.
-    pub fn with_host_stats(mut self) -> Self {
-        self.host_stats = true;
-        self
     }
 
     /// Uses `key` as the device key instead of the state directory's.
@@ -144,100 +138,44 @@ impl NodeBuilder {
         self
     }
 
-    /// Registers the built-in `system.which`.
-    pub fn with_system_which(self) -> Self {
-        self.command(which::SYSTEM_WHICH, which::handler)
+    /// Refuses a `paramsJSON` longer than `bytes` for the registered
+    /// command `name`, before it is parsed (a command that takes documents
+    /// sets a bound of its own above the session's default).
+    pub fn limit_params(mut self, name: &str, bytes: usize) -> Self {
+        self.handlers.limit_params(name, bytes);
+        self
     }
 
-    /// Registers the built-ins `system.run.prepare` and `system.run`. What
-    /// they may run is set by the exec approvals document in the state
-    /// directory ([`with_exec_approvals`](Self::with_exec_approvals) serves
-    /// it to the gateway); with none, nothing runs. Runs happen on the
-    /// blocking pool, and a cancelled invoke kills its run's process tree.
-    pub fn with_system_run(self) -> Self {
-        use crate::exec::Cancel;
-        use crate::exec::system_run::{
-            ExecHost, MAX_RUNS, SYSTEM_RUN, SYSTEM_RUN_PREPARE, prepare, system_run,
-        };
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        /// One of the `MAX_RUNS` run slots, given back when the run ends.
-        struct Slot(Arc<AtomicUsize>);
-        impl Drop for Slot {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-        /// Cancels a run when its invoke's task is dropped (a gateway
-        /// cancel, a deadline, the session's end).
-        struct CancelOnDrop(Cancel);
-        impl Drop for CancelOnDrop {
-            fn drop(&mut self) {
-                self.0.cancel();
-            }
-        }
-        let node_cwd = || std::env::current_dir().unwrap_or_else(|_| "/".into());
-        // Prepare and run share one host: an approval counts only for a
-        // plan this node prepared.
-        let host = Arc::new(ExecHost::new(self.store.clone()));
-        let (a, b) = (host.clone(), host);
-        // Runs have slots of their own: however many run, every other
-        // command keeps the session's slots (docs/exec-host.md §11.5).
-        let runs = Arc::new(AtomicUsize::new(0));
-        let mut this = self;
-        this.own_slots += MAX_RUNS;
-        this.command(SYSTEM_RUN_PREPARE, move |inv| {
-            let host = a.clone();
-            crate::blocking::on_own_thread(move || prepare(&host, &inv.params, &node_cwd()))
-        })
-        .command(SYSTEM_RUN, move |inv| {
-            let store = b.clone();
-            let runs = runs.clone();
-            async move {
-                if runs.fetch_add(1, Ordering::AcqRel) >= MAX_RUNS {
-                    runs.fetch_sub(1, Ordering::AcqRel);
-                    return Err(crate::command::CommandError::new(
-                        "UNAVAILABLE",
-                        format!("node busy: {MAX_RUNS} runs already running"),
-                    ));
-                }
-                let _slot = Slot(runs);
-                let cancel = Cancel::new();
-                let _guard = CancelOnDrop(cancel.clone());
-                crate::blocking::on_own_thread(move || {
-                    system_run(
-                        &store,
-                        &inv.params,
-                        &node_cwd(),
-                        &cancel,
-                        &inv.events,
-                        &inv.progress,
-                    )
-                })
-                .await
-            }
-        })
+    /// Adds `slots` invoke slots to the session's, for a command that keeps
+    /// a count of its own runs (`system.run`): however many of them run,
+    /// the other commands keep the session's slots.
+    pub fn reserve_invoke_slots(mut self, slots: usize) -> Self {
+        self.own_slots += slots;
+        self
     }
 
-    /// Registers the built-ins `system.execApprovals.get` and `.set`, over
-    /// this node's state directory. The document they serve decides what
-    /// `system.run` may run; with none, nothing runs.
-    pub fn with_exec_approvals(self) -> Self {
-        use crate::exec::commands::{
-            EXEC_APPROVALS_GET, EXEC_APPROVALS_SET, MAX_SET_PARAMS, approvals_get, approvals_set,
-        };
-        let (a, b) = (self.store.clone(), self.store.clone());
-        let mut this = self
-            .command(EXEC_APPROVALS_GET, move |inv| {
-                let store = a.clone();
-                crate::blocking::on_own_thread(move || approvals_get(&store, &inv.params))
-            })
-            .command(EXEC_APPROVALS_SET, move |inv| {
-                let store = b.clone();
-                crate::blocking::on_own_thread(move || approvals_set(&store, &inv.params))
-            });
-        this.handlers
-            .limit_params(EXEC_APPROVALS_SET, MAX_SET_PARAMS);
-        this
+    /// The state directory this node keeps its identity and tokens in,
+    /// for the commands that keep documents of their own beside them.
+    pub fn state_dir(&self) -> &StateDir {
+        &self.store
+    }
+
+    /// Runs `task` beside the session, on the node's executor, from
+    /// [`spawn`](Self::spawn): it gets a stream of the session's events
+    /// (as [`events`](Self::events)) and a sender of `node.event`s, and
+    /// should end when the stream does (the session stopped). A node host
+    /// reports what it observes this way, for example its load after each
+    /// admission.
+    pub fn background<F, Fut>(mut self, task: F) -> Self
+    where
+        F: FnOnce(Receiver<Event>, NodeEvents) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let events = subscribe(&self.subscribers);
+        self.background.push(Box::new(move |node_events| {
+            Box::pin(task(events, node_events))
+        }));
+        self
     }
 
     /// Runs this node's tasks (driver, sockets, commands) on `executor`
@@ -255,16 +193,15 @@ impl NodeBuilder {
     /// sockets and timers on tokio's reactor. The runtime needs its I/O and
     /// time drivers (`enable_all`). On a current-thread runtime one thread
     /// waits for I/O and runs every session, so a wake-up is never handed
-    /// from one thread to another: `clawnode swarm` runs its sessions this
+    /// from one thread to another: `clawnode-swarm` runs its sessions this
     /// way. File I/O and commands run on threads of their own as on smol;
-    /// the rare timers (a closing socket's grace, the 60 s host stats of
-    /// [`NodeBuilder::with_host_stats`]) stay async-io's. The runtime must
+    /// the rare timers (a closing socket's grace) stay async-io's. The runtime must
     /// outlive the node: awaiting [`NodeHandle::shutdown`] after it shut
     /// down panics.
     ///
     /// ```no_run
-    /// use clawnode_smol::core::{Credentials, Secret, SessionConfig, TlsPolicy};
-    /// use clawnode_smol::{NodeBuilder, StateDir};
+    /// use clawnode::policy::{Credentials, Secret, SessionConfig, TlsPolicy};
+    /// use clawnode::{NodeBuilder, StateDir};
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let runtime = tokio::runtime::Builder::new_current_thread()
@@ -274,7 +211,6 @@ impl NodeBuilder {
     /// let config = SessionConfig::parse("wss://gateway.example:18789", pins)?
     ///     .with_credentials(Credentials { token: Some(Secret::new("T")), ..Default::default() });
     /// let mut builder = NodeBuilder::new(config, StateDir::default_location()?)
-    ///     .with_system_which()
     ///     .tokio(runtime.handle().clone());
     /// let events = builder.events();
     /// let node = builder.spawn()?;
@@ -356,7 +292,6 @@ impl NodeBuilder {
             self.store
                 .load_token(config.url().as_str(), &device_id, NODE_ROLE)?
         };
-        let stats_events = self.host_stats.then(|| subscribe(&self.subscribers));
         let running = driver::spawn(Start {
             node: NodeState::new(key, options),
             store: self.store,
@@ -369,10 +304,9 @@ impl NodeBuilder {
             spawner: self.spawner.clone(),
             admission: self.admission,
         });
-        if let Some(events) = stats_events {
-            self.spawner
-                .spawn(publish_host_stats(events, running.tx.clone()))
-                .detach();
+        for task in self.background {
+            let node_events = driver::node_events(running.tx.clone());
+            self.spawner.spawn(task(node_events)).detach();
         }
         Ok(NodeHandle {
             tx: running.tx,
@@ -533,38 +467,6 @@ impl Drop for NodeHandle {
         if let Some(task) = self.task.take() {
             let _ = self.tx.try_send(Msg::Command(Box::new(Command::Stop)));
             task.detach();
-        }
-    }
-}
-
-/// Sends `node.host.stats` after each `connected` and then every 60 s
-/// until the next `disconnected`; ends with the session's event stream.
-async fn publish_host_stats(events: Receiver<Event>, tx: Sender<Msg>) {
-    use crate::host_stats::{HOST_STATS, HOST_STATS_EVERY, sample};
-    let home = std::env::var_os("HOME").map_or_else(|| "/".into(), std::path::PathBuf::from);
-    let report = driver::node_events(tx);
-    let send = || report.send(HOST_STATS, sample(&home));
-    // When the next report is due, while connected.
-    let mut due: Option<std::time::Instant> = None;
-    loop {
-        let next = async { events.recv().await.ok().map(Some) };
-        let tick = async {
-            match due {
-                Some(at) => {
-                    smol::Timer::at(at).await;
-                    Some(None)
-                }
-                None => std::future::pending().await,
-            }
-        };
-        match smol::future::FutureExt::or(next, tick).await {
-            None => return,
-            Some(Some(Event::Connected { .. })) | Some(None) => {
-                send();
-                due = Some(std::time::Instant::now() + HOST_STATS_EVERY);
-            }
-            Some(Some(Event::Disconnected { .. })) => due = None,
-            Some(Some(_)) => {}
         }
     }
 }

@@ -135,7 +135,7 @@ mod tests {
     /// and a panic resumed in the awaiter.
     #[test]
     fn tokio_tasks_behave_as_smol_tasks() {
-        let runtime = crate::testutil::current_thread_runtime();
+        let runtime = crate::__testutil::current_thread_runtime();
         let spawner = Spawner::Tokio(runtime.handle().clone());
         runtime.block_on(async {
             assert_eq!(spawner.spawn(async { 7 }).await, 7);

@@ -350,7 +350,7 @@ mod tests {
     #[test]
     fn a_tokio_sleep_ends_once_and_a_cleared_one_never() {
         use tokio::time::timeout;
-        let runtime = crate::testutil::current_thread_runtime();
+        let runtime = crate::__testutil::current_thread_runtime();
         let spawner = Spawner::Tokio(runtime.handle().clone());
         runtime.block_on(async {
             let start = Instant::now();

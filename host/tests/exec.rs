@@ -1,11 +1,11 @@
-//! Bounded runs (`clawnode_smol::exec`): output capped, time bounded, the
+//! Bounded runs (`clawnode_host::exec`): output capped, time bounded, the
 //! whole process tree gone afterwards, and the environment filtered.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use clawnode_smol::exec::run::{DRAIN, KILL_GRACE, TIMEOUT_EXIT, TRUNCATED};
-use clawnode_smol::exec::{Cancel, OUTPUT_CAP, RunSpec, child_env, run};
+use clawnode_host::exec::run::{DRAIN, KILL_GRACE, TIMEOUT_EXIT, TRUNCATED};
+use clawnode_host::exec::{Cancel, OUTPUT_CAP, RunSpec, child_env, run};
 
 fn sh(script: &str) -> RunSpec {
     RunSpec {
@@ -223,9 +223,9 @@ fn the_group_check_sees_a_live_group() {
 mod properties {
     use std::collections::BTreeMap;
 
-    use clawnode_smol::exec::approvals::{Approval, Ask, Denied, Resolved, Security, decide};
-    use clawnode_smol::exec::child_env;
-    use clawnode_smol::exec::env::{BLOCKED_EVERYWHERE, BLOCKED_OVERRIDE_ONLY, inherit_allowed};
+    use clawnode_host::exec::approvals::{Approval, Ask, Denied, Resolved, Security, decide};
+    use clawnode_host::exec::child_env;
+    use clawnode_host::exec::env::{BLOCKED_EVERYWHERE, BLOCKED_OVERRIDE_ONLY, inherit_allowed};
     use proptest::prelude::*;
 
     fn security() -> impl Strategy<Value = Security> {
@@ -456,7 +456,7 @@ fn daemons_that_leave_the_group_die_at_the_timeout_and_the_cancel() {
 /// The tap's `Debug` names it without its closure.
 #[test]
 fn an_output_tap_shows_its_name() {
-    let tap = clawnode_smol::exec::run::OutputTap(std::sync::Arc::new(|_, _| {}));
+    let tap = clawnode_host::exec::run::OutputTap(std::sync::Arc::new(|_, _| {}));
     assert_eq!(format!("{tap:?}"), "OutputTap");
 }
 
@@ -504,7 +504,7 @@ fn a_cancel_shows_its_state() {
 fn a_cut_ends_on_a_whole_character_and_the_tap_gets_only_bytes() {
     let chunks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = chunks.clone();
-    let tap = clawnode_smol::exec::run::OutputTap(std::sync::Arc::new(move |_, b: &[u8]| {
+    let tap = clawnode_host::exec::run::OutputTap(std::sync::Arc::new(move |_, b: &[u8]| {
         seen.lock().unwrap().push(b.len());
     }));
     let spec = RunSpec {
@@ -562,7 +562,7 @@ fn an_adopting_process_kills_what_a_dead_reaper_left() {
         assert!(status.success(), "{status}");
         return;
     }
-    clawnode_smol::exec::run::adopt_orphans().expect("a child subreaper");
+    clawnode_host::exec::run::adopt_orphans().expect("a child subreaper");
     // Another run, still going, whose reaper must survive the sweep.
     let cancel = Cancel::new();
     let long = {
@@ -594,7 +594,7 @@ fn an_adopting_process_kills_what_a_dead_reaper_left() {
 /// by a tap so that most of it is still in the pipe at the exit.
 #[test]
 fn the_last_output_before_exit_is_never_lost() {
-    let slow = clawnode_smol::exec::run::OutputTap(std::sync::Arc::new(|_, _: &[u8]| {
+    let slow = clawnode_host::exec::run::OutputTap(std::sync::Arc::new(|_, _: &[u8]| {
         std::thread::sleep(Duration::from_millis(20));
     }));
     let spec = RunSpec {

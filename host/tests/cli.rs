@@ -16,6 +16,12 @@ use smol::stream::StreamExt as _;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clawnode");
 
+/// The binary's unit rendering, for the system unit, which `service
+/// install` would write to /etc.
+#[allow(dead_code)]
+#[path = "../src/bin/clawnode/unit.rs"]
+mod unit;
+
 fn clawnode(args: &[&str], state: &Path) -> Output {
     Command::new(BIN)
         .args(args)
@@ -862,7 +868,7 @@ fn service_install_writes_a_unit_systemd_accepts_and_keeps_the_token_out_of_it()
         Some(complaints) => {
             assert_eq!(complaints, "", "systemd-analyze verify: {unit_text}");
             // The system unit too (it is written to /etc, so rendered here).
-            use clawnode_smol::service::{Scope, UnitSpec, paths, render_unit};
+            use unit::{Scope, UnitSpec, paths, render_unit};
             let system = home.path().join("system.service");
             std::fs::write(
                 &system,

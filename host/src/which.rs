@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::command::CommandError;
+use clawnode::CommandError;
 
 /// The command's name.
 pub const SYSTEM_WHICH: &str = "system.which";
@@ -65,9 +65,8 @@ pub fn system_which(params: &Value) -> Result<Value, CommandError> {
 
 /// `system.which` as a command handler (runs the file-system search on a
 /// thread of its own: a hung mount stalls this invoke, nothing else).
-#[cfg(feature = "smol")]
-pub async fn handler(inv: crate::Invocation) -> Result<Value, CommandError> {
-    crate::blocking::on_own_thread(move || system_which(&inv.params)).await
+pub async fn handler(inv: clawnode::Invocation) -> Result<Value, CommandError> {
+    clawnode::on_own_thread(move || system_which(&inv.params)).await
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `clawnode swarm`: many real node sessions in one process, to load-test a
+//! `clawnode-swarm`: many real node sessions in one process, to load-test a
 //! gateway and to measure what a session costs.
 //!
 //! Each session is a full node (its own device identity under
@@ -17,7 +17,8 @@ use clawnode_core::SessionConfig;
 use serde_json::{Value, json};
 use smol::channel::{self, Receiver, Sender};
 
-use crate::{Admission, Event, NodeBuilder, NodeHandle, StateDir};
+use clawnode::{Admission, Event, NodeBuilder, NodeHandle, StateDir};
+use clawnode_host::HostCommands as _;
 
 /// Events each session keeps for the swarm's reader (it reads promptly).
 const EVENTS_PER_SESSION: usize = 8;
@@ -38,7 +39,7 @@ pub struct SwarmSpec {
     /// Where the identities live (`node-NNNN` below it).
     pub state: PathBuf,
     /// Bytes in use on the heap, when the program counts them (the
-    /// `clawnode` binary does): the summary then has the live heap per
+    /// `clawnode-swarm` binary does): the summary then has the live heap per
     /// session beside the resident set, which also holds what the
     /// allocator kept from the ramp.
     pub heap_bytes: Option<fn() -> u64>,

@@ -1,4 +1,4 @@
-//! `clawnode service`: a systemd unit that keeps `clawnode run` up across
+//! The systemd unit `clawnode service install` writes: one that keeps `clawnode run` up across
 //! reboots and crashes.
 //!
 //! The unit runs `clawnode run --exit-on-pause`: a session that needs a
@@ -131,18 +131,21 @@ pub fn render_unit(spec: &UnitSpec) -> String {
 
 /// The environment file: `KEY=value` lines, values single-quoted.
 /// Values with a newline or a quote are refused.
-pub fn render_env(vars: &[(&str, &str)]) -> Result<String, String> {
+pub fn render_env(vars: &[(&str, &str)]) -> Result<String, UnsafeValue> {
     let mut out = String::from("# clawnode service secrets (mode 0600)\n");
     for (k, v) in vars {
         if v.contains(['\n', '\r', '\'', '\\']) {
-            return Err(format!(
-                "{k} holds a newline, quote or backslash, which an environment file cannot carry"
-            ));
+            return Err(UnsafeValue((*k).to_owned()));
         }
         let _ = writeln!(out, "{k}='{v}'");
     }
     Ok(out)
 }
+
+/// A variable whose value an environment file cannot carry.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} holds a newline, quote or backslash, which an environment file cannot carry")]
+pub struct UnsafeValue(String);
 
 /// Whether `user` has lingering on (their user manager runs without a
 /// login session, so a user unit survives logout and starts at boot).
@@ -195,7 +198,9 @@ mod tests {
         let env = render_env(&[("OPENCLAW_GATEWAY_TOKEN", "s3cret")]).unwrap();
         assert!(env.ends_with("OPENCLAW_GATEWAY_TOKEN='s3cret'\n"), "{env}");
         assert!(!render_unit(&spec(Scope::User)).contains("s3cret"));
-        let bad = render_env(&[("OPENCLAW_GATEWAY_TOKEN", "a'b")]).unwrap_err();
+        let bad = render_env(&[("OPENCLAW_GATEWAY_TOKEN", "a'b")])
+            .unwrap_err()
+            .to_string();
         assert!(
             bad.contains("OPENCLAW_GATEWAY_TOKEN") && !bad.contains("a'b"),
             "{bad}"

@@ -32,7 +32,7 @@ use clawnode_core::{
 };
 use serde::Deserialize;
 
-use crate::exec::approvals::{AllowEntry, ApprovalsFile, Ask, Ceiling, Security};
+use clawnode_host::exec::approvals::{AllowEntry, ApprovalsFile, Ask, Ceiling, Security};
 
 /// How the gateway's certificate is authenticated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -387,6 +387,19 @@ fn describe_toml_error(mut e: toml::de::Error, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Garbage pins are refused before connecting through the settings
+    /// too (the CLI test shows that no connection is made).
+    #[test]
+    fn garbage_pins_are_rejected_before_connecting() {
+        let s = Settings {
+            url: Some("wss://127.0.0.1:1".into()),
+            tls_fingerprints: Some(vec!["not-a-pin".into()]),
+            ..Default::default()
+        };
+        let err = s.session_config(ClientOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("not-a-pin"), "{err}");
+    }
 
     const PIN: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 

@@ -1,5 +1,5 @@
-//! The `clawnode` binary's allocator: the system's, counting the bytes in
-//! use so that `clawnode swarm` can report the live heap per session beside
+//! The `clawnode-swarm` binary's allocator: the system's, counting the
+//! bytes in use so that it can report the live heap per session beside
 //! the resident set (which also holds what the allocator kept from the
 //! ramp). Two relaxed atomic adds per allocation; nothing else changes.
 

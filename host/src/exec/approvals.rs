@@ -15,6 +15,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use super::stored::ExecDocuments;
+
 /// How much may run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -352,7 +354,7 @@ impl Ceiling {
     }
 
     /// Reads the stored ceiling; `None` when there is none.
-    pub fn load(store: &crate::store::StateDir) -> Result<Option<Self>, crate::store::StoreError> {
+    pub fn load(store: &clawnode::StateDir) -> Result<Option<Self>, clawnode::StoreError> {
         Ok(store.load_exec_ceiling()?.map(|bytes| {
             // A corrupt ceiling fails closed: nothing may be set or run.
             serde_json::from_slice(&bytes).unwrap_or(Ceiling {
@@ -631,7 +633,7 @@ mod tests {
     #[test]
     fn a_stored_ceiling_is_read_back_and_a_corrupt_one_fails_closed() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = crate::store::StateDir::new(tmp.path());
+        let store = clawnode::StateDir::new(tmp.path());
         assert_eq!(Ceiling::load(&store).unwrap(), None);
         let ceiling = Ceiling {
             security: Some(Security::Allowlist),

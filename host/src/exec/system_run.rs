@@ -40,8 +40,9 @@ use super::env::child_env;
 use super::plans::{self, Binding, BoundProgram, PlanBook, Unknown};
 use super::resolve::{FileId, Kind, Program, kind, resolve};
 use super::run::{Cancel, OutputTap, RunOutcome, RunSpec, run_with};
-use crate::command::{CommandError, NodeEvents, Progress};
-use crate::store::StateDir;
+use super::stored::ExecDocuments;
+use clawnode::StateDir;
+use clawnode::{CommandError, NodeEvents, Progress};
 
 /// Prepares a run: the plan `system.run` is then bound to.
 pub const SYSTEM_RUN_PREPARE: &str = "system.run.prepare";
@@ -863,7 +864,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::exec::commands::edit_local;
+    use crate::exec::stored::edit_local;
 
     type Sent = Arc<Mutex<Vec<(String, Value)>>>;
 

@@ -14,14 +14,13 @@
 //! - [`allowlist`]: whether an allowlist covers every command a run would
 //!   start, judged by real paths, and the exact command that then runs.
 //! - [`plans`]: the plans this node prepared, which approvals must carry.
-//! - [`commands`]: `system.execApprovals.get` and `.set` over the state
-//!   directory.
+//! - [`stored`]: the documents in the state directory, and
+//!   `system.execApprovals.get` and `.set` over them.
 //! - [`system_run`]: `system.run.prepare` and `system.run`, which put the
 //!   others together.
 
 pub mod allowlist;
 pub mod approvals;
-pub mod commands;
 pub mod env;
 pub mod plans;
 #[allow(unsafe_code)]
@@ -29,7 +28,9 @@ mod reaper;
 pub mod resolve;
 #[allow(unsafe_code)]
 pub mod run;
+pub mod stored;
 pub mod system_run;
 
 pub use env::{EnvRejected, child_env};
 pub use run::{Cancel, OUTPUT_CAP, RunOutcome, RunSpec, run};
+pub use stored::ExecDocuments;
