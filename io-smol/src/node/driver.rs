@@ -7,15 +7,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clawnode_core::{
-    AttemptId, CancelReason, Deadline, Effect, Input, InvokeOutcome, InvokeRequest, NODE_ROLE,
-    NodeState, Phase, RequestId, Secret, SessionConfig, SocketError, Status, Time, TimerReason,
+    AttemptId, Deadline, Input, InvokeOutcome, NODE_ROLE, NodeState, Phase, RequestId, Secret,
+    SessionConfig, SocketError, Status, Time, TimerReason,
 };
 use smol::channel::{self, Receiver, Sender};
 
 use super::log_limit::PeerLogLimits;
 
+mod effects;
+mod invokes;
 mod notify;
+
 use crate::frame_limit::FrameLimit;
+pub(super) use invokes::node_events;
 use smol::Timer;
 use smol::future::FutureExt as _;
 
@@ -24,11 +28,11 @@ use super::error::RequestFailure;
 use super::msg::{
     Command, Heard, Msg, Opened, Outgoing, Reply, SocketEvent, Subscribers, WRITE_QUEUE,
 };
-use super::socket::{CLOSE_GRACE, socket_task};
+use super::socket::CLOSE_GRACE;
 use super::spawner::{Spawner, Task};
 use super::timers::Sleep;
 use crate::clock::Clock;
-use crate::command::{self, Registry};
+use crate::command::Registry;
 use crate::event::Event;
 use crate::store::StateDir;
 
@@ -565,255 +569,4 @@ impl Session {
                 .handle_input(now, Input::SocketFailed { attempt, error });
         }
     }
-
-    async fn perform(&mut self, effect: Effect) {
-        match effect {
-            Effect::OpenSocket { attempt, url, tls } => {
-                tracing::info!(attempt = attempt.0, %url, "connecting");
-                self.emit(Event::Connecting {
-                    attempt: attempt.0,
-                    url: url.to_string(),
-                });
-                let admission = match &self.admission {
-                    Some(a) => a.clone(),
-                    None => Admission::for_gateway(&url),
-                };
-                let task = self.spawner.spawn(socket_task(
-                    attempt,
-                    url,
-                    tls,
-                    self.store.clone(),
-                    admission,
-                    self.spawner.net(),
-                    self.tx.clone(),
-                ));
-                self.sockets.insert(
-                    attempt,
-                    SocketSlot {
-                        task,
-                        writer: None,
-                        limit: None,
-                        handshake: None,
-                        handled: None,
-                        heard: None,
-                    },
-                );
-            }
-            Effect::SendFrame { attempt, text } => self.write(attempt, Outgoing::Text(text)),
-            Effect::SendPing { attempt } => self.write(attempt, Outgoing::Ping),
-            Effect::CloseSocket {
-                attempt,
-                code,
-                reason,
-            } => {
-                if let Some(slot) = self.sockets.remove(&attempt) {
-                    match slot.writer {
-                        Some(w) => {
-                            let _ = w.try_send(Outgoing::Close(code, reason));
-                            self.closing.push(slot.task);
-                        }
-                        // Still connecting: dropping the task abandons it.
-                        None => drop(slot.task),
-                    }
-                }
-            }
-            Effect::Invoke(req) => self.start_invoke(req),
-            Effect::InvokeInput {
-                id,
-                seq,
-                payload_json,
-            } => {
-                let Some(inv) = self.invokes.get_mut(&id) else {
-                    return;
-                };
-                if let Err(channel::TrySendError::Full(_)) = inv.input.try_send(payload_json) {
-                    // The command does not read its input fast enough (or at
-                    // all): fail closed, as upstream does past 64 KiB. The
-                    // handler is dropped; the answer says why.
-                    tracing::warn!(id, seq, "invoke input overflowed; the invoke is aborted");
-                    drop(std::mem::replace(
-                        &mut inv.task,
-                        self.spawner.spawn(async {}),
-                    ));
-                    // Later input goes nowhere (and aborts nothing twice).
-                    inv.input = channel::bounded(1).0;
-                    let outcome = InvokeOutcome::Err {
-                        code: "UNAVAILABLE".into(),
-                        message: format!(
-                            "more than {} inputs waited unread; the invoke was aborted",
-                            command::INPUT_QUEUE
-                        ),
-                    };
-                    let _ = self.tx.try_send(Msg::InvokeDone {
-                        id,
-                        outcome: Box::new(outcome),
-                    });
-                }
-            }
-            Effect::CancelInvoke { id, reason } => {
-                if let Some(inv) = self.invokes.remove(&id) {
-                    drop(inv.task);
-                    let ms = u64::try_from(inv.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                    let why = match reason {
-                        CancelReason::Gateway => "cancelled by the gateway",
-                        CancelReason::Deadline => "deadline passed",
-                        CancelReason::Disconnected => "connection ended",
-                        _ => "cancelled",
-                    };
-                    tracing::warn!(id, command = inv.command, ms, why, "invoke cancelled");
-                    self.emit(Event::Invoke {
-                        id,
-                        command: inv.command,
-                        ok: false,
-                        ms,
-                    });
-                }
-            }
-            Effect::StoreDeviceToken { url, role, token } => {
-                let (store, dev) = (self.store.clone(), self.device_id.clone());
-                let url_text = url.as_str().to_owned();
-                let role2 = role.clone();
-                match crate::blocking::unblock(move || {
-                    store.store_token(&url_text, &dev, &role2, &token)
-                })
-                .await
-                {
-                    Ok(()) => {
-                        tracing::info!(%url, role, "stored the device token the gateway issued")
-                    }
-                    Err(e) => {
-                        tracing::error!(%url, role, error = %e, "could not store the device token")
-                    }
-                }
-            }
-            Effect::ForgetDeviceToken { url, role } => {
-                let (store, dev) = (self.store.clone(), self.device_id.clone());
-                let url_text = url.as_str().to_owned();
-                let role2 = role.clone();
-                match crate::blocking::unblock(move || store.forget_token(&url_text, &dev, &role2))
-                    .await
-                {
-                    Ok(_) => tracing::warn!(
-                        %url,
-                        role,
-                        "the gateway rejected the stored device token; forgot it"
-                    ),
-                    Err(e) => {
-                        tracing::error!(%url, role, error = %e, "could not forget the device token")
-                    }
-                }
-            }
-            Effect::Response { id, result } => {
-                if let Some(reply) = self.pending.remove(&id) {
-                    let _ = reply.try_send(result.map_err(RequestFailure::from));
-                }
-            }
-            Effect::Notify(n) => self.notify(n),
-        }
-    }
-
-    /// Queues `out` for the socket of `attempt`. The queue is bounded to
-    /// [`WRITE_QUEUE`] frames here (its channel is not, so that an idle
-    /// socket holds no preallocated slots): a gateway that stops reading
-    /// fills it, and its socket is then failed (the core backs off) instead
-    /// of the queue growing.
-    fn write(&mut self, attempt: AttemptId, out: Outgoing) {
-        let Some(slot) = self.sockets.get_mut(&attempt) else {
-            return;
-        };
-        if let Some(w) = &slot.writer
-            && (w.len() >= WRITE_QUEUE || w.try_send(out).is_err())
-            && !w.is_closed()
-        {
-            slot.writer = None;
-            self.stalled.push(attempt);
-        }
-    }
-
-    fn start_invoke(&mut self, req: InvokeRequest) {
-        let InvokeRequest {
-            id,
-            command,
-            params_json,
-            idempotency_key,
-            ..
-        } = req;
-        let Some(handler) = self.handlers.get(&command) else {
-            // Unreachable while declared commands are the handlers; answer
-            // rather than leave the gateway waiting.
-            let outcome = InvokeOutcome::Err {
-                code: "UNAVAILABLE".into(),
-                message: format!("no handler for {command:?}"),
-            };
-            let _ = self.tx.try_send(Msg::InvokeDone {
-                id,
-                outcome: Box::new(outcome),
-            });
-            return;
-        };
-        tracing::info!(id, command, "invoke");
-        let tx = self.tx.clone();
-        let inv_id = id.clone();
-        let name = command.clone();
-        let events = node_events(self.tx.clone());
-        let progress = invoke_progress(self.tx.clone(), id.clone());
-        let (input_tx, input) = command::InvokeInput::channel();
-        let task = self.spawner.spawn(async move {
-            let outcome = command::run(
-                handler,
-                inv_id.clone(),
-                name,
-                params_json,
-                idempotency_key,
-                (events, progress, input),
-            )
-            .await;
-            let _ = tx
-                .send(Msg::InvokeDone {
-                    id: inv_id,
-                    outcome: Box::new(outcome),
-                })
-                .await;
-        });
-        self.invokes.insert(
-            id,
-            RunningInvoke {
-                task,
-                command,
-                started: Instant::now(),
-                input: input_tx,
-            },
-        );
-    }
-}
-
-/// A command's output stream, queued to the driver in order with its
-/// events and before its answer; the driver drops chunks while the socket
-/// is backed up.
-fn invoke_progress(tx: Sender<Msg>, id: String) -> command::Progress {
-    command::Progress::new(move |chunk| {
-        if tx
-            .try_send(Msg::Command(Box::new(Command::Progress {
-                id: id.clone(),
-                chunk,
-            })))
-            .is_err()
-        {
-            tracing::debug!(id, "progress chunk dropped: the session is far behind");
-        }
-    })
-}
-
-/// A command's `node.event`s, queued to the driver like the application's:
-/// in order with the command's answer, which is queued after them.
-pub(super) fn node_events(tx: Sender<Msg>) -> command::NodeEvents {
-    command::NodeEvents::new(move |event, payload| {
-        // Nobody waits for the gateway's acknowledgement.
-        let (reply, _) = channel::bounded(1);
-        let _ = tx.try_send(Msg::Command(Box::new(Command::Event {
-            event: event.to_owned(),
-            payload: Some(payload),
-            reply,
-        })));
-    })
 }
