@@ -3,7 +3,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step prints how long the one before it took, and the total so far.
+started=$SECONDS
+last=$SECONDS
+step() {
+    printf '    (%d s; %d s in all)\n\n==> %s\n' $((SECONDS - last)) $((SECONDS - started)) "$*"
+    last=$SECONDS
+}
+trap 'printf "    (%d s; %d s in all)\n" $((SECONDS - last)) $((SECONDS - started))' EXIT
 
 step "format"
 cargo fmt --all --check
@@ -36,7 +43,7 @@ if grep -E '^(smol|async-io|async-tungstenite|futures-rustls|async-signal|clap|t
     echo "the neutral build of clawnode depends on the crates above" >&2
     exit 1
 fi
-if grep -E '^(clap|toml|tracing-subscriber|x509-cert|async-signal|tokio|clawnode-host) ' <<< "$default"; then
+if grep -E '^(clap|toml|tracing-subscriber|x509-cert|tokio|clawnode-host) ' <<< "$default"; then
     echo "the default build of clawnode depends on the crates above (CLI crates belong to clawnode-host)" >&2
     exit 1
 fi

@@ -9,10 +9,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha2::Digest as _;
 
 use crate::Install;
+use crate::operator::{CallError, Operator};
 use crate::sys::{self, Watchdog};
 
 /// How to start a [`Gateway`].
@@ -118,6 +119,8 @@ pub struct Gateway {
     token: String,
     tls: bool,
     proc: Mutex<Proc>,
+    /// The idle operator connections of [`Gateway::rpc`].
+    operators: Mutex<Vec<Operator>>,
 }
 
 /// How long a gateway may take to print `[gateway] ready` (2 shared cores).
@@ -209,6 +212,7 @@ impl Gateway {
                 child: None,
                 watchdog: Watchdog::spawn(Some(&dir)),
             }),
+            operators: Mutex::new(Vec::new()),
         };
         gateway.spawn_and_wait();
         gateway
@@ -630,21 +634,66 @@ impl Gateway {
         out
     }
 
-    /// `openclaw gateway call METHOD --json --params JSON`: the operator's
+    /// Calls `method` through a persistent operator connection to this
+    /// gateway ([`Operator`]): an idle one, or a new one when every one is
+    /// busy (tests share a gateway and call it at once). A connection that
+    /// failed (the gateway restarted) is replaced once.
+    pub fn rpc(&self, method: &str, params: &Value, timeout: Duration) -> Result<Value, CallError> {
+        let idle = self
+            .operators
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        let fresh = idle.is_none();
+        let mut operator = match idle {
+            Some(op) => op,
+            None => self.operator()?,
+        };
+        let mut answer = operator.call(method, params, timeout);
+        if matches!(&answer, Err(e) if e.transport) && !fresh {
+            operator = self.operator()?;
+            answer = operator.call(method, params, timeout);
+        }
+        if !matches!(&answer, Err(e) if e.transport) {
+            self.operators
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(operator);
+        }
+        answer
+    }
+
+    /// A new operator connection to this gateway.
+    fn operator(&self) -> Result<Operator, CallError> {
+        let pin = self.tls.then(|| self.pin());
+        Operator::connect(&self.url(), pin.as_deref(), &self.token)
+    }
+
+    /// `METHOD` with `params` as `openclaw gateway call METHOD --json
+    /// --params JSON` answers it (the payload on stdout; an error as
+    /// `{"ok":false,"error":{...}}` with status 1), but through the
+    /// persistent operator connection ([`Gateway::rpc`]): the operator's
     /// raw RPC path, for what `nodes invoke` refuses client-side
     /// (`system.run`, `system.run.prepare`).
     pub fn call(&self, method: &str, params: &Value, timeout: Duration) -> CliOutput {
-        self.openclaw(
-            &[
-                "gateway",
-                "call",
-                method,
-                "--json",
-                "--params",
-                &params.to_string(),
-            ],
-            timeout,
-        )
+        let started = Instant::now();
+        let (success, body) = match self.rpc(method, params, timeout) {
+            Ok(payload) => (true, payload),
+            Err(e) => {
+                let mut error = json!({"type": "gateway_request_error"});
+                if let (Some(to), Some(from)) = (error.as_object_mut(), e.error.as_object()) {
+                    to.extend(from.clone());
+                }
+                (false, json!({"ok": false, "error": error}))
+            }
+        };
+        CliOutput {
+            success,
+            code: Some(if success { 0 } else { 1 }),
+            stdout: serde_json::to_string_pretty(&body).expect("JSON") + "\n",
+            stderr: String::new(),
+            elapsed: started.elapsed(),
+        }
     }
 
     /// Runs the operator CLI with `--json` appended and parses stdout.
@@ -664,9 +713,12 @@ impl Gateway {
         out.json()
     }
 
-    /// This node's entry in `openclaw nodes status --json`, if listed.
+    /// This node's entry in `node.list` (what `openclaw nodes status
+    /// --json` prints), if listed; through the operator connection.
     pub fn node_status(&self, node_id: &str) -> Option<Value> {
-        let status = self.openclaw_json(&["nodes", "status"]).ok()?;
+        let status = self
+            .rpc("node.list", &json!({}), Duration::from_secs(30))
+            .ok()?;
         status["nodes"]
             .as_array()?
             .iter()
@@ -675,29 +727,53 @@ impl Gateway {
     }
 
     /// Approves the command surface that node `node_id` declared: waits
-    /// (≤ `timeout`) for its request in `openclaw nodes pending --json`,
-    /// then `openclaw nodes approve <requestId>`. Returns the request id.
+    /// (≤ `timeout`) for its request in `node.pair.list` (what `openclaw
+    /// nodes pending --json` lists), then `node.pair.approve` it, as
+    /// `openclaw nodes approve <requestId>` does; through the operator
+    /// connection. Returns the request id.
     pub fn approve_node(&self, node_id: &str, timeout: Duration) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
+        let call = Duration::from_secs(30);
         loop {
-            let pending = self.openclaw_json(&["nodes", "pending"])?;
-            let req = pending
+            let list = self
+                .rpc("node.pair.list", &json!({}), call)
+                .map_err(|e| format!("node.pair.list: {e}"))?;
+            let req = list["pending"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .find(|p| p["nodeId"] == node_id)
                 .and_then(|p| p["requestId"].as_str().map(str::to_owned));
             if let Some(req) = req {
-                self.openclaw_json(&["nodes", "approve", &req])?;
+                self.rpc("node.pair.approve", &json!({"requestId": req}), call)
+                    .map_err(|e| format!("node.pair.approve {req}: {e}"))?;
                 return Ok(req);
             }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "no pending request for node {node_id} within {timeout:?}: {pending}"
+                    "no pending request for node {node_id} within {timeout:?}: {list}"
                 ));
             }
             std::thread::sleep(Duration::from_millis(300));
         }
+    }
+
+    /// `node.invoke` of `command` on `node_id`, answered as `openclaw nodes
+    /// invoke --json` prints it, but through the operator connection.
+    pub fn invoke_rpc(
+        &self,
+        node_id: &str,
+        command: &str,
+        params: &Value,
+        invoke_timeout_ms: u64,
+    ) -> CliOutput {
+        let key = format!("inv-{}", random_hex(8));
+        self.call(
+            "node.invoke",
+            &json!({"nodeId": node_id, "command": command, "params": params,
+                    "idempotencyKey": key, "timeoutMs": invoke_timeout_ms}),
+            Duration::from_millis(invoke_timeout_ms + 10_000),
+        )
     }
 
     /// `openclaw nodes invoke --node ID --command CMD --params JSON

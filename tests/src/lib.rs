@@ -31,6 +31,7 @@
 
 mod gateway;
 mod node;
+mod operator;
 mod schema;
 mod stub_model;
 pub mod sys;
@@ -41,6 +42,7 @@ use std::sync::OnceLock;
 
 pub use gateway::{CliOutput, Gateway, GatewayOptions, LogLine};
 pub use node::{Node, NodeOptions, device_id};
+pub use operator::{CallError, Operator};
 pub use schema::{Schema, Violation};
 pub use stub_model::StubModel;
 pub use tap::{Tap, TapFrame};

@@ -111,7 +111,8 @@ fn which_sh(out: &Value) -> Option<String> {
 }
 
 /// Starts a node, waits for `connected`, approves its command surface on
-/// `gw` and waits until `system.which` answers through the operator CLI.
+/// `gw` and waits until `system.which` answers, through the tests'
+/// operator connection (s01 checks the same through the operator CLI).
 /// Returns the node, its device id and the invoke's JSON output.
 fn connected_and_approved(gw: &Gateway, node: &Node) -> (String, Value) {
     node.expect(0, "connected", CONNECT);
@@ -120,7 +121,7 @@ fn connected_and_approved(gw: &Gateway, node: &Node) -> (String, Value) {
         .unwrap_or_else(|e| panic!("approve: {e}\n{}", node.dump()));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = gw.invoke(&id, "system.which", &json!({"bins": ["sh"]}), 10_000);
+        let out = gw.invoke_rpc(&id, "system.which", &json!({"bins": ["sh"]}), 10_000);
         if out.success {
             let v = out.json().expect("invoke --json output");
             if which_sh(&v).is_some() {
@@ -171,7 +172,12 @@ fn s01_pinned_wss_connect_status_approve_invoke() {
     assert_eq!(entry["displayName"], name.as_str(), "{entry}");
     assert_eq!(entry["clientId"], "node-host", "{entry}");
 
-    let (_, out) = connected_and_approved(gw, &node);
+    let (_, approved) = connected_and_approved(gw, &node);
+    assert!(which_sh(&approved).is_some(), "{approved}");
+    // The operator CLI's own `nodes invoke`, as an operator runs it.
+    let cli = gw.invoke(&id, "system.which", &json!({"bins": ["sh"]}), 10_000);
+    assert!(cli.success, "nodes invoke: {cli:?}\n{}", node.dump());
+    let out = cli.json().expect("nodes invoke --json output");
     let sh = which_sh(&out).expect("sh path");
     assert!(
         sh.starts_with('/') && sh.ends_with("/sh"),
@@ -1498,12 +1504,13 @@ fn s16_system_run_through_the_gateway_with_figures() {
     set_policy(json!({"version": 1,
         "defaults": {"security": "full", "ask": "off", "askFallback": "deny"}}));
 
-    // 50 round trips.
-    let mut cli_ms = Vec::new();
+    // 50 round trips through the operator connection (an operator's
+    // request in, the answer out: the gateway and the node, no CLI start).
+    let mut rpc_ms = Vec::new();
     for _ in 0..50 {
         let out = run(argv(&["/bin/echo", "s16-p50"]), 20_000);
         assert_eq!(payload(&out)["stdout"], "s16-p50\n");
-        cli_ms.push(out.elapsed.as_millis());
+        rpc_ms.push(out.elapsed.as_millis());
     }
 
     let failed = payload(&run(argv(&["/bin/sh", "-c", "exit 3"]), 20_000));
@@ -1668,11 +1675,11 @@ fn s16_system_run_through_the_gateway_with_figures() {
     );
     assert_eq!(cancels, 1, "one node.invoke.cancel from the gateway");
     eprintln!(
-        "MEASURE s16 echo_cli_ms_p50={} echo_cli_ms_p90={} echo_node_us_p50={} echo_node_us_p90={} \
+        "MEASURE s16 echo_rpc_ms_p50={} echo_rpc_ms_p90={} echo_node_us_p50={} echo_node_us_p90={} \
          ten_mb_ms={big_ms} tree_gone_after_cancel_ms={gone_ms} rss_kib_before_10mb={rss_before} peak_rss_kib={peak} events={events:?} \
          bypass_refusal={:?} fallback_refusal={:?}",
-        percentile(&mut cli_ms, 50),
-        percentile(&mut cli_ms, 90),
+        percentile(&mut rpc_ms, 50),
+        percentile(&mut rpc_ms, 90),
         percentile(&mut node_ms, 50),
         percentile(&mut node_ms, 90),
         refusal(&bypass),
@@ -2077,7 +2084,7 @@ fn s20_one_paste_pairing_then_the_stored_device_token() {
     let id = first.device_id();
     // No `nodes approve`: the gateway approved it on the code.
     let which = sys::poll(Duration::from_secs(30), || {
-        let out = gw.invoke(&id, "system.which", &json!({"bins": ["sh"]}), 10_000);
+        let out = gw.invoke_rpc(&id, "system.which", &json!({"bins": ["sh"]}), 10_000);
         out.success.then_some(out)
     });
     assert!(
@@ -2255,4 +2262,73 @@ fn s22_a_503_from_a_full_preauth_budget_is_busy_then_admitted() {
         let full = (1000u64 << n.min(5)).min(30_000);
         assert!((full / 2..=full).contains(ms), "refusal {}: {ms} ms", n + 1);
     }
+}
+
+// ---------------------------------------------------------------- scenario 23
+
+/// The tests' persistent operator connection (`Gateway::rpc`, behind
+/// `Gateway::call`) is answered as the operator CLI is: `node.list`
+/// through it and `openclaw nodes status --json` show the same node, and a
+/// refused call gives the same error and status as `openclaw gateway call`.
+#[test]
+fn s23_the_operator_connection_is_answered_as_the_cli_is() {
+    let (install, bin) = require!("s23");
+    let gw = shared_plain(&install);
+    let node = Node::spawn(
+        &bin,
+        NodeOptions::new(&gw.url(), gw.token(), &unique("s23")),
+    );
+    node.expect(0, "connected", CONNECT);
+    let id = node.device_id();
+    let entry = |list: &Value| {
+        list["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["nodeId"] == id.as_str())
+            .map(|n| {
+                json!([
+                    n["nodeId"],
+                    n["displayName"],
+                    n["clientId"],
+                    n["connected"],
+                    n["commands"]
+                ])
+            })
+    };
+    let via_rpc = sys::poll(Duration::from_secs(30), || {
+        gw.rpc("node.list", &json!({}), Duration::from_secs(10))
+            .ok()
+            .and_then(|v| entry(&v))
+            .filter(|e| e[3] == true)
+    })
+    .expect("node.list through the operator connection shows the node connected");
+    let via_cli = gw
+        .openclaw_json(&["nodes", "status"])
+        .expect("nodes status");
+    assert_eq!(Some(via_rpc), entry(&via_cli));
+
+    let bogus = json!({"nodeId": "no-such-node", "command": "system.which",
+                       "params": {"bins": ["sh"]}, "idempotencyKey": unique("k")});
+    let rpc = gw.call("node.invoke", &bogus, Duration::from_secs(30));
+    let cli = gw.openclaw(
+        &[
+            "gateway",
+            "call",
+            "node.invoke",
+            "--json",
+            "--params",
+            &bogus.to_string(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        (rpc.success, rpc.code),
+        (cli.success, cli.code),
+        "{rpc:?}\n{cli:?}"
+    );
+    let (rpc, cli) = (rpc.json().unwrap(), cli.json().unwrap());
+    assert_eq!(rpc["ok"], cli["ok"]);
+    assert_eq!(rpc["error"]["code"], cli["error"]["code"], "{rpc}\n{cli}");
+    assert_eq!(rpc["error"]["type"], cli["error"]["type"], "{rpc}\n{cli}");
 }
