@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use clawnode::{CommandError, Event, NodeBuilder, NodeEvents, on_own_thread};
+use clawnode::{CommandError, Emitter, Event, NodeBuilder, on_own_thread};
 use smol::channel::Receiver;
 
 use crate::exec::Cancel;
@@ -96,7 +96,7 @@ impl HostCommands for NodeBuilder {
                             &inv.params,
                             &node_cwd(),
                             &cancel,
-                            &inv.events,
+                            &inv.emitter,
                             &inv.progress,
                         )
                     })
@@ -125,7 +125,7 @@ impl HostCommands for NodeBuilder {
 
 /// Sends `node.host.stats` after each `connected` and then every 60 s
 /// until the next `disconnected`; ends with the session's event stream.
-async fn publish_host_stats(events: Receiver<Event>, report: NodeEvents) {
+async fn publish_host_stats(events: Receiver<Event>, report: Emitter) {
     let home = std::env::var_os("HOME").map_or_else(|| "/".into(), std::path::PathBuf::from);
     let send = || report.send(HOST_STATS, sample(&home));
     // When the next report is due, while connected.

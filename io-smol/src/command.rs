@@ -13,19 +13,19 @@ use serde_json::Value;
 /// answer. Sending never blocks; an event the session cannot send (the
 /// connection is gone) is dropped, as upstream drops it.
 #[derive(Clone)]
-pub struct NodeEvents(Arc<SendEvent>);
+pub struct Emitter(Arc<SendEvent>);
 
 type SendEvent = dyn Fn(&str, Value) + Send + Sync;
 
-impl NodeEvents {
+impl Emitter {
     /// Events handed to `send`.
     pub fn new(send: impl Fn(&str, Value) + Send + Sync + 'static) -> Self {
-        NodeEvents(Arc::new(send))
+        Emitter(Arc::new(send))
     }
 
     /// Events dropped (a command run outside a session, in tests).
     pub fn discard() -> Self {
-        NodeEvents::new(|_, _| {})
+        Emitter::new(|_, _| {})
     }
 
     /// Sends `event` with `payload`.
@@ -34,9 +34,9 @@ impl NodeEvents {
     }
 }
 
-impl fmt::Debug for NodeEvents {
+impl fmt::Debug for Emitter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("NodeEvents")
+        f.write_str("Emitter")
     }
 }
 
@@ -117,8 +117,8 @@ pub struct Invocation {
     pub params: Value,
     /// The gateway's idempotency key, when given.
     pub idempotency_key: Option<String>,
-    /// Where the command's `node.event`s go.
-    pub events: NodeEvents,
+    /// Where the command's `node.event`s go (its emitter).
+    pub emitter: Emitter,
     /// The invoke's output stream (`node.invoke.progress`).
     pub progress: Progress,
     /// The invoke's input stream (`node.invoke.input`).
@@ -168,7 +168,7 @@ mod registry {
     use clawnode_core::InvokeOutcome;
     use serde_json::Value;
 
-    use super::{CommandError, CommandFuture, Invocation, InvokeInput, NodeEvents, Progress};
+    use super::{CommandError, CommandFuture, Emitter, Invocation, InvokeInput, Progress};
 
     /// A registered handler. Shared (`Arc`) because each invoke runs in its own
     /// task, which holds the handler while it runs.
@@ -231,7 +231,7 @@ mod registry {
         command: String,
         params_json: Option<String>,
         idempotency_key: Option<String>,
-        streams: (NodeEvents, Progress, InvokeInput),
+        streams: (Emitter, Progress, InvokeInput),
     ) -> InvokeOutcome {
         let (events, progress, input) = streams;
         let params = match params_json.as_deref() {
@@ -260,7 +260,7 @@ mod registry {
                     command,
                     params,
                     idempotency_key,
-                    events,
+                    emitter: events,
                     progress,
                     input,
                 });
@@ -329,7 +329,7 @@ mod registry {
                 name.into(),
                 params.map(str::to_owned),
                 None,
-                (NodeEvents::discard(), Progress::discard(), input),
+                (Emitter::discard(), Progress::discard(), input),
             ))
         }
 

@@ -63,7 +63,7 @@ pub use blocking::on_own_thread;
 pub use clawnode_core as policy;
 pub use clock::Clock;
 pub use command::{
-    CommandError, CommandFuture, INPUT_QUEUE, Invocation, InvokeInput, NodeEvents, Progress,
+    CommandError, CommandFuture, Emitter, INPUT_QUEUE, Invocation, InvokeInput, Progress,
 };
 pub use event::{DisconnectCode, Event};
 #[cfg(feature = "smol")]
@@ -71,7 +71,7 @@ pub use node::{
     Admission, DEFAULT_HANDSHAKES, NodeBuilder, NodeHandle, NodeStatus, RequestFailure, StartError,
 };
 pub use store::{PairedGateway, StateDir, StoreError};
-pub use tls::{PinStore, TlsAttempt, pin_of, tcp_error, upgrade_refused};
+pub use tls::{PinStore, PinStoreError, TlsAttempt, pin_of, tcp_error, upgrade_refused};
 #[cfg(feature = "smol")]
 pub use transport::{ProbeReport, probe};
 

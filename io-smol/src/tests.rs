@@ -865,7 +865,7 @@ fn an_unread_event_stream_stays_bounded_and_reports_what_it_missed() {
         assert_eq!(events.len(), buffer, "the stream is full, not larger");
         let kept: Vec<u64> = std::iter::from_fn(|| events.try_recv().ok())
             .map(|e| match e {
-                Event::GatewayEvent { payload, .. } => {
+                Event::Broadcast { payload, .. } => {
                     payload.unwrap().to_value().unwrap()["i"].as_u64().unwrap()
                 }
                 other => panic!("{other:?}"),
@@ -883,7 +883,7 @@ fn an_unread_event_stream_stays_bounded_and_reports_what_it_missed() {
         );
         assert!(matches!(
             within(events.recv()).await.unwrap(),
-            Event::GatewayEvent { ref event, .. } if event == "after"
+            Event::Broadcast { ref event, .. } if event == "after"
         ));
         smol::future::zip(within(node.shutdown()), drain_until_closed(&mut ws)).await;
     });

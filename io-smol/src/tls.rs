@@ -240,18 +240,23 @@ fn client_config(
 /// there, so an async driver makes them off its event loop.
 pub trait PinStore {
     /// The pin learned for `key`, if any.
-    fn load_pin(&self, key: &str) -> Result<Option<Pin>, String>;
+    fn load_pin(&self, key: &str) -> Result<Option<Pin>, PinStoreError>;
     /// Stores `pin` for `key` unless one is there already, and returns the
     /// pin that is stored now (another process may have been first).
-    fn store_pin_once(&self, key: &str, pin: &Pin) -> Result<Pin, String>;
+    fn store_pin_once(&self, key: &str, pin: &Pin) -> Result<Pin, PinStoreError>;
 }
 
+/// Why a [`PinStore`] could not read or store a pin: the store's own
+/// error ([`StoreError`](crate::StoreError) for a
+/// [`StateDir`](crate::StateDir)).
+pub type PinStoreError = Box<dyn std::error::Error + Send + Sync>;
+
 impl PinStore for crate::StateDir {
-    fn load_pin(&self, key: &str) -> Result<Option<Pin>, String> {
-        crate::StateDir::load_pin(self, key).map_err(|e| e.to_string())
+    fn load_pin(&self, key: &str) -> Result<Option<Pin>, PinStoreError> {
+        Ok(crate::StateDir::load_pin(self, key)?)
     }
-    fn store_pin_once(&self, key: &str, pin: &Pin) -> Result<Pin, String> {
-        crate::StateDir::store_pin_once(self, key, pin).map_err(|e| e.to_string())
+    fn store_pin_once(&self, key: &str, pin: &Pin) -> Result<Pin, PinStoreError> {
+        Ok(crate::StateDir::store_pin_once(self, key, pin)?)
     }
 }
 
@@ -461,10 +466,10 @@ mod tests {
     struct Pins(RefCell<BTreeMap<String, Pin>>);
 
     impl PinStore for Pins {
-        fn load_pin(&self, key: &str) -> Result<Option<Pin>, String> {
+        fn load_pin(&self, key: &str) -> Result<Option<Pin>, PinStoreError> {
             Ok(self.0.borrow().get(key).copied())
         }
-        fn store_pin_once(&self, key: &str, pin: &Pin) -> Result<Pin, String> {
+        fn store_pin_once(&self, key: &str, pin: &Pin) -> Result<Pin, PinStoreError> {
             Ok(*self.0.borrow_mut().entry(key.into()).or_insert(*pin))
         }
     }

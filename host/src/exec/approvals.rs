@@ -160,6 +160,17 @@ impl Default for ApprovalsFile {
     }
 }
 
+/// Why a stored document cannot be used ([`ApprovalsFile::from_stored`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StoredError {
+    /// Not JSON of the document's shape; the text says where.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// JSON of the right shape, but not a valid document.
+    #[error("{0}")]
+    Invalid(ApprovalsError),
+}
+
 /// Why a document was not accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApprovalsError {
@@ -219,11 +230,10 @@ impl ApprovalsFile {
 
     /// Reads the stored form back ([`to_stored`](Self::to_stored)); the
     /// error says why it is unusable.
-    pub fn from_stored(bytes: &[u8]) -> Result<Self, String> {
+    pub fn from_stored(bytes: &[u8]) -> Result<Self, StoredError> {
         // Straight into the typed document: no JSON tree in between.
-        serde_json::from_slice::<ApprovalsFile>(bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|f| f.checked().map_err(|e| e.to_string()))
+        let file = serde_json::from_slice::<ApprovalsFile>(bytes)?;
+        file.checked().map_err(StoredError::Invalid)
     }
 
     /// The bytes stored: pretty JSON and a newline. The hash is over them.

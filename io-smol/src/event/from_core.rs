@@ -103,7 +103,7 @@ pub(crate) fn into_event(n: Notification) -> Option<Event> {
             event,
             payload,
             seq,
-        } => Some(Event::GatewayEvent {
+        } => Some(Event::Broadcast {
             event,
             payload,
             seq,
@@ -152,7 +152,7 @@ pub(crate) fn from_notification(n: &Notification) -> Option<Event> {
             event,
             payload,
             seq,
-        } => Event::GatewayEvent {
+        } => Event::Broadcast {
             event: event.clone(),
             payload: payload.clone(),
             seq: *seq,

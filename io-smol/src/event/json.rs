@@ -18,7 +18,7 @@ impl Event {
         // Only a payload too deep for a `Value` fails to convert (the wire
         // form has no map with non-string keys).
         serde_json::to_value(line(Wire::from(self))).unwrap_or_else(|_| {
-            let Event::GatewayEvent {
+            let Event::Broadcast {
                 event,
                 payload,
                 seq,
@@ -26,7 +26,7 @@ impl Event {
             else {
                 unreachable!("only a gateway event's payload can fail to convert")
             };
-            let wire = Wire::GatewayEvent {
+            let wire = Wire::Broadcast {
                 name: event,
                 payload: None,
                 seq: *seq,
@@ -108,7 +108,9 @@ enum Wire<'a> {
         expected: u64,
         got: u64,
     },
-    GatewayEvent {
+    // The JSON lines' name, kept when the variant was renamed.
+    #[serde(rename = "gateway_event")]
+    Broadcast {
         // `event` is the line's tag.
         name: &'a str,
         payload: Option<&'a EventPayload>,
@@ -181,11 +183,11 @@ impl<'a> From<&'a Event> for Wire<'a> {
                 expected: *expected,
                 got: *got,
             },
-            Event::GatewayEvent {
+            Event::Broadcast {
                 event,
                 payload,
                 seq,
-            } => Wire::GatewayEvent {
+            } => Wire::Broadcast {
                 name: event,
                 payload: payload.as_ref(),
                 seq: *seq,
@@ -341,7 +343,7 @@ mod tests {
                 r#"{"event":"seq_gap","expected":8,"got":10,"ts":7}"#,
             ),
             (
-                Event::GatewayEvent {
+                Event::Broadcast {
                     event: "presence".into(),
                     payload: Some(EventPayload::try_from(r#"{"n":1}"#).unwrap()),
                     seq: Some(9),
@@ -349,7 +351,7 @@ mod tests {
                 r#"{"event":"gateway_event","name":"presence","payload":{"n":1},"seq":9,"ts":7}"#,
             ),
             (
-                Event::GatewayEvent {
+                Event::Broadcast {
                     event: "tick".into(),
                     payload: None,
                     seq: None,
@@ -369,7 +371,7 @@ mod tests {
     /// panic: the line is one line either way.
     #[test]
     fn payloads_make_one_line_however_they_are_spaced_or_nested() {
-        let event = |p: &str| Event::GatewayEvent {
+        let event = |p: &str| Event::Broadcast {
             event: "e".into(),
             payload: Some(EventPayload::try_from(p).unwrap()),
             seq: None,
@@ -471,7 +473,7 @@ mod tests {
         for (event, _) in &cases {
             // The binary leaves gateway events to embedders (it only logs
             // them), so the README does not list them.
-            if !matches!(event, Event::GatewayEvent { .. }) {
+            if !matches!(event, Event::Broadcast { .. }) {
                 assert!(
                     documented.iter().any(|(n, _, _)| n == event.name()),
                     "{} is not in the README",

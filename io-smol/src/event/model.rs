@@ -100,8 +100,10 @@ pub enum Event {
         /// The seq that arrived.
         got: u64,
     },
-    /// An event from the gateway that the core does not handle itself.
-    GatewayEvent {
+    /// An event the gateway broadcast that the core does not handle itself
+    /// (the core's `Notification::GatewayEvent`; `gateway_event` in JSON
+    /// lines).
+    Broadcast {
         /// The event name.
         event: String,
         /// Its payload.
@@ -136,7 +138,7 @@ impl Event {
             Event::Config { .. } => "config",
             Event::Invoke { .. } => "invoke",
             Event::SeqGap { .. } => "seq_gap",
-            Event::GatewayEvent { .. } => "gateway_event",
+            Event::Broadcast { .. } => "gateway_event",
             Event::Lagged { .. } => "lagged",
         }
     }
@@ -201,7 +203,7 @@ impl fmt::Display for Event {
             Event::SeqGap { expected, got } => {
                 write!(f, "event sequence gap: expected {expected}, got {got}")
             }
-            Event::GatewayEvent { event, seq, .. } => match seq {
+            Event::Broadcast { event, seq, .. } => match seq {
                 Some(s) => write!(f, "gateway event {event} (seq {s})"),
                 None => write!(f, "gateway event {event}"),
             },

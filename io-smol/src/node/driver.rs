@@ -26,7 +26,7 @@ use smol::future::FutureExt as _;
 use super::admission::{Admission, Slot};
 use super::error::RequestFailure;
 use super::msg::{
-    Command, Heard, Msg, Opened, Outgoing, Reply, SocketEvent, Subscribers, WRITE_QUEUE,
+    Control, Heard, Msg, Opened, Outgoing, Reply, SocketEvent, Subscribers, WRITE_QUEUE,
 };
 use super::socket::CLOSE_GRACE;
 use super::spawner::{Spawner, Task};
@@ -401,7 +401,7 @@ impl Session {
                 self.node
                     .handle_input(now, Input::InvokeResult { id, outcome });
             }
-            Msg::Command(cmd) => self.command(now, *cmd).await,
+            Msg::Control(cmd) => self.control(now, *cmd).await,
         }
         self.drain().await;
     }
@@ -464,9 +464,9 @@ impl Session {
         self.node.handle_input(now, input);
     }
 
-    async fn command(&mut self, now: Time, cmd: Command) {
+    async fn control(&mut self, now: Time, cmd: Control) {
         match cmd {
-            Command::Request {
+            Control::Request {
                 method,
                 params,
                 timeout,
@@ -479,7 +479,7 @@ impl Session {
                     let _ = reply.try_send(Err(RequestFailure::Refused(refused)));
                 }
             },
-            Command::Event {
+            Control::Event {
                 event,
                 payload,
                 reply,
@@ -491,7 +491,7 @@ impl Session {
                     let _ = reply.try_send(Err(RequestFailure::Refused(refused)));
                 }
             },
-            Command::Progress { id, chunk } => {
+            Control::Progress { id, chunk } => {
                 // A stream is worth less than the connection: while the
                 // socket's queue is half full, progress waits for nothing
                 // and is dropped, so that it can never fill the queue and
@@ -508,7 +508,7 @@ impl Session {
                         .handle_input(now, Input::InvokeProgress { id, chunk });
                 }
             }
-            Command::Reconfigure { config, reply } => {
+            Control::Reconfigure { config, reply } => {
                 let config = with_commands(*config, &self.commands);
                 let old_url = self.node.config().map(|c| c.url().clone());
                 let changed = self.node.config() != Some(&config);
@@ -533,8 +533,8 @@ impl Session {
                 self.emit(Event::Config { changed });
                 let _ = reply.try_send(changed);
             }
-            Command::Wake => self.node.handle_input(now, Input::Wake),
-            Command::Stop => {
+            Control::Wake => self.node.handle_input(now, Input::Wake),
+            Control::Stop => {
                 if self.stop_requested.is_none() {
                     tracing::info!(running_invokes = self.invokes.len(), "stopping");
                     self.stop_requested = Some(Instant::now());

@@ -16,16 +16,16 @@ use smol::channel::{self, Receiver, Sender};
 use super::admission::Admission;
 use super::driver::{self, Start, with_commands};
 use super::error::{RequestFailure, StartError};
-use super::msg::{Command, Msg, Subscribers, subscribe, subscribe_with};
+use super::msg::{Control, Msg, Subscribers, subscribe, subscribe_with};
 use super::spawner::Spawner;
 use crate::clock::Clock;
-use crate::command::{CommandError, Invocation, NodeEvents, Registry};
+use crate::command::{CommandError, Emitter, Invocation, Registry};
 use crate::event::Event;
 use crate::store::StateDir;
 
 /// A task started beside the session ([`NodeBuilder::background`]).
 type Background =
-    Box<dyn FnOnce(NodeEvents) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+    Box<dyn FnOnce(Emitter) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// Builds and spawns a session.
 ///
@@ -168,7 +168,7 @@ impl NodeBuilder {
     /// admission.
     pub fn background<F, Fut>(mut self, task: F) -> Self
     where
-        F: FnOnce(Receiver<Event>, NodeEvents) -> Fut + Send + 'static,
+        F: FnOnce(Receiver<Event>, Emitter) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let events = subscribe(&self.subscribers);
@@ -379,11 +379,11 @@ impl NodeHandle {
 
     async fn call(
         &self,
-        cmd: Command,
+        cmd: Control,
         rx: Receiver<Result<Value, RequestFailure>>,
     ) -> Result<Value, RequestFailure> {
         self.tx
-            .send(Msg::Command(Box::new(cmd)))
+            .send(Msg::Control(Box::new(cmd)))
             .await
             .map_err(|_| RequestFailure::SessionEnded)?;
         rx.recv().await.unwrap_or(Err(RequestFailure::SessionEnded))
@@ -399,7 +399,7 @@ impl NodeHandle {
         timeout: Option<Duration>,
     ) -> Result<Value, RequestFailure> {
         let (reply, rx) = channel::bounded(1);
-        let cmd = Command::Request {
+        let cmd = Control::Request {
             method: method.to_owned(),
             params,
             timeout,
@@ -415,7 +415,7 @@ impl NodeHandle {
         payload: Option<Value>,
     ) -> Result<Value, RequestFailure> {
         let (reply, rx) = channel::bounded(1);
-        let cmd = Command::Event {
+        let cmd = Control::Event {
             event: event.to_owned(),
             payload,
             reply,
@@ -429,11 +429,11 @@ impl NodeHandle {
     /// stay those of the registered handlers.
     pub async fn reconfigure(&self, config: SessionConfig) -> bool {
         let (reply, rx) = channel::bounded(1);
-        let cmd = Command::Reconfigure {
+        let cmd = Control::Reconfigure {
             config: Box::new(config),
             reply,
         };
-        if self.tx.send(Msg::Command(Box::new(cmd))).await.is_err() {
+        if self.tx.send(Msg::Control(Box::new(cmd))).await.is_err() {
             return false;
         }
         rx.recv().await.unwrap_or(false)
@@ -441,14 +441,14 @@ impl NodeHandle {
 
     /// Tells the session the network came back: a waiting retry starts now.
     pub fn wake(&self) {
-        let _ = self.tx.try_send(Msg::Command(Box::new(Command::Wake)));
+        let _ = self.tx.try_send(Msg::Control(Box::new(Control::Wake)));
     }
 
     /// Stops gracefully: lets running invokes answer (briefly), closes the
     /// socket with 1000 after the frames already queued, and waits for the
     /// session task to end.
     pub async fn shutdown(mut self) {
-        let _ = self.tx.send(Msg::Command(Box::new(Command::Stop))).await;
+        let _ = self.tx.send(Msg::Control(Box::new(Control::Stop))).await;
         if let Some(task) = self.task.take() {
             task.await;
         }
@@ -465,7 +465,7 @@ impl NodeHandle {
 impl Drop for NodeHandle {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
-            let _ = self.tx.try_send(Msg::Command(Box::new(Command::Stop)));
+            let _ = self.tx.try_send(Msg::Control(Box::new(Control::Stop)));
             task.detach();
         }
     }

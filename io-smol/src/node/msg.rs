@@ -21,8 +21,9 @@ use crate::frame_limit::FrameLimit;
 /// Where the answer to a request goes.
 pub(super) type Reply = Sender<Result<Value, RequestFailure>>;
 
-/// A command from the application's [`NodeHandle`](crate::NodeHandle).
-pub(super) enum Command {
+/// What the application's [`NodeHandle`](crate::NodeHandle), or a running
+/// command, asks of the driver.
+pub(super) enum Control {
     Request {
         method: String,
         params: Value,
@@ -129,7 +130,7 @@ pub(super) enum Msg {
         id: String,
         outcome: Box<InvokeOutcome>,
     },
-    Command(Box<Command>),
+    Control(Box<Control>),
 }
 
 /// How many events one subscriber's stream holds before the driver starts

@@ -23,11 +23,11 @@ pub(crate) use error::Error;
 #[command(name = "clawnode", version, about = "A headless OpenClaw node host")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Subcommands,
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {
+enum Subcommands {
     /// Connect to a gateway and serve its invokes until stopped.
     Run(run::Args),
     /// Print the device id and public key (creating the identity if missing).
@@ -47,11 +47,11 @@ fn main() -> ExitCode {
         let cli = Cli::parse();
         init_tracing();
         match cli.command {
-            Command::Run(args) => run::run(args),
-            Command::Identity(args) => identity::run(args),
-            Command::Approvals(args) => approvals::run(args),
-            Command::Service(args) => service::run(args),
-            Command::Probe(args) => probe::run(args),
+            Subcommands::Run(args) => run::run(args),
+            Subcommands::Identity(args) => identity::run(args),
+            Subcommands::Approvals(args) => approvals::run(args),
+            Subcommands::Service(args) => service::run(args),
+            Subcommands::Probe(args) => probe::run(args),
         }
     });
     match result {

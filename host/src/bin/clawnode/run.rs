@@ -224,7 +224,7 @@ impl Serve {
             match wake {
                 // Gateway events are the embedder's business; the node
                 // host only logs them (at debug level).
-                Wake::Event(Some(Event::GatewayEvent { .. })) => {}
+                Wake::Event(Some(Event::Broadcast { .. })) => {}
                 Wake::Event(Some(event)) => {
                     printer.print(&event);
                     if matches!(event, Event::Connected { .. })
@@ -267,7 +267,7 @@ impl Serve {
         };
         // Print what the stop itself reported, as far as stdout takes it.
         while let Ok(event) = events.try_recv() {
-            if !matches!(event, Event::GatewayEvent { .. }) {
+            if !matches!(event, Event::Broadcast { .. }) {
                 printer.print(&event);
             }
         }

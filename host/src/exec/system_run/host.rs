@@ -105,7 +105,9 @@ fn policy_file(store: &StateDir) -> Result<ApprovalsFile, CommandError> {
     };
     match store.load_exec_approvals() {
         Ok(None) => Ok(ApprovalsFile::default()),
-        Ok(Some(bytes)) => ApprovalsFile::from_stored(&bytes).map_err(unavailable),
+        Ok(Some(bytes)) => {
+            ApprovalsFile::from_stored(&bytes).map_err(|e| unavailable(e.to_string()))
+        }
         Err(e) => Err(unavailable(e.to_string())),
     }
 }

@@ -7,7 +7,7 @@
 //! Every `system.run` is treated as written by whoever controls the
 //! gateway. Approval flags (`approved`, `approvalDecision`,
 //! `approvalSource`) count only for a plan this node prepared and
-//! remembers ([`PlanBook`]), unchanged, once, with a run id not used
+//! remembers ([`PlanBook`](super::plans::PlanBook)), unchanged, once, with a run id not used
 //! before, and for an operator's approval only while the policy it was
 //! given under is still in force. What the plan covers is bound when it is
 //! made: the working directory by identity, every program it runs by real
@@ -40,7 +40,7 @@ use super::env::child_env;
 use super::plans::{Binding, Unknown};
 use super::resolve::{FileId, Kind, kind, resolve};
 use super::run::{Cancel, RunOutcome, RunSpec, run_with};
-use clawnode::{CommandError, NodeEvents, Progress};
+use clawnode::{CommandError, Emitter, Progress};
 
 mod binding;
 mod host;
@@ -295,7 +295,7 @@ pub fn system_run(
     params: &Value,
     node_cwd: &Path,
     cancel: &Cancel,
-    events: &NodeEvents,
+    events: &Emitter,
     progress: &Progress,
 ) -> Result<Value, CommandError> {
     let req = parse(params)?;
@@ -351,11 +351,11 @@ struct Report<'a> {
     session_key: String,
     run_id: String,
     command: String,
-    events: &'a NodeEvents,
+    events: &'a Emitter,
 }
 
 impl<'a> Report<'a> {
-    fn new(req: &Request, events: &'a NodeEvents) -> Self {
+    fn new(req: &Request, events: &'a Emitter) -> Self {
         Report {
             session_key: req.session_key.clone().unwrap_or_else(|| "node".into()),
             run_id: req.run_id.clone().unwrap_or_default(),

@@ -10,10 +10,10 @@ use clawnode::StateDir;
 
 type Sent = Arc<Mutex<Vec<(String, Value)>>>;
 
-fn events() -> (NodeEvents, Sent) {
+fn events() -> (Emitter, Sent) {
     let sent: Sent = Arc::default();
     let s = sent.clone();
-    let events = NodeEvents::new(move |e, p| s.lock().unwrap().push((e.to_owned(), p)));
+    let events = Emitter::new(move |e, p| s.lock().unwrap().push((e.to_owned(), p)));
     (events, sent)
 }
 

@@ -9,7 +9,7 @@ use smol::channel::{self, Sender};
 
 use super::{RunningInvoke, Session};
 use crate::command;
-use crate::node::msg::{Command, Msg};
+use crate::node::msg::{Control, Msg};
 
 impl Session {
     pub(super) fn start_invoke(&mut self, req: InvokeRequest) {
@@ -75,7 +75,7 @@ impl Session {
 fn invoke_progress(tx: Sender<Msg>, id: String) -> command::Progress {
     command::Progress::new(move |chunk| {
         if tx
-            .try_send(Msg::Command(Box::new(Command::Progress {
+            .try_send(Msg::Control(Box::new(Control::Progress {
                 id: id.clone(),
                 chunk,
             })))
@@ -88,11 +88,11 @@ fn invoke_progress(tx: Sender<Msg>, id: String) -> command::Progress {
 
 /// A command's `node.event`s, queued to the driver like the application's:
 /// in order with the command's answer, which is queued after them.
-pub(in crate::node) fn node_events(tx: Sender<Msg>) -> command::NodeEvents {
-    command::NodeEvents::new(move |event, payload| {
+pub(in crate::node) fn node_events(tx: Sender<Msg>) -> command::Emitter {
+    command::Emitter::new(move |event, payload| {
         // Nobody waits for the gateway's acknowledgement.
         let (reply, _) = channel::bounded(1);
-        let _ = tx.try_send(Msg::Command(Box::new(Command::Event {
+        let _ = tx.try_send(Msg::Control(Box::new(Control::Event {
             event: event.to_owned(),
             payload: Some(payload),
             reply,
