@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use clawnode::{CommandError, Emitter, Event, NodeBuilder, on_own_thread};
-use smol::channel::Receiver;
+use clawnode::{Background, CommandError, Event, NodeBuilder, on_own_thread};
 
 use crate::exec::Cancel;
 use crate::exec::stored::{
@@ -125,9 +124,10 @@ impl HostCommands for NodeBuilder {
 
 /// Sends `node.host.stats` after each `connected` and then every 60 s
 /// until the next `disconnected`; ends with the session's event stream.
-async fn publish_host_stats(events: Receiver<Event>, report: Emitter) {
+async fn publish_host_stats(session: Background) {
     let home = std::env::var_os("HOME").map_or_else(|| "/".into(), std::path::PathBuf::from);
-    let send = || report.send(HOST_STATS, sample(&home));
+    let send = || session.emitter.send(HOST_STATS, sample(&home));
+    let events = &session.events;
     // When the next report is due, while connected.
     let mut due: Option<Instant> = None;
     loop {
@@ -135,7 +135,7 @@ async fn publish_host_stats(events: Receiver<Event>, report: Emitter) {
         let tick = async {
             match due {
                 Some(at) => {
-                    smol::Timer::at(at).await;
+                    session.sleep_until(at).await;
                     Some(None)
                 }
                 None => std::future::pending().await,

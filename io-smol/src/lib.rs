@@ -52,6 +52,8 @@ mod event;
 mod frame_limit;
 #[cfg(feature = "smol")]
 mod node;
+#[cfg(feature = "smol")]
+mod runtime;
 pub mod setup_code;
 mod store;
 mod tls;
@@ -68,7 +70,8 @@ pub use command::{
 pub use event::{DisconnectCode, Event};
 #[cfg(feature = "smol")]
 pub use node::{
-    Admission, DEFAULT_HANDSHAKES, NodeBuilder, NodeHandle, NodeStatus, RequestFailure, StartError,
+    Admission, Background, DEFAULT_HANDSHAKES, NodeBuilder, NodeHandle, NodeStatus, RequestFailure,
+    StartError,
 };
 pub use store::{PairedGateway, StateDir, StoreError};
 pub use tls::{PinStore, PinStoreError, TlsAttempt, pin_of, tcp_error, upgrade_refused};

@@ -94,17 +94,15 @@ async fn tcp(url: &GatewayUrl, net: Net) -> Result<Tcp, SocketError> {
     // Frames are small and latency matters more than packet count.
     match net {
         Net::AsyncIo => {
-            let stream = smol::net::TcpStream::connect(addr).await.map_err(failed)?;
+            let stream = crate::runtime::smol::connect(addr).await.map_err(failed)?;
             let _ = stream.set_nodelay(true);
             Ok(Tcp::AsyncIo(stream))
         }
         #[cfg(feature = "tokio")]
         Net::Tokio => {
-            let stream = tokio::net::TcpStream::connect(addr).await.map_err(failed)?;
-            let _ = stream.set_nodelay(true);
-            Ok(Tcp::Tokio(async_tungstenite::tokio::TokioAdapter::new(
-                stream,
-            )))
+            let stream = crate::runtime::tokio::connect(addr).await.map_err(failed)?;
+            let _ = stream.get_ref().set_nodelay(true);
+            Ok(Tcp::Tokio(stream))
         }
     }
 }

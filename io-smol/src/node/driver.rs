@@ -20,7 +20,6 @@ mod notify;
 
 use crate::frame_limit::FrameLimit;
 pub(super) use invokes::node_events;
-use smol::Timer;
 use smol::future::FutureExt as _;
 
 use super::admission::{Admission, Slot};
@@ -29,11 +28,10 @@ use super::msg::{
     Control, Heard, Msg, Opened, Outgoing, Reply, SocketEvent, Subscribers, WRITE_QUEUE,
 };
 use super::socket::CLOSE_GRACE;
-use super::spawner::{Spawner, Task};
-use super::timers::Sleep;
 use crate::clock::Clock;
 use crate::command::Registry;
 use crate::event::Event;
+use crate::runtime::{Runtime, Task};
 use crate::store::StateDir;
 
 /// At most this many inputs are handled per wake before the session task
@@ -65,7 +63,7 @@ pub(super) struct Start {
     /// The device token stored for `config`'s gateway.
     pub token: Option<Secret>,
     /// Where the session's tasks run.
-    pub spawner: Spawner,
+    pub runtime: Runtime,
     /// The handshake slots this session shares; `None`: those of the
     /// gateway it connects to ([`Admission::for_gateway`]).
     pub admission: Option<Admission>,
@@ -80,7 +78,7 @@ pub(super) struct Running {
     pub task: Task<()>,
 }
 
-/// Spawns the driver task where `start.spawner` says.
+/// Spawns the driver task where `start.runtime` says.
 pub(super) fn spawn(start: Start) -> Running {
     let (tx, rx) = channel::unbounded();
     let status = Arc::new(Mutex::new(Status::default()));
@@ -103,11 +101,11 @@ pub(super) fn spawn(start: Start) -> Running {
         last_deadline: None,
         stalled: Vec::new(),
         log_limits: PeerLogLimits::default(),
-        spawner: start.spawner.clone(),
+        runtime: start.runtime.clone(),
         admission: start.admission,
     };
     session.start(start.config, start.token);
-    let task = start.spawner.spawn(session.run(rx));
+    let task = start.runtime.spawn(session.run(rx));
     Running {
         tx,
         status,
@@ -162,7 +160,7 @@ struct Session {
     stalled: Vec<AttemptId>,
     /// Rate limits of the logs a peer can trigger at will.
     log_limits: PeerLogLimits,
-    spawner: Spawner,
+    runtime: Runtime,
     admission: Option<Admission>,
 }
 
@@ -233,7 +231,7 @@ impl Session {
         async move {
             let step = Box::pin(self.drain());
             step.await;
-            let mut timer = Sleep::on(&self.spawner);
+            let mut timer = self.runtime.sleep();
             loop {
                 self.publish_status();
                 if self.node.phase() == Phase::Stopped {
@@ -334,10 +332,7 @@ impl Session {
                 t.await;
             }
         };
-        all.or(async {
-            Timer::after(CLOSE_GRACE).await;
-        })
-        .await;
+        all.or(self.runtime.sleep_for(CLOSE_GRACE)).await;
         self.publish_status();
         self.log_limits.flush();
         let mut subs = self.subscribers.lock().expect("not poisoned");

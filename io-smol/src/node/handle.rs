@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use super::spawner::Task;
+use crate::runtime::Task;
 use clawnode_core::{DeviceIdentity, NODE_ROLE, NodeOptions, NodeState, SessionConfig, Status};
 use ed25519_dalek::SigningKey;
 use rand_core::{OsRng, RngCore as _};
@@ -14,18 +14,19 @@ use serde_json::Value;
 use smol::channel::{self, Receiver, Sender};
 
 use super::admission::Admission;
+use super::background::Background;
 use super::driver::{self, Start, with_commands};
 use super::error::{RequestFailure, StartError};
 use super::msg::{Control, Msg, Subscribers, subscribe, subscribe_with};
-use super::spawner::Spawner;
 use crate::clock::Clock;
 use crate::command::{CommandError, Emitter, Invocation, Registry};
 use crate::event::Event;
+use crate::runtime::Runtime;
 use crate::store::StateDir;
 
 /// A task started beside the session ([`NodeBuilder::background`]).
-type Background =
-    Box<dyn FnOnce(Emitter) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+type BackgroundTask =
+    Box<dyn FnOnce(Emitter, Runtime) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// Builds and spawns a session.
 ///
@@ -61,12 +62,12 @@ pub struct NodeBuilder {
     options: Option<NodeOptions>,
     handlers: Registry,
     subscribers: Subscribers,
-    background: Vec<Background>,
+    background: Vec<BackgroundTask>,
     ignore_stored_token: bool,
     /// Invoke slots added for commands that keep a slot count of their
     /// own (`system.run`), so they never take the others' slots.
     own_slots: usize,
-    spawner: Spawner,
+    runtime: Runtime,
     admission: Option<Admission>,
 }
 
@@ -95,7 +96,7 @@ impl NodeBuilder {
             background: Vec::new(),
             ignore_stored_token: false,
             own_slots: 0,
-            spawner: Spawner::default(),
+            runtime: Runtime::default(),
             admission: None,
         }
     }
@@ -160,20 +161,20 @@ impl NodeBuilder {
         &self.store
     }
 
-    /// Runs `task` beside the session, on the node's executor, from
-    /// [`spawn`](Self::spawn): it gets a stream of the session's events
-    /// (as [`events`](Self::events)) and a sender of `node.event`s, and
-    /// should end when the stream does (the session stopped). A node host
+    /// Runs `task` beside the session, on the node's runtime, from
+    /// [`spawn`](Self::spawn): it gets the session's events, a sender of
+    /// `node.event`s and the node's timer ([`Background`]), and should end
+    /// when the event stream does (the session stopped). A node host
     /// reports what it observes this way, for example its load after each
     /// admission.
     pub fn background<F, Fut>(mut self, task: F) -> Self
     where
-        F: FnOnce(Receiver<Event>, Emitter) -> Fut + Send + 'static,
+        F: FnOnce(Background) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let events = subscribe(&self.subscribers);
-        self.background.push(Box::new(move |node_events| {
-            Box::pin(task(events, node_events))
+        self.background.push(Box::new(move |emitter, runtime| {
+            Box::pin(task(Background::new(events, emitter, runtime)))
         }));
         self
     }
@@ -185,7 +186,7 @@ impl NodeBuilder {
     /// the I/O reactor to its own thread: an idle session then wakes those
     /// two threads and no other.
     pub fn executor(mut self, executor: Arc<smol::Executor<'static>>) -> Self {
-        self.spawner = Spawner::On(executor);
+        self.runtime = Runtime::executor(executor);
         self
     }
 
@@ -195,9 +196,8 @@ impl NodeBuilder {
     /// waits for I/O and runs every session, so a wake-up is never handed
     /// from one thread to another: `clawnode-swarm` runs its sessions this
     /// way. File I/O and commands run on threads of their own as on smol;
-    /// the rare timers (a closing socket's grace) stay async-io's. The runtime must
-    /// outlive the node: awaiting [`NodeHandle::shutdown`] after it shut
-    /// down panics.
+    /// nothing of async-io runs for the node. The runtime must outlive the
+    /// node: awaiting [`NodeHandle::shutdown`] after it shut down panics.
     ///
     /// ```no_run
     /// use clawnode::policy::{Credentials, Secret, SessionConfig, TlsPolicy};
@@ -224,7 +224,7 @@ impl NodeBuilder {
     /// ```
     #[cfg(feature = "tokio")]
     pub fn tokio(mut self, runtime: tokio::runtime::Handle) -> Self {
-        self.spawner = Spawner::Tokio(runtime);
+        self.runtime = Runtime::Tokio(runtime);
         self
     }
 
@@ -301,12 +301,14 @@ impl NodeBuilder {
             subscribers: self.subscribers.clone(),
             config,
             token,
-            spawner: self.spawner.clone(),
+            runtime: self.runtime.clone(),
             admission: self.admission,
         });
         for task in self.background {
-            let node_events = driver::node_events(running.tx.clone());
-            self.spawner.spawn(task(node_events)).detach();
+            let emitter = driver::node_events(running.tx.clone());
+            self.runtime
+                .spawn(task(emitter, self.runtime.clone()))
+                .detach();
         }
         Ok(NodeHandle {
             tx: running.tx,

@@ -8,7 +8,6 @@ use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::{Message, Utf8Bytes};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use clawnode_core::{AttemptId, GatewayUrl, SocketError, TlsPolicy};
-use smol::Timer;
 use smol::channel::{self, Receiver, Sender};
 use smol::future::FutureExt as _;
 use smol::stream::StreamExt as _;
@@ -16,8 +15,9 @@ use smol::stream::StreamExt as _;
 use super::admission::Admission;
 use super::msg::{Heard, Msg, Opened, Outgoing, SocketEvent};
 use crate::frame_limit::Limited;
+use crate::runtime::Runtime;
 use crate::store::StateDir;
-use crate::transport::{self, Io, Net};
+use crate::transport::{self, Io};
 
 /// How long a closing socket may take to finish the close handshake.
 pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(3);
@@ -38,7 +38,7 @@ pub(super) async fn socket_task(
     tls: TlsPolicy,
     store: StateDir,
     admission: Admission,
-    net: Net,
+    runtime: Runtime,
     tx: Sender<Msg>,
 ) {
     let report = Report { attempt, tx };
@@ -55,6 +55,7 @@ pub(super) async fn socket_task(
     };
     // Boxed, and given what only opening needs: the handshake's state is
     // large, and it and those inputs are done with once the socket is open.
+    let net = runtime.net();
     let opening = Box::pin(async move { transport::open(&url, &tls, &store, net).await });
     let (ws, limit) = match opening.await {
         Ok(opened) => opened,
@@ -75,8 +76,8 @@ pub(super) async fn socket_task(
         })))
         .await;
     let (sender, receiver) = ws.split();
-    read(receiver, &report, handled_rx, heard)
-        .or(write(sender, &report, out_rx))
+    read(receiver, &report, handled_rx, heard, &runtime)
+        .or(write(sender, &report, out_rx, &runtime))
         .await;
 }
 
@@ -99,6 +100,7 @@ async fn read(
     report: &Report,
     handled: Receiver<()>,
     heard: Heard,
+    runtime: &Runtime,
 ) {
     // The last text frame, held until the next read has begun. A frame
     // shares the read buffer's allocation, which tungstenite never
@@ -146,11 +148,7 @@ async fn read(
                 // gateway sees its close answered (RFC 6455 §5.5.1), not
                 // an abnormal 1006.
                 let drain = async { while let Some(Ok(_)) = receiver.next().await {} };
-                drain
-                    .or(async {
-                        Timer::after(CLOSE_GRACE).await;
-                    })
-                    .await;
+                drain.or(runtime.sleep_for(CLOSE_GRACE)).await;
                 return;
             }
             // The gateway's own pings prove it alive as its pongs do, so
@@ -180,7 +178,12 @@ async fn read(
 
 /// Writes what the session queues until it closes the socket, then sends
 /// the close frame and gives the peer [`CLOSE_GRACE`] to answer it.
-async fn write(mut sender: WebSocketSender<Limited<Io>>, report: &Report, out: Receiver<Outgoing>) {
+async fn write(
+    mut sender: WebSocketSender<Limited<Io>>,
+    report: &Report,
+    out: Receiver<Outgoing>,
+    runtime: &Runtime,
+) {
     let mut close = (1000, String::from("node stopping"));
     while let Ok(out) = out.recv().await {
         let msg = match out {
@@ -204,5 +207,5 @@ async fn write(mut sender: WebSocketSender<Limited<Io>>, report: &Report, out: R
     let _ = sender.close(Some(frame)).await;
     // Give the peer a moment to answer the close; the reader ends
     // this task as soon as it does.
-    Timer::after(CLOSE_GRACE).await;
+    runtime.sleep_for(CLOSE_GRACE).await;
 }

@@ -59,13 +59,13 @@ impl Session {
             Some(a) => a.clone(),
             None => Admission::for_gateway(&url),
         };
-        let task = self.spawner.spawn(socket_task(
+        let task = self.runtime.spawn(socket_task(
             attempt,
             url,
             tls,
             self.store.clone(),
             admission,
-            self.spawner.net(),
+            self.runtime.clone(),
             self.tx.clone(),
         ));
         self.sockets.insert(
@@ -108,7 +108,7 @@ impl Session {
             tracing::warn!(id, seq, "invoke input overflowed; the invoke is aborted");
             drop(std::mem::replace(
                 &mut inv.task,
-                self.spawner.spawn(async {}),
+                self.runtime.spawn(async {}),
             ));
             // Later input goes nowhere (and aborts nothing twice).
             inv.input = channel::bounded(1).0;

@@ -40,7 +40,7 @@ impl Session {
         let events = node_events(self.tx.clone());
         let progress = invoke_progress(self.tx.clone(), id.clone());
         let (input_tx, input) = command::InvokeInput::channel();
-        let task = self.spawner.spawn(async move {
+        let task = self.runtime.spawn(async move {
             let outcome = command::run(
                 handler,
                 inv_id.clone(),

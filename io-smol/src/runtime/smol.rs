@@ -1,27 +1,65 @@
-//! The sessions' wake-ups: on a smol executor, one timer for all of them.
+//! The runtime on smol: tasks on smol's global executor or one the
+//! embedder drives, sockets on async-io's reactor, and the sessions'
+//! wake-ups on one timer for all of them.
 //!
 //! Arming an async-io timer wakes the reactor's thread. A session re-arms
 //! its wake-up after each frame (the next ping waits for a quiet interval),
 //! so hundreds of sessions meant hundreds of reactor wake-ups per wave of
-//! ticks, each a context switch. Here a session's [`Sleep`] puts its
+//! ticks, each a context switch. Here a session's [`SharedSleep`] puts its
 //! deadline in a table shared by the executor's sessions; one task keeps a
 //! single async-io timer at the earliest deadline, re-arms it only when the
 //! earliest moves, and wakes whoever is due.
-//!
-//! On tokio a session keeps a tokio sleep of its own: re-arming one is a
-//! change to the runtime's timer wheel, which wakes no thread.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use smol::channel::{self, Receiver, Sender};
 use smol::{Executor, Timer};
 
-use super::spawner::Spawner;
+/// Where a node's tasks run on smol: the global executor, or one the
+/// embedder drives.
+#[derive(Clone)]
+pub(crate) enum Smol {
+    /// `smol::spawn`.
+    Global,
+    /// An executor the embedder drives.
+    On(Arc<Executor<'static>>),
+}
+
+impl Smol {
+    /// Spawns `future` on this executor.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> smol::Task<T> {
+        match self {
+            Smol::Global => smol::spawn(future),
+            Smol::On(executor) => executor.spawn(future),
+        }
+    }
+
+    /// A re-armable wake-up in this executor's table.
+    pub fn sleep(&self) -> SharedSleep {
+        match self {
+            Smol::Global => Timers::of(None).sleep(),
+            Smol::On(executor) => Timers::of(Some(executor)).sleep(),
+        }
+    }
+}
+
+/// Ends after `duration` (async-io's timer: rare one-shot waits).
+pub(crate) async fn sleep_for(duration: Duration) {
+    Timer::after(duration).await;
+}
+
+/// A TCP connection to `addr` on async-io's reactor.
+pub(crate) async fn connect(addr: (&str, u16)) -> std::io::Result<smol::net::TcpStream> {
+    smol::net::TcpStream::connect(addr).await
+}
 
 /// The deadlines of one executor's sessions, and the task that serves them.
 #[derive(Clone)]
@@ -44,13 +82,11 @@ struct Table {
 impl Timers {
     /// The timers of the smol executor `executor` names (smol's global one
     /// for `None`), started on first use.
-    pub fn of(executor: Option<&Arc<Executor<'static>>>) -> Timers {
+    fn of(executor: Option<&Arc<Executor<'static>>>) -> Timers {
         match executor {
             None => {
                 static GLOBAL: OnceLock<Timers> = OnceLock::new();
-                GLOBAL
-                    .get_or_init(|| Timers::start(&Spawner::Global))
-                    .clone()
+                GLOBAL.get_or_init(|| Timers::start(&Smol::Global)).clone()
             }
             Some(executor) => {
                 // One table per executor, found by the executor's address.
@@ -64,14 +100,14 @@ impl Timers {
                 {
                     return t.clone();
                 }
-                let timers = Timers::start(&Spawner::On(executor.clone()));
+                let timers = Timers::start(&Smol::On(executor.clone()));
                 registry.push((Arc::downgrade(executor), timers.clone()));
                 timers
             }
         }
     }
 
-    fn start(spawner: &Spawner) -> Timers {
+    fn start(spawner: &Smol) -> Timers {
         let (kick, kicked) = channel::bounded(1);
         let shared = Arc::new(Shared {
             table: Mutex::new(Table::default()),
@@ -132,88 +168,16 @@ async fn serve(shared: Weak<Shared>, kicked: Receiver<()>) {
     }
 }
 
-/// A session's wake-up at one instant, re-armed with [`Sleep::set_at`]:
-/// in its executor's table, or on tokio's timer wheel.
-pub(super) enum Sleep {
-    Shared(SharedSleep),
-    #[cfg(feature = "tokio")]
-    Tokio {
-        /// Made at the first `set_at`, in the runtime's context.
-        sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-        at: Option<Instant>,
-    },
-}
-
-impl Sleep {
-    /// A sleep for a task `spawner` runs, that never ends until
-    /// [`Sleep::set_at`] gives it a time.
-    pub fn on(spawner: &Spawner) -> Sleep {
-        match spawner {
-            #[cfg(feature = "tokio")]
-            Spawner::Tokio(_) => Sleep::Tokio {
-                sleep: None,
-                at: None,
-            },
-            Spawner::Global => Sleep::Shared(Timers::of(None).sleep()),
-            Spawner::On(executor) => Sleep::Shared(Timers::of(Some(executor)).sleep()),
-        }
-    }
-
-    /// Wakes at `at` from now on (never for `None`). Setting the time it
-    /// already waits for changes nothing; once it has ended, setting any
-    /// time arms it again.
-    pub fn set_at(&mut self, at: Option<Instant>) {
-        match self {
-            Sleep::Shared(s) => s.set_at(at),
-            #[cfg(feature = "tokio")]
-            Sleep::Tokio { sleep, at: armed } => {
-                if at == *armed {
-                    return;
-                }
-                *armed = at;
-                match (at, sleep.as_mut()) {
-                    (Some(at), Some(s)) => s.as_mut().reset(at.into()),
-                    (Some(at), None) => {
-                        *sleep = Some(Box::pin(tokio::time::sleep_until(at.into())))
-                    }
-                    // Off the wheel, so that the old time wakes no one.
-                    (None, _) => *sleep = None,
-                }
-            }
-        }
-    }
-}
-
-impl Future for Sleep {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        match self.get_mut() {
-            Sleep::Shared(s) => Pin::new(s).poll(cx),
-            #[cfg(feature = "tokio")]
-            Sleep::Tokio { sleep, at } => match (sleep, at.is_some()) {
-                (Some(s), true) => {
-                    let ended = s.as_mut().poll(cx);
-                    if ended.is_ready() {
-                        *at = None;
-                    }
-                    ended
-                }
-                _ => Poll::Pending,
-            },
-        }
-    }
-}
-
 /// A wake-up in its executor's table.
-pub(super) struct SharedSleep {
+pub(crate) struct SharedSleep {
     timers: Timers,
     at: Option<Instant>,
     key: Option<(Instant, u64)>,
 }
 
 impl SharedSleep {
-    fn set_at(&mut self, at: Option<Instant>) {
+    /// Wakes at `at` from now on (never for `None`).
+    pub fn set_at(&mut self, at: Option<Instant>) {
         if at != self.at {
             self.remove();
             self.at = at;
@@ -342,31 +306,5 @@ mod tests {
             }
         }));
         assert!(Instant::now() >= at);
-    }
-
-    /// On tokio: a sleep ends once at its time, then waits to be armed
-    /// again; a cleared one never ends.
-    #[cfg(feature = "tokio")]
-    #[test]
-    fn a_tokio_sleep_ends_once_and_a_cleared_one_never() {
-        use tokio::time::timeout;
-        let runtime = crate::__testutil::current_thread_runtime();
-        let spawner = Spawner::Tokio(runtime.handle().clone());
-        runtime.block_on(async {
-            let start = Instant::now();
-            let mut sleep = Sleep::on(&spawner);
-            sleep.set_at(Some(start + Duration::from_millis(20)));
-            (&mut sleep).await;
-            assert!(start.elapsed() >= Duration::from_millis(20));
-            let ms = Duration::from_millis;
-            assert!(timeout(ms(30), &mut sleep).await.is_err(), "ended once");
-            sleep.set_at(Some(Instant::now() + ms(10)));
-            sleep.set_at(None);
-            assert!(timeout(ms(40), &mut sleep).await.is_err(), "cleared");
-            let again = Instant::now();
-            sleep.set_at(Some(again + ms(10)));
-            (&mut sleep).await;
-            assert!(again.elapsed() >= ms(10));
-        });
     }
 }
