@@ -265,7 +265,7 @@ impl NodeBuilder {
 
     /// Loads (or creates) the identity and the stored device token, and
     /// spawns the session where [`NodeBuilder::executor`] or
-    /// [`NodeBuilder::tokio`] said (smol's global executor if neither did).
+    /// `NodeBuilder::tokio` (feature `tokio`) said (smol's global executor if neither did).
     /// Temporary files left
     /// in the state directory by a killed process are removed first
     /// ([`StateDir::remove_stale_temp_files`]).
