@@ -14,13 +14,16 @@
 //! - [`allowlist`]: whether an allowlist covers every command a run would
 //!   start, judged by real paths, and the exact command that then runs.
 //! - [`plans`]: the plans this node prepared, which approvals must carry.
-//! - [`stored`]: the documents in the state directory, and
-//!   `system.execApprovals.get` and `.set` over them.
+//! - [`documents`]: the approvals and the owner's ceiling in the state
+//!   directory.
+//! - [`stored`]: `system.execApprovals.get` and `.set` over them, and the
+//!   owner's local edits.
 //! - [`system_run`]: `system.run.prepare` and `system.run`, which put the
 //!   others together.
 
 pub mod allowlist;
 pub mod approvals;
+pub mod documents;
 pub mod env;
 pub mod plans;
 #[allow(unsafe_code)]
@@ -31,6 +34,6 @@ pub mod run;
 pub mod stored;
 pub mod system_run;
 
+pub use documents::ExecDocuments;
 pub use env::{EnvRejected, child_env};
 pub use run::{Cancel, OUTPUT_CAP, RunOutcome, RunSpec, run};
-pub use stored::ExecDocuments;

@@ -12,9 +12,9 @@
 //!
 //! The reaper then closes every descriptor it has (the node sees the
 //! command's exec outcome and, later, the end of its output) and waits:
-//! - when the command exits 0, descendants get [`DRAIN`](super::run::DRAIN)
+//! - when the command exits 0, descendants get [`DRAIN`]
 //!   to finish by themselves; after a non-zero exit, SIGTERM and
-//!   [`KILL_GRACE`](super::run::KILL_GRACE);
+//!   [`KILL_GRACE`];
 //! - on SIGTERM, SIGINT or SIGHUP (the node's timeout or cancel, or the
 //!   node's thread gone), SIGTERM to the command's process group (the
 //!   command leads one of its own) and the reaper's children, and the
@@ -34,7 +34,10 @@ use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::run::{DRAIN, KILL_GRACE};
+/// Between SIGTERM and SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_millis(300);
+/// How long output may still arrive after the command exited.
+pub const DRAIN: Duration = Duration::from_secs(1);
 
 /// Everything the forked child uses, built before the fork.
 pub(crate) struct Prepared {

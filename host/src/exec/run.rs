@@ -38,10 +38,9 @@ use super::resolve::resolve;
 
 /// The most output kept, stdout and stderr together, in bytes.
 pub const OUTPUT_CAP: usize = 200_000;
-/// Between SIGTERM and SIGKILL.
-pub const KILL_GRACE: Duration = Duration::from_millis(300);
-/// How long output may still arrive after the command exited.
-pub const DRAIN: Duration = Duration::from_secs(1);
+// The reaper keeps these bounds: between SIGTERM and SIGKILL, and how long
+// output may still arrive after the command exited.
+pub use super::reaper::{DRAIN, KILL_GRACE};
 /// The exit code reported for a run stopped at its timeout.
 pub const TIMEOUT_EXIT: i32 = 124;
 /// The marker appended to output cut at the cap.

@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use super::denied;
 use crate::exec::approvals::{ApprovalsFile, Ceiling, Resolved};
+use crate::exec::documents::ExecDocuments;
 use crate::exec::plans::PlanBook;
-use crate::exec::stored::ExecDocuments;
 
 /// The exec host of one node: its state directory and the plans it
 /// prepared. `system.run.prepare` and `system.run` share one.
