@@ -49,7 +49,8 @@ if grep -rnE 'Instant|SystemTime|thread_rng|OsRng|getrandom|from_entropy|rand::|
 fi
 
 step "the binaries, the tokio example and every test, built once"
-cargo build -p clawnode-host --bin clawnode -p clawnode-swarm -p clawnode --example tokio_node
+cargo build -p clawnode-host -p clawnode-swarm --bins
+cargo build -p clawnode --example tokio_node
 cargo test --workspace --all-targets --no-run
 interop=$(cargo test -p clawnode-tests --test interop --no-run 2>&1 | grep -oE 'target/[^ )]*/deps/interop-[0-9a-f]+' | tail -1)
 [ -x "$interop" ] || { echo "the interop test binary was not found" >&2; exit 1; }
