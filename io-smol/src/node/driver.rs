@@ -34,6 +34,10 @@ use crate::event::Event;
 use crate::runtime::{Runtime, Task};
 use crate::store::StateDir;
 
+/// How often a stream's pending `lagged` notice is offered again while its
+/// reader has no room for it.
+const LAGGED_RETRY: Duration = Duration::from_millis(100);
+
 /// At most this many inputs are handled per wake before the session task
 /// yields, so that one busy session cannot starve others on the executor.
 const MAX_INPUTS_PER_WAKE: usize = 64;
@@ -244,10 +248,14 @@ impl Session {
                     }
                     self.last_deadline = next;
                 }
-                let deadline = [next.map(|d| self.wake_at(d)), self.stop_deadline()]
-                    .into_iter()
-                    .flatten()
-                    .min();
+                let deadline = [
+                    next.map(|d| self.wake_at(d)),
+                    self.stop_deadline(),
+                    self.lagged_retry(),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
                 // Re-armed only when the deadline moves (`timers`).
                 timer.set_at(deadline);
                 // What happens on a wake-up is boxed below, so that an idle
@@ -292,6 +300,17 @@ impl Session {
             let step = Box::pin(self.finish());
             step.await;
         }
+    }
+
+    /// Delivers the streams' pending `lagged` notices where there is room
+    /// now; while one still waits, when to try again. A reader that fell
+    /// behind and caught up hears what it missed even if no event follows.
+    fn lagged_retry(&self) -> Option<Instant> {
+        let mut subs = self.subscribers.lock().expect("not poisoned");
+        subs.retain_mut(|s| s.flush_lagged());
+        subs.iter()
+            .any(|s| s.lagging())
+            .then(|| Instant::now() + LAGGED_RETRY)
     }
 
     fn stop_deadline(&self) -> Option<Instant> {

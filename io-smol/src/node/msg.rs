@@ -174,7 +174,9 @@ impl Subscriber {
         self.push(event)
     }
 
-    /// Delivers the pending [`Event::Lagged`] notice if there is room;
+    /// Delivers the pending [`Event::Lagged`] notice if there is room
+    /// (the driver retries while one waits: the notice must not wait for a
+    /// next event that may never come);
     /// `false` once the receiver is gone.
     pub(super) fn flush_lagged(&mut self) -> bool {
         if self.dropped == 0 {
@@ -191,6 +193,11 @@ impl Subscriber {
             Err(TrySendError::Full(_)) => true,
             Err(TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Whether a [`Event::Lagged`] notice still waits for room.
+    pub(super) fn lagging(&self) -> bool {
+        self.dropped > 0
     }
 
     fn push(&mut self, event: Event) -> bool {
