@@ -48,9 +48,10 @@ if grep -rnE 'Instant|SystemTime|thread_rng|OsRng|getrandom|from_entropy|rand::|
     exit 1
 fi
 
-step "the binaries, the tokio example and the interop tests, built first"
+step "the binaries, the tokio example and every test, built once"
 cargo build -p clawnode-host -p clawnode-swarm --bins
 cargo build -p clawnode --example tokio_node
+cargo test --workspace --all-targets --no-run
 interop=$(cargo test -p clawnode-tests --test interop --no-run 2>&1 | grep -oE 'target/[^ )]*/deps/interop-[0-9a-f]+' | tail -1)
 [ -x "$interop" ] || { echo "the interop test binary was not found" >&2; exit 1; }
 
@@ -70,12 +71,9 @@ cp target/debug/clawnode target/debug/clawnode-swarm target/debug/examples/tokio
 CLAWNODE_BIN="$logs/bin/clawnode" \
     CLAWNODE_SWARM_BIN="$logs/bin/clawnode-swarm" \
     CLAWNODE_TOKIO_EXAMPLE="$logs/bin/tokio_node" \
-    "$interop" --test-threads "${INTEROP_THREADS:-6}" >"$logs/interop.log" 2>&1 &
+    "$interop" --test-threads "${INTEROP_THREADS:-4}" >"$logs/interop.log" 2>&1 &
 interop_pid=$!
 echo "pid $interop_pid, log $logs/interop.log"
-
-step "every other test, built once"
-cargo test --workspace --all-targets --no-run
 
 step "tests (unit, simulation, property, hostile peers, the differential exec check)"
 # The model check runs once, below, with the budget CI gives it.
