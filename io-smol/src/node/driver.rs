@@ -3,6 +3,7 @@
 //! performs the effects the core asks for.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -100,6 +101,7 @@ pub(super) fn spawn(start: Start) -> Running {
         invokes: HashMap::new(),
         pending: HashMap::new(),
         subscribers: start.subscribers,
+        lagging: AtomicBool::new(false),
         status: status.clone(),
         stop_requested: None,
         last_deadline: None,
@@ -155,6 +157,10 @@ struct Session {
     invokes: HashMap<String, RunningInvoke>,
     pending: HashMap<RequestId, Reply>,
     subscribers: Subscribers,
+    /// Whether a stream missed events and its `lagged` notice still waits
+    /// for room (set by [`Session::emit`]): only then does a wake look at
+    /// the streams again.
+    lagging: AtomicBool,
     status: Arc<Mutex<Status>>,
     /// When a graceful stop was asked for, and until when invokes may finish.
     stop_requested: Option<Instant>,
@@ -208,6 +214,7 @@ impl Session {
         let last = subs.len().saturating_sub(1);
         let mut event = Some(event);
         let mut i = 0;
+        let mut lagging = false;
         subs.retain_mut(|s| {
             let e = if i == last {
                 event.take()
@@ -215,8 +222,11 @@ impl Session {
                 event.clone()
             };
             i += 1;
-            e.is_none_or(|e| s.offer(e))
+            let open = e.is_none_or(|e| s.offer(e));
+            lagging |= open && s.lagging();
+            open
         });
+        self.lagging.store(lagging, Ordering::Relaxed);
     }
 
     /// Feeds the first config and stored token before the task starts, so
@@ -306,11 +316,14 @@ impl Session {
     /// now; while one still waits, when to try again. A reader that fell
     /// behind and caught up hears what it missed even if no event follows.
     fn lagged_retry(&self) -> Option<Instant> {
+        if !self.lagging.load(Ordering::Relaxed) {
+            return None;
+        }
         let mut subs = self.subscribers.lock().expect("not poisoned");
         subs.retain_mut(|s| s.flush_lagged());
-        subs.iter()
-            .any(|s| s.lagging())
-            .then(|| Instant::now() + LAGGED_RETRY)
+        let lagging = subs.iter().any(|s| s.lagging());
+        self.lagging.store(lagging, Ordering::Relaxed);
+        lagging.then(|| Instant::now() + LAGGED_RETRY)
     }
 
     fn stop_deadline(&self) -> Option<Instant> {
