@@ -49,10 +49,11 @@ if grep -rnE 'Instant|SystemTime|thread_rng|OsRng|getrandom|from_entropy|rand::|
 fi
 
 step "the binaries, the tokio example and every test, built once"
-cargo build -p clawnode-host -p clawnode-swarm --bins
-cargo build -p clawnode --example tokio_node
-cargo test --workspace --all-targets --no-run
-interop=$(cargo test -p clawnode-tests --test interop --no-run 2>&1 | grep -oE 'target/[^ )]*/deps/interop-[0-9a-f]+' | tail -1)
+# One feature set for all of it: a build of some packages alone (`-p`)
+# unifies their features differently and compiles the crates again.
+cargo build --workspace --bins --examples
+cargo test --workspace --all-targets --no-run 2>&1 | tee "$logs/test-build.log"
+interop=$(grep -oE 'target/[^ )]*/deps/interop-[0-9a-f]+' "$logs/test-build.log" | tail -1)
 [ -x "$interop" ] || { echo "the interop test binary was not found" >&2; exit 1; }
 
 step "systemd-analyze and the real OpenClaw gateway"
