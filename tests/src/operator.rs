@@ -184,11 +184,7 @@ impl Operator {
                 }
                 Ok(Message::Close(f)) => return Err(failure(format!("closed: {f:?}"))),
                 Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(tungstenite::Error::Io(e)) if crate::sys::read_timed_out(&e) => {}
                 Err(e) => return Err(failure(e)),
             }
         }

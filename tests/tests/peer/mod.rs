@@ -198,11 +198,7 @@ impl Remote {
                         f.lock().expect("lock").push(frame);
                     }
                     Ok(_) => {}
-                    Err(tungstenite::Error::Io(e))
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
+                    Err(tungstenite::Error::Io(e)) if clawnode_tests::sys::read_timed_out(&e) => {}
                     Err(_) => return,
                 }
             }
